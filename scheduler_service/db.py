@@ -1,0 +1,154 @@
+"""The database behind one narrow layer: engines, sessions, migrations.
+
+Two engines point at the same database: an async one for the application's tables and a
+sync one for APScheduler's job store (which is synchronous). On SQLite both use WAL and a
+busy timeout, and application writes in this process are serialised by one asyncio lock,
+so concurrent runs queue for the file instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS_DIR = PROJECT_ROOT / "alembic"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+class SchemaError(RuntimeError):
+    """The database is at a revision this code does not know: refuse to touch it."""
+
+
+def sync_url(async_url: str) -> str:
+    """The sync-driver URL for the same database (alembic and APScheduler use it)."""
+    url = make_url(async_url)
+    driver = {"sqlite+aiosqlite": "sqlite", "postgresql+asyncpg": "postgresql+psycopg"}
+    name = driver.get(url.drivername, url.drivername)
+    return url.set(drivername=name).render_as_string(hide_password=False)
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def create_sync_engine(url: str, **kwargs: Any) -> Engine:
+    """A sync engine (for the job store and migrations) with the SQLite pragmas applied."""
+    if is_sqlite(url):
+        engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+class Database:
+    """Owns the async engine and hands out sessions."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sync_url = sync_url(url)
+        self.sqlite = is_sqlite(url)
+        if self.sqlite:
+            self.engine: AsyncEngine = create_async_engine(url)
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_async_engine(url, pool_pre_ping=True)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock: asyncio.Lock | None = None
+
+    @property
+    def write_lock(self) -> asyncio.Lock:
+        if self._write_lock is None:
+            self._write_lock = asyncio.Lock()
+        return self._write_lock
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session:
+            yield session
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """One short write transaction; commits on success, rolls back on error."""
+        lock: contextlib.AbstractAsyncContextManager[Any] = (
+            self.write_lock if self.sqlite else contextlib.nullcontext()
+        )
+        async with lock, self.sessions() as session, session.begin():
+            yield session
+
+    @contextlib.asynccontextmanager
+    async def serialized(self) -> AsyncIterator[None]:
+        """Hold the SQLite write lock without a session (for job-store calls)."""
+        if self.sqlite:
+            async with self.write_lock:
+                yield
+        else:
+            yield
+
+    async def migrate(self) -> None:
+        """Bring the schema to head; refuse a database at an unknown revision."""
+        await asyncio.to_thread(migrate_to_head, self.sync_url)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["configure_logging"] = False
+    return cfg
+
+
+def migrate_to_head(url: str) -> None:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from alembic import command
+
+    cfg = alembic_config(url)
+    script = ScriptDirectory.from_config(cfg)
+    known = {rev.revision for rev in script.walk_revisions()}
+    engine = create_sync_engine(url)
+    try:
+        with engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+    finally:
+        engine.dispose()
+    unknown = current - known
+    if unknown:
+        raise SchemaError(
+            f"the database at {make_url(url).render_as_string()} is at schema revision "
+            f"{', '.join(sorted(unknown))}, which this version of the scheduler does not know "
+            f"(known: {', '.join(sorted(known))}). It was probably written by a newer version; "
+            "upgrade the scheduler or point DATABASE_URL at another database."
+        )
+    if current != {script.get_current_head()}:
+        log.info("migrating database schema to %s", script.get_current_head())
+        command.upgrade(cfg, "head")

@@ -1,0 +1,245 @@
+"""APScheduler, adapted to this service.
+
+Two small subclasses fix what the notes call out in APScheduler 3.11:
+
+* ``ResilientAsyncIOScheduler`` runs ``_process_jobs`` (which does synchronous job-store
+  I/O) in a worker thread, so the event loop never blocks on the database; holds the
+  service's SQLite write lock while doing so, so it never waits on a transaction that
+  needs the loop to finish; and always re-arms its timer, capped at ``max_sleep``, so a
+  database error during a wake-up can never stall the scheduler (a watchdog by design).
+* ``FireTimeExecutor`` starts coroutine jobs on the loop with their computed fire times
+  in a ContextVar, never drops a run for ``max_instances`` (overlap is the runner's
+  decision, recorded as a run row), and leaves cancellation to the runner's graceful stop.
+
+``JobControl`` is the narrow async facade the rest of the service uses for job-store
+changes: each call runs in a thread under the same lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.executors.base import BaseExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.date import DateTrigger
+
+from scheduler_service.jobs import JOB_FUNCTION, RETRY_FUNCTION, FireContext, current_fire
+
+log = logging.getLogger(__name__)
+
+Serializer = Callable[[], contextlib.AbstractAsyncContextManager[None]]
+
+
+class ResilientAsyncIOScheduler(AsyncIOScheduler):  # type: ignore[misc]
+    """AsyncIOScheduler whose wake-ups run off the loop and always re-arm."""
+
+    def __init__(self, *, serialize: Serializer, max_sleep: float, **options: Any) -> None:
+        self._serialize = serialize
+        self._max_sleep = max_sleep
+        self._wakeup_task: asyncio.Task[None] | None = None
+        self._wakeup_again = False
+        super().__init__(**options)
+
+    def wakeup(self) -> None:
+        loop = self._eventloop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._request_wakeup)
+
+    def _request_wakeup(self) -> None:
+        if self._wakeup_task is not None and not self._wakeup_task.done():
+            self._wakeup_again = True  # one more pass after the current one
+            return
+        self._wakeup_task = self._eventloop.create_task(self._wakeup_loop())
+
+    async def _wakeup_loop(self) -> None:
+        while True:
+            self._wakeup_again = False
+            self._stop_timer()
+            wait: float = self._max_sleep
+            try:
+                async with self._serialize():
+                    seconds = await asyncio.to_thread(self._process_jobs)
+                if seconds is not None:
+                    wait = min(wait, seconds)
+            except Exception:
+                wait = min(wait, float(self.jobstore_retry_interval))
+                log.exception("scheduler wake-up failed; retrying in %.0f s", wait)
+            finally:
+                if self.state != STATE_STOPPED:
+                    self._start_timer(max(wait, 0.0))
+            if not self._wakeup_again or self.state == STATE_STOPPED:
+                return
+
+    def shutdown(self, wait: bool = False) -> None:
+        """Stop now, on the calling (loop) thread; the runner drains running tasks."""
+        BaseScheduler.shutdown(self, wait=False)
+        self._stop_timer()
+        if self._wakeup_task is not None:
+            self._wakeup_task.cancel()
+
+
+class FireTimeExecutor(BaseExecutor):  # type: ignore[misc]
+    """Starts coroutine jobs on the loop, telling each its fire times."""
+
+    def __init__(
+        self,
+        on_fire: Callable[[str, list[datetime]], Awaitable[Any]],
+        on_retry: Callable[[str, datetime, int], Awaitable[Any]],
+    ) -> None:
+        super().__init__()
+        self._on_fire = on_fire
+        self._on_retry = on_retry
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        super().start(scheduler, alias)
+        self._loop = scheduler._eventloop
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Running jobs are drained and recorded by the runner, not cancelled here."""
+
+    def submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        # No max_instances check: an overlapping fire time is recorded by the runner.
+        self._do_submit_job(job, run_times)
+
+    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._spawn, job, list(run_times))
+
+    def _spawn(self, job: Any, run_times: list[datetime]) -> None:
+        assert self._loop is not None
+        token = current_fire.set(FireContext(run_times, self._on_fire, self._on_retry))
+        try:
+            task = self._loop.create_task(job.func(*job.args, **job.kwargs))
+        finally:
+            current_fire.reset(token)
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._done(job.id, t))
+
+    def _done(self, job_id: str, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("job %s failed outside the runner", job_id, exc_info=exc)
+
+
+def retry_job_id(task_id: str, fire_time: datetime, attempt: int) -> str:
+    return f"retry:{task_id}:{fire_time.astimezone(UTC).isoformat()}:{attempt}"
+
+
+class JobControl:
+    """Async, lock-holding access to APScheduler's job store for the rest of the service."""
+
+    def __init__(self, scheduler: ResilientAsyncIOScheduler, serialize: Serializer) -> None:
+        self.scheduler = scheduler
+        self._serialize = serialize
+
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        async with self._serialize():
+            yield
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        async with self._locked():
+            return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def schedule(
+        self, task_id: str, trigger: BaseTrigger, next_run_time: datetime | None
+    ) -> None:
+        """Create or replace the task's job with an explicit next run (None = paused)."""
+
+        def add() -> None:
+            self.scheduler.add_job(
+                JOB_FUNCTION,
+                trigger=trigger,
+                args=[task_id],
+                id=task_id,
+                name=task_id,
+                replace_existing=True,
+                next_run_time=next_run_time,
+            )
+
+        await self._call(add)
+
+    async def pause(self, task_id: str) -> None:
+        await self._call(self._ignore_missing(self.scheduler.pause_job), task_id)
+
+    async def remove(self, job_id: str) -> None:
+        await self._call(self._ignore_missing(self.scheduler.remove_job), job_id)
+
+    async def next_run_time(self, job_id: str) -> datetime | None:
+        job = await self._call(self.scheduler.get_job, job_id)
+        return None if job is None else job.next_run_time
+
+    async def exists(self, job_id: str) -> bool:
+        return bool(await self._call(self.scheduler.get_job, job_id))
+
+    async def job_ids(self) -> list[str]:
+        """Every job id (a light query: no job is unpickled)."""
+
+        def ids() -> list[str]:
+            store = self.scheduler._lookup_jobstore("default")
+            if isinstance(store, SQLAlchemyJobStore):
+                with store.engine.connect() as conn:
+                    rows = conn.execute(store.jobs_t.select().with_only_columns(store.jobs_t.c.id))
+                    return [row[0] for row in rows]
+            return [job.id for job in self.scheduler.get_jobs()]
+
+        return list(await self._call(ids))
+
+    async def schedule_retry(
+        self, task_id: str, fire_time: datetime, attempt: int, run_at: datetime
+    ) -> None:
+        def add() -> None:
+            self.scheduler.add_job(
+                RETRY_FUNCTION,
+                trigger=DateTrigger(run_date=run_at, timezone=UTC),
+                args=[task_id, fire_time.astimezone(UTC).isoformat(), attempt],
+                id=retry_job_id(task_id, fire_time, attempt),
+                replace_existing=True,
+            )
+
+        await self._call(add)
+
+    @staticmethod
+    def _ignore_missing(fn: Callable[[str], Any]) -> Callable[[str], None]:
+        def call(job_id: str) -> None:
+            with contextlib.suppress(JobLookupError):
+                fn(job_id)
+
+        return call
+
+
+def build_scheduler(
+    *,
+    serialize: Serializer,
+    max_sleep: float,
+    executor: FireTimeExecutor,
+    engine: Any,
+) -> ResilientAsyncIOScheduler:
+    """The scheduler with our job store, executor and deliberate job defaults.
+
+    misfire_grace_time=None and coalesce=False: APScheduler hands every due fire time to
+    the runner, which decides (and records) what runs and what was missed. Its 1 s
+    default would silently drop them.
+    """
+    return ResilientAsyncIOScheduler(
+        serialize=serialize,
+        max_sleep=max_sleep,
+        jobstores={"default": SQLAlchemyJobStore(engine=engine)},
+        executors={"default": executor},
+        job_defaults={"misfire_grace_time": None, "coalesce": False, "max_instances": 1_000_000},
+        timezone=UTC,
+    )

@@ -1,0 +1,132 @@
+"""The kwargs of scheduler_tool operations, validated with pydantic.
+
+Validation errors become one ``ToolError("invalid_input", ...)`` naming each bad field,
+what was wrong and what is accepted, so an LLM can fix its call on the next try.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from scheduler_service.schedules import FREQUENCIES
+from tools import ToolError
+
+TASK_STATUSES = ("scheduled", "paused", "completed", "failed", "cancelled", "missed")
+Frequency = Literal["once", "minutely", "hourly", "daily", "weekly", "monthly", "custom"]
+Mode = Literal["direct", "orchestrated"]
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class TaskFields(_Strict):
+    """Fields shared by create_task and update_task (all optional here)."""
+
+    name: str | None = Field(None, min_length=1, max_length=200, description="Short task name")
+    description: str | None = Field(None, max_length=2000)
+    frequency: Frequency | None = Field(None, description=f"One of {', '.join(FREQUENCIES)}")
+    scheduled_time: str | None = Field(
+        None, description="HH:MM[:SS] (next occurrence, task timezone) or ISO 8601 datetime"
+    )
+    day_of_week: int | str | list[int | str] | None = Field(
+        None, description="weekly: 0=Monday … 6=Sunday, a name, or a list"
+    )
+    day_of_month: int | None = Field(None, description="monthly: 1–31, or -1 for the last day")
+    custom_schedule: str | None = Field(
+        None, max_length=200, description='custom: e.g. "every 3 days at 09:00", "every 2 hours"'
+    )
+    timezone: str | None = Field(None, description="IANA zone, e.g. Europe/Paris")
+    end_time: str | None = Field(None, description="ISO 8601; no runs after it")
+    max_runs: int | None = Field(None, ge=1, description="Complete the task after this many runs")
+    execution_mode: Mode | None = None
+    tool_name: str | None = Field(None, description="direct: the tool to call")
+    operation: str | None = Field(None, description="direct: the tool operation")
+    parameters: dict[str, Any] | None = Field(None, description="direct: the operation's kwargs")
+    task_description: str | None = Field(
+        None, max_length=10_000, description="orchestrated: what the LLM should accomplish"
+    )
+    task_prompt: str | None = Field(
+        None, max_length=10_000, description="orchestrated: system prompt"
+    )
+    available_tools: list[str] | None = Field(
+        None, description="orchestrated: tools the LLM may use (default: all but scheduler_tool)"
+    )
+    timeout: int | None = Field(None, ge=1, le=86_400, description="Seconds per run")
+    max_retries: int | None = Field(None, ge=0, le=10, description="Retries of a failed run")
+    misfire_grace_time: int | None = Field(
+        None, ge=0, description="Seconds within which a run missed during downtime still runs"
+    )
+    max_iterations: int | None = Field(None, ge=1, le=50, description="orchestrated: model calls")
+    max_tokens: int | None = Field(None, ge=1, le=64_000, description="orchestrated: per call")
+    token_budget: int | None = Field(None, ge=1, description="orchestrated: tokens per run")
+
+    @field_validator("frequency", "execution_mode", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+class CreateTask(TaskFields):
+    name: str = Field(..., min_length=1, max_length=200, description="Short task name")
+    frequency: Frequency = Field(..., description=f"One of {', '.join(FREQUENCIES)}")
+
+
+class UpdateTask(TaskFields):
+    task_id: str = Field(..., min_length=1)
+
+
+class TaskRef(_Strict):
+    task_id: str = Field(..., min_length=1)
+
+
+class ExecuteNow(TaskRef):
+    wait: bool = Field(True, description="Wait for the run to finish and return its result")
+
+
+class ListTasks(_Strict):
+    status: Literal[TASK_STATUSES] | list[Literal[TASK_STATUSES]] | None = None  # type: ignore[valid-type]
+    frequency: Frequency | list[Frequency] | None = None
+    execution_mode: Mode | None = None
+    limit: int = Field(20, ge=1, le=100)
+    offset: int = Field(0, ge=0)
+
+
+OPTION_FIELDS = ("max_iterations", "max_tokens", "token_budget")
+SCHEDULE_FIELDS = (
+    "frequency",
+    "scheduled_time",
+    "day_of_week",
+    "day_of_month",
+    "custom_schedule",
+    "timezone",
+    "end_time",
+    "max_runs",
+)
+
+
+def _describe_error(model: type[BaseModel], err: Any) -> str:
+    loc = ".".join(str(p) for p in err["loc"]) or "kwargs"
+    if err["type"] == "extra_forbidden":
+        fields = ", ".join(n for n in model.model_fields)
+        return f"{loc}: unknown field; accepted fields are: {fields}"
+    if err["type"] == "missing":
+        return f"{loc}: required"
+    got = err.get("input")
+    return f"{loc}: {err['msg']} (got {got!r})"
+
+
+def validate(model: type[Model], data: dict[str, Any]) -> Model:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        seen: list[str] = []
+        for err in exc.errors():
+            text = _describe_error(model, err)
+            field = text.split(":", 1)[0]
+            if not any(s.startswith(field.split(".")[0] + ":") for s in seen):
+                seen.append(text)
+        raise ToolError("invalid_input", "; ".join(seen)) from None

@@ -1,0 +1,524 @@
+"""Task management: the logic behind scheduler_tool's operations.
+
+Order of work for every change: validate everything (nothing written yet), write the
+task row in one short transaction, then change the job store. Job-store calls never run
+inside an open transaction (see engine.py); if the job-store step fails, the row change
+is undone, so a caller never sees a half-written task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+
+from config import Settings
+from scheduler_service.db import Database
+from scheduler_service.engine import JobControl
+from scheduler_service.inputs import (
+    OPTION_FIELDS,
+    SCHEDULE_FIELDS,
+    CreateTask,
+    ListTasks,
+    TaskFields,
+    UpdateTask,
+)
+from scheduler_service.models import ScheduledTask, TaskRun, new_id, utcnow
+from scheduler_service.orchestrate import SCHEDULER_TOOL
+from scheduler_service.runner import ACTIVE_RUN, TaskRunner
+from scheduler_service.schedules import (
+    Schedule,
+    ScheduleError,
+    ScheduleInput,
+    build_trigger,
+    describe,
+    parse_schedule,
+)
+from tools import ToolContext, ToolError, ToolRegistry
+
+log = logging.getLogger(__name__)
+
+LIVE_STATUSES = ("scheduled", "paused")
+FINISHED_STATUSES = ("completed", "failed", "cancelled", "missed")
+
+
+def _iso(value: datetime | None, zone: str) -> str | None:
+    if value is None:
+        return None
+    from zoneinfo import ZoneInfo
+
+    return value.astimezone(ZoneInfo(zone)).isoformat()
+
+
+def task_to_dict(task: ScheduledTask) -> dict[str, Any]:
+    """The task as scheduler_tool returns it: plain JSON, times in the task's zone."""
+    tz = task.timezone
+    return {
+        "id": task.id,
+        "task_id": task.id,
+        "name": task.name,
+        "description": task.description,
+        "status": task.status,
+        "frequency": task.frequency,
+        "schedule": describe(Schedule.from_dict(task.schedule)),
+        "scheduled_time": task.scheduled_time,
+        "day_of_week": task.day_of_week,
+        "day_of_month": task.day_of_month,
+        "custom_schedule": task.custom_schedule,
+        "timezone": tz,
+        "end_time": _iso(task.end_time, tz),
+        "max_runs": task.max_runs,
+        "next_run_time": _iso(task.next_run_at, tz) if task.status == "scheduled" else None,
+        "execution_mode": task.execution_mode,
+        "tool_name": task.tool_name,
+        "operation": task.operation,
+        "parameters": task.parameters,
+        "task_description": task.task_description,
+        "task_prompt": task.task_prompt,
+        "available_tools": task.available_tools,
+        "timeout": task.timeout,
+        "max_retries": task.max_retries,
+        "run_count": task.run_count,
+        "success_count": task.success_count,
+        "failure_count": task.failure_count,
+        "last_run_time": _iso(task.last_run_at, tz),
+        "last_status": task.last_status,
+        "last_result": task.last_result,
+        "last_error": task.last_error,
+        "conversation_id": task.conversation_id,
+        "created_at": _iso(task.created_at, tz),
+        "updated_at": _iso(task.updated_at, tz),
+    }
+
+
+def run_to_dict(run: TaskRun, zone: str) -> dict[str, Any]:
+    return {
+        "run_id": run.id,
+        "kind": run.kind,
+        "status": run.status,
+        "fire_time": _iso(run.fire_time, zone),
+        "attempt": run.attempt,
+        "started_at": _iso(run.started_at, zone),
+        "finished_at": _iso(run.finished_at, zone),
+        "duration_ms": run.duration_ms,
+        "result": run.result,
+        "error": run.error,
+        "usage": run.usage,
+        "details": run.details,
+    }
+
+
+class TaskManager:
+    """Create, read, change and run tasks on behalf of a ToolContext's user."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        settings: Settings,
+        registry: ToolRegistry,
+        runner: TaskRunner,
+        jobs: JobControl,
+        has_llm: bool,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.registry = registry
+        self.runner = runner
+        self.jobs = jobs
+        self.has_llm = has_llm
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- validation ------------------------------------------------------------------
+    def _schedule(self, fields: dict[str, Any], now: datetime) -> Schedule:
+        try:
+            return parse_schedule(
+                ScheduleInput(**{k: fields.get(k) for k in SCHEDULE_FIELDS}),  # type: ignore[arg-type]
+                now=now,
+                default_timezone=self.settings.default_timezone,
+                min_interval=self.settings.scheduler.min_interval,
+            )
+        except ScheduleError as exc:
+            raise ToolError("invalid_input", str(exc)) from None
+
+    def _check_execution(self, fields: dict[str, Any]) -> str:
+        mode = fields.get("execution_mode")
+        if mode is None:
+            if fields.get("tool_name"):
+                mode = "direct"
+            elif fields.get("task_description"):
+                mode = "orchestrated"
+            else:
+                raise ToolError(
+                    "invalid_input",
+                    "execution_mode: required; use 'direct' (with tool_name, operation and "
+                    "parameters) or 'orchestrated' (with task_description)",
+                )
+        if mode == "direct":
+            self._check_direct(fields)
+        else:
+            self._check_orchestrated(fields)
+        return str(mode)
+
+    def _check_direct(self, fields: dict[str, Any]) -> None:
+        name = fields.get("tool_name")
+        available = [n for n in self.registry.names() if n != SCHEDULER_TOOL]
+        if not name:
+            raise ToolError(
+                "invalid_input",
+                f"tool_name: required for direct tasks; available tools: {', '.join(available)}",
+            )
+        if name == SCHEDULER_TOOL or name not in self.registry:
+            raise ToolError(
+                "invalid_input",
+                f"tool_name: {name!r} is not a tool a task can run; available tools: "
+                f"{', '.join(available)}",
+            )
+        operation = fields.get("operation")
+        schema = self.registry.get(name).input_schema
+        allowed = schema.get("properties", {}).get("operation", {}).get("enum")
+        if not operation:
+            hint = f"; {name} accepts: {', '.join(allowed)}" if allowed else ""
+            raise ToolError("invalid_input", f"operation: required for direct tasks{hint}")
+        if allowed and operation not in allowed:
+            raise ToolError(
+                "invalid_input",
+                f"operation: {operation!r} is not an operation of {name}; use one of "
+                f"{', '.join(allowed)}",
+            )
+
+    def _check_orchestrated(self, fields: dict[str, Any]) -> None:
+        if not (fields.get("task_description") or "").strip():
+            raise ToolError(
+                "invalid_input",
+                "task_description: required for orchestrated tasks; describe in plain language "
+                "what the task should accomplish",
+            )
+        names = fields.get("available_tools")
+        if names is not None:
+            unknown = [n for n in names if n not in self.registry]
+            if unknown or not names:
+                what = f"unknown tool(s) {', '.join(map(repr, unknown))}" if unknown else "empty"
+                raise ToolError(
+                    "invalid_input",
+                    f"available_tools: {what}; available tools: {', '.join(self.registry.names())}",
+                )
+
+    # -- reading ---------------------------------------------------------------------
+    async def _owned(self, task_id: str, context: ToolContext) -> ScheduledTask:
+        async with self.db.read() as session:
+            task = await session.get(ScheduledTask, task_id)
+        if task is None or task.user_id != context.user_id:
+            raise ToolError(
+                "not_found",
+                f"task_id: no task {task_id!r} for this user; call get_tasks to see your tasks",
+            )
+        return task
+
+    async def get_task(self, task_id: str, context: ToolContext) -> dict[str, Any]:
+        task = await self._owned(task_id, context)
+        async with self.db.read() as session:
+            runs = (
+                await session.scalars(
+                    select(TaskRun)
+                    .where(TaskRun.task_id == task_id)
+                    .order_by(TaskRun.queued_at.desc())
+                    .limit(5)
+                )
+            ).all()
+        data = task_to_dict(task)
+        data["recent_runs"] = [run_to_dict(r, task.timezone) for r in runs]
+        return data
+
+    async def list_tasks(
+        self, query: ListTasks, context: ToolContext
+    ) -> tuple[list[dict[str, Any]], int]:
+        conditions = [ScheduledTask.user_id == context.user_id]
+        for column, value in (
+            (ScheduledTask.status, query.status),
+            (ScheduledTask.frequency, query.frequency),
+            (ScheduledTask.execution_mode, query.execution_mode),
+        ):
+            if value is not None:
+                values = value if isinstance(value, list) else [value]
+                conditions.append(column.in_(values))
+        async with self.db.read() as session:
+            total = await session.scalar(
+                select(func.count()).select_from(ScheduledTask).where(*conditions)
+            )
+            rows = (
+                await session.scalars(
+                    select(ScheduledTask)
+                    .where(*conditions)
+                    .order_by(
+                        ScheduledTask.next_run_at.is_(None),
+                        ScheduledTask.next_run_at,
+                        ScheduledTask.created_at,
+                    )
+                    .limit(query.limit)
+                    .offset(query.offset)
+                )
+            ).all()
+        return [task_to_dict(t) for t in rows], int(total or 0)
+
+    # -- changing --------------------------------------------------------------------
+    async def create_task(self, data: CreateTask, context: ToolContext) -> dict[str, Any]:
+        now = utcnow()
+        fields = data.model_dump()
+        schedule = self._schedule(fields, now)
+        mode = self._check_execution(fields)
+        trigger = build_trigger(schedule)
+        next_run = trigger.get_next_fire_time(None, now)
+        task = ScheduledTask(
+            id=new_id("task"),
+            user_id=context.user_id,
+            conversation_id=context.conversation_id,
+            schedule=schedule.to_dict(),
+            start_at=schedule.start_at,
+            status="scheduled",
+            execution_mode=mode,
+            next_run_at=next_run,
+            run_count=0,
+            success_count=0,
+            failure_count=0,
+            consecutive_failures=0,
+            created_at=now,
+            updated_at=now,
+        )
+        self._apply(task, fields)
+        limit = self.settings.scheduler_tool.max_tasks_per_user
+        async with self.db.write() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(ScheduledTask)
+                .where(
+                    ScheduledTask.user_id == context.user_id,
+                    ScheduledTask.status.in_(LIVE_STATUSES),
+                )
+            )
+            if int(count or 0) >= limit:
+                raise ToolError(
+                    "quota_exceeded",
+                    f"this user already has {count} active tasks, the limit is {limit}; "
+                    "delete or cancel a task first",
+                )
+            session.add(task)
+        try:
+            await self.jobs.schedule(task.id, trigger, next_run)
+        except Exception as exc:
+            log.exception("could not schedule task %s; undoing its creation", task.id)
+            async with self.db.write() as session:
+                await session.execute(delete(ScheduledTask).where(ScheduledTask.id == task.id))
+            raise ToolError(
+                "unavailable", f"the scheduler could not store the job ({exc}); try again"
+            ) from None
+        return task_to_dict(task)
+
+    @staticmethod
+    def _apply(task: ScheduledTask, fields: dict[str, Any]) -> None:
+        """Copy validated input fields onto the row."""
+        plain = [
+            "name",
+            "description",
+            "frequency",
+            "scheduled_time",
+            "day_of_month",
+            "custom_schedule",
+            "timezone",
+            "max_runs",
+            "tool_name",
+            "operation",
+            "parameters",
+            "task_description",
+            "task_prompt",
+            "available_tools",
+            "timeout",
+            "max_retries",
+            "misfire_grace_time",
+            "execution_mode",
+        ]
+        for key in plain:
+            if key in fields and fields[key] is not None:
+                setattr(task, key, fields[key])
+        if "day_of_week" in fields and fields["day_of_week"] is not None:
+            dow = fields["day_of_week"]
+            task.day_of_week = dow if isinstance(dow, list) else [dow]
+        options = dict(task.options or {})
+        options.update({k: fields[k] for k in OPTION_FIELDS if fields.get(k) is not None})
+        task.options = options or None
+        schedule = Schedule.from_dict(task.schedule)
+        task.timezone = schedule.timezone
+        task.end_time = schedule.end_time
+        task.max_runs = schedule.max_runs
+        if task.execution_mode == "direct":
+            task.parameters = dict(task.parameters or {})
+            task.task_description = task.task_description  # kept for reference if given
+
+    def _merged(self, task: ScheduledTask, changes: dict[str, Any]) -> dict[str, Any]:
+        current = {
+            "name": task.name,
+            "frequency": task.frequency,
+            "scheduled_time": task.scheduled_time,
+            "day_of_week": task.day_of_week,
+            "day_of_month": task.day_of_month,
+            "custom_schedule": task.custom_schedule,
+            "timezone": task.timezone,
+            "end_time": task.end_time.isoformat() if task.end_time else None,
+            "max_runs": task.max_runs,
+            "execution_mode": task.execution_mode,
+            "tool_name": task.tool_name,
+            "operation": task.operation,
+            "parameters": task.parameters,
+            "task_description": task.task_description,
+            "available_tools": task.available_tools,
+        }
+        return {**current, **changes}
+
+    async def update_task(
+        self, data: UpdateTask, context: ToolContext
+    ) -> tuple[dict[str, Any], list[str]]:
+        task = await self._owned(data.task_id, context)
+        if task.status in FINISHED_STATUSES:
+            raise ToolError(
+                "conflict",
+                f"task_id: task {task.id!r} is {task.status} and can no longer change; "
+                "create a new task instead",
+            )
+        changes = data.model_dump(exclude_unset=True, exclude={"task_id"})
+        if not changes:
+            raise ToolError(
+                "invalid_input",
+                f"no fields to update; give any of: {', '.join(f for f in TaskFields.model_fields)}",
+            )
+        now = utcnow()
+        merged = self._merged(task, changes)
+        reschedule = any(k in changes for k in SCHEDULE_FIELDS)
+        schedule = self._schedule(merged, now) if reschedule else Schedule.from_dict(task.schedule)
+        if any(
+            k in changes
+            for k in (
+                "execution_mode",
+                "tool_name",
+                "operation",
+                "task_description",
+                "available_tools",
+                "parameters",
+            )
+        ):
+            merged["execution_mode"] = self._check_execution(
+                {**merged, "execution_mode": changes.get("execution_mode", task.execution_mode)}
+            )
+        trigger = build_trigger(schedule)
+        next_run = trigger.get_next_fire_time(None, now) if reschedule else task.next_run_at
+        before = task_to_dict(task)
+        async with self.db.write() as session:
+            row = await session.get(ScheduledTask, task.id)
+            if row is None:
+                raise ToolError("not_found", f"task_id: task {task.id!r} was deleted meanwhile")
+            if reschedule:
+                row.schedule = schedule.to_dict()
+                row.start_at = schedule.start_at
+                row.next_run_at = next_run if row.status == "scheduled" else None
+            self._apply(row, {**changes, "execution_mode": merged.get("execution_mode")})
+            row.updated_at = now
+            task = row
+        if reschedule:
+            try:
+                await self.jobs.schedule(
+                    task.id, trigger, next_run if task.status == "scheduled" else None
+                )
+            except Exception as exc:
+                log.exception("could not reschedule task %s", task.id)
+                raise ToolError(
+                    "unavailable", f"the scheduler could not store the job ({exc}); try again"
+                ) from None
+        after = task_to_dict(task)
+        changed = [k for k in after if after[k] != before.get(k) and k not in ("updated_at",)]
+        return after, changed
+
+    async def delete_task(self, task_id: str, context: ToolContext) -> ScheduledTask:
+        task = await self._owned(task_id, context)
+        async with self.db.write() as session:
+            await session.execute(delete(TaskRun).where(TaskRun.task_id == task_id))
+            await session.execute(delete(ScheduledTask).where(ScheduledTask.id == task_id))
+        await self._remove_jobs(task_id)
+        return task
+
+    async def _remove_jobs(self, task_id: str) -> None:
+        await self.jobs.remove(task_id)
+        for job_id in await self.jobs.job_ids():
+            if job_id.startswith(f"retry:{task_id}:"):
+                await self.jobs.remove(job_id)
+
+    async def set_status(
+        self, task_id: str, context: ToolContext, status: str
+    ) -> tuple[ScheduledTask, bool]:
+        """cancel / pause / resume. Returns the task and whether anything changed."""
+        task = await self._owned(task_id, context)
+        if task.status == status:
+            return task, False
+        allowed = {"cancelled": LIVE_STATUSES, "paused": ("scheduled",), "scheduled": ("paused",)}
+        if task.status not in allowed[status]:
+            verb = {"cancelled": "cancel", "paused": "pause", "scheduled": "resume"}[status]
+            raise ToolError(
+                "conflict",
+                f"task_id: cannot {verb} task {task.id!r} because it is {task.status}",
+            )
+        now = utcnow()
+        next_run: datetime | None = None
+        if status == "scheduled":
+            next_run = build_trigger(Schedule.from_dict(task.schedule)).get_next_fire_time(
+                None, now
+            )
+            if next_run is None:
+                raise ToolError("conflict", f"task_id: task {task.id!r} has no run left to resume")
+        async with self.db.write() as session:
+            row = await session.get(ScheduledTask, task.id)
+            if row is None:
+                raise ToolError("not_found", f"task_id: task {task.id!r} was deleted meanwhile")
+            row.status, row.next_run_at, row.updated_at = status, next_run, now
+            if status == "scheduled":
+                row.consecutive_failures = 0
+            task = row
+        if status == "cancelled":
+            await self._remove_jobs(task.id)
+        elif status == "paused":
+            await self.jobs.pause(task.id)
+        else:
+            await self.jobs.schedule(
+                task.id, build_trigger(Schedule.from_dict(task.schedule)), next_run
+            )
+        return task, True
+
+    async def execute_now(self, task_id: str, context: ToolContext, wait: bool) -> dict[str, Any]:
+        task = await self._owned(task_id, context)
+        async with self.db.read() as session:
+            active = await session.scalar(
+                select(func.count())
+                .select_from(TaskRun)
+                .where(TaskRun.task_id == task_id, TaskRun.status.in_(ACTIVE_RUN))
+            )
+        if active or self.runner.is_running(task_id):
+            raise ToolError(
+                "conflict",
+                f"task_id: task {task_id!r} is already running; wait for it to finish "
+                "(get_task shows its recent runs)",
+            )
+        if not wait:
+            job = asyncio.get_running_loop().create_task(self.runner.run_now(task))
+            self._background.add(job)
+            job.add_done_callback(self._background.discard)
+            return {"task": task_to_dict(task), "run": None}
+        run = await self.runner.run_now(task)
+        fresh = await self._owned(task_id, context)
+        return {
+            "task": task_to_dict(fresh),
+            "run": run_to_dict(run, task.timezone) if run else None,
+        }
+
+    async def drain_background(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

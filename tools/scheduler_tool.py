@@ -1,0 +1,255 @@
+"""scheduler_tool: how an LLM creates and manages scheduled tasks.
+
+A thin adapter: parse kwargs, validate them against the operation's pydantic model,
+call the service's TaskManager, and shape the answer the design document specifies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from scheduler_service.inputs import (
+    CreateTask,
+    ExecuteNow,
+    ListTasks,
+    TaskFields,
+    TaskRef,
+    UpdateTask,
+    validate,
+)
+from tools.base import Tool, ToolContext, ToolError, parse_kwargs
+
+if TYPE_CHECKING:
+    from scheduler_service.service import SchedulerService
+
+DESCRIPTION = """\
+Schedule tasks that run later or repeatedly without the user present, and manage them.
+Use it when the user asks for something to happen at a time ("remind me every Monday at 9",
+"send me a sales summary each week", "in 2 hours check ..."). Each call is
+{"operation": <name>, "kwargs": {...}}.
+
+Operations:
+- create_task: name, frequency (once|minutely|hourly|daily|weekly|monthly|custom),
+  scheduled_time ("HH:MM" = next occurrence in the task's timezone, or ISO 8601 datetime),
+  day_of_week (weekly: 0=Monday..6=Sunday or a list), day_of_month (monthly: 1-31, -1 = last
+  day), custom_schedule (custom: "every 3 days at 09:00", "every 2 hours"), timezone (IANA,
+  e.g. "Europe/Paris"; ask the user if unsure), optional end_time, max_runs.
+  Then either execution_mode "direct" with tool_name, operation, parameters (one fixed tool
+  call), or "orchestrated" with task_description (plain-language instructions an assistant
+  will follow at run time) and optional available_tools, task_prompt.
+- get_tasks: optional status, frequency, execution_mode, limit, offset. Ordered by next run.
+- get_task: task_id. Includes recent runs.
+- update_task: task_id plus any create_task fields to change; the schedule is recomputed.
+- delete_task: task_id. Removes the task and its history.
+- cancel_task: task_id. Stops future runs, keeps the task and its history.
+- pause_task / resume_task: task_id.
+- execute_task_now: task_id, optional wait (default true). Runs it once now; the schedule is
+  not changed. Use it to test a task right after creating it.
+Answers carry next_run_time (ISO 8601 with offset, in the task's timezone); tell the user
+the schedule in words and the next run so they can catch mistakes. Errors name the field
+to fix and the accepted values.
+"""
+
+OPERATIONS = (
+    "create_task",
+    "get_tasks",
+    "get_task",
+    "update_task",
+    "delete_task",
+    "execute_task_now",
+    "cancel_task",
+    "pause_task",
+    "resume_task",
+)
+
+
+def _kwargs_schema() -> dict[str, Any]:
+    properties: dict[str, Any] = {"task_id": {"type": "string", "description": "The task's id"}}
+    for name, info in TaskFields.model_fields.items():
+        prop: dict[str, Any] = {"description": info.description or name}
+        properties[name] = prop
+    for name in (
+        "name",
+        "description",
+        "scheduled_time",
+        "custom_schedule",
+        "timezone",
+        "end_time",
+        "tool_name",
+        "operation",
+        "task_description",
+        "task_prompt",
+    ):
+        properties[name]["type"] = "string"
+    properties["frequency"]["enum"] = list(
+        ("once", "minutely", "hourly", "daily", "weekly", "monthly", "custom")
+    )
+    properties["execution_mode"]["enum"] = ["direct", "orchestrated"]
+    for name in (
+        "day_of_month",
+        "max_runs",
+        "timeout",
+        "max_retries",
+        "misfire_grace_time",
+        "max_iterations",
+        "max_tokens",
+        "token_budget",
+        "limit",
+        "offset",
+    ):
+        properties.setdefault(name, {"description": name})["type"] = "integer"
+    properties["day_of_week"]["anyOf"] = [
+        {"type": "integer", "minimum": 0, "maximum": 6},
+        {"type": "string"},
+        {"type": "array", "items": {"type": ["integer", "string"]}},
+    ]
+    properties["parameters"]["type"] = "object"
+    properties["available_tools"].update({"type": "array", "items": {"type": "string"}})
+    properties["status"] = {
+        "description": "get_tasks filter",
+        "enum": ["scheduled", "paused", "completed", "failed", "cancelled", "missed"],
+    }
+    properties["wait"] = {"type": "boolean", "description": "execute_task_now: wait for result"}
+    properties["limit"]["description"] = "get_tasks: page size (1-100, default 20)"
+    properties["offset"]["description"] = "get_tasks: rows to skip"
+    return {"type": "object", "properties": properties}
+
+
+INPUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "operation": {"type": "string", "enum": list(OPERATIONS)},
+        "kwargs": {**_kwargs_schema(), "description": "The operation's arguments"},
+    },
+    "required": ["operation"],
+}
+
+
+def _next_run_words(task: dict[str, Any]) -> str:
+    nxt = task.get("next_run_time")
+    return f"Next run: {nxt}." if nxt else "No run is scheduled."
+
+
+class SchedulerTool(Tool):
+    """The LLM-facing task management tool, bound to one service."""
+
+    name = "scheduler_tool"
+    description = DESCRIPTION
+    input_schema = INPUT_SCHEMA
+
+    def __init__(self, service: SchedulerService) -> None:
+        self.service = service
+        self._ops: dict[str, Callable[[dict[str, Any], ToolContext], Awaitable[dict[str, Any]]]] = {
+            "create_task": self._create,
+            "get_tasks": self._list,
+            "get_task": self._get,
+            "update_task": self._update,
+            "delete_task": self._delete,
+            "execute_task_now": self._execute_now,
+            "cancel_task": self._cancel,
+            "pause_task": self._pause,
+            "resume_task": self._resume,
+        }
+
+    async def run(
+        self,
+        operation: str,
+        kwargs: dict[str, Any] | str | None,
+        *,
+        context: ToolContext,
+    ) -> dict[str, Any]:
+        handler = self._ops.get(operation)
+        if handler is None:
+            raise ToolError(
+                "invalid_input",
+                f"operation: {operation!r} is not an operation of scheduler_tool; use one of "
+                f"{', '.join(OPERATIONS)}",
+            )
+        if not isinstance(context, ToolContext) or not context.user_id:
+            raise ToolError(
+                "forbidden", "context: the host must supply a ToolContext with a user_id"
+            )
+        return await handler(parse_kwargs(kwargs), context)
+
+    @property
+    def _tasks(self) -> Any:
+        return self.service.tasks
+
+    async def _create(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        task = await self._tasks.create_task(validate(CreateTask, kwargs), context)
+        message = (
+            f"Created task '{task['name']}' ({task['task_id']}): {task['schedule']}. "
+            f"{_next_run_words(task)}"
+        )
+        if task["execution_mode"] == "orchestrated" and not self._tasks.has_llm:
+            message += (
+                " Note: orchestrated runs need an Anthropic API key (ANTHROPIC_API_KEY); "
+                "none is configured, so its runs will fail until one is set."
+            )
+        return {"task": task, "message": message}
+
+    async def _list(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        query = validate(ListTasks, kwargs)
+        tasks, total = await self._tasks.list_tasks(query, context)
+        shown = f"{len(tasks)} of {total}" if total > len(tasks) else f"{total}"
+        message = f"Found {shown} task{'s' if total != 1 else ''}."
+        if query.offset + len(tasks) < total:
+            message += f" Use offset={query.offset + len(tasks)} for more."
+        return {"tasks": tasks, "count": len(tasks), "total": total, "message": message}
+
+    async def _get(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        ref = validate(TaskRef, kwargs)
+        task = await self._tasks.get_task(ref.task_id, context)
+        return {
+            "task": task,
+            "message": f"Task '{task['name']}' is {task['status']}. {_next_run_words(task)}",
+        }
+
+    async def _update(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        task, changed = await self._tasks.update_task(validate(UpdateTask, kwargs), context)
+        what = ", ".join(changed) if changed else "nothing changed"
+        return {
+            "task": task,
+            "message": f"Updated task '{task['name']}' ({what}): {task['schedule']}. {_next_run_words(task)}",
+        }
+
+    async def _delete(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        ref = validate(TaskRef, kwargs)
+        task = await self._tasks.delete_task(ref.task_id, context)
+        return {"task_id": task.id, "message": f"Deleted task '{task.name}' and its history."}
+
+    async def _status(
+        self, kwargs: dict[str, Any], context: ToolContext, status: str, done: str
+    ) -> dict[str, Any]:
+        ref = validate(TaskRef, kwargs)
+        task, changed = await self._tasks.set_status(ref.task_id, context, status)
+        state = done if changed else f"was already {task.status}"
+        message = f"Task '{task.name}' {state}."
+        if status == "scheduled":
+            from scheduler_service.tasks import task_to_dict
+
+            message += " " + _next_run_words(task_to_dict(task))
+        return {"task_id": task.id, "status": task.status, "message": message}
+
+    async def _cancel(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        return await self._status(kwargs, context, "cancelled", "cancelled; its history is kept")
+
+    async def _pause(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        return await self._status(kwargs, context, "paused", "paused; resume it with resume_task")
+
+    async def _resume(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        return await self._status(kwargs, context, "scheduled", "resumed")
+
+    async def _execute_now(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        args = validate(ExecuteNow, kwargs)
+        out = await self._tasks.execute_now(args.task_id, context, args.wait)
+        run = out["run"]
+        name = out["task"]["name"]
+        if run is None:
+            message = f"Started task '{name}'; its result will arrive as a notification."
+        elif run["status"] == "succeeded":
+            message = f"Ran task '{name}' now: succeeded. The regular schedule is unchanged."
+        else:
+            message = f"Ran task '{name}' now: {run['status']} — {run['error']}."
+        return {"task_id": args.task_id, "run": run, "task": out["task"], "message": message}
