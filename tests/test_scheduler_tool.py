@@ -1,0 +1,440 @@
+"""scheduler_tool: every operation's happy path and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from scheduler_service import SchedulerService
+from scheduler_service.models import ScheduledTask, TaskRun
+from tests.conftest import RecordingTool, ServiceFactory
+from tools import ToolContext, ToolError
+
+INVENTORY = {
+    "name": "Daily Inventory Check",
+    "frequency": "daily",
+    "scheduled_time": "09:00:00",
+    "execution_mode": "direct",
+    "tool_name": "reminder_tool",
+    "operation": "add_reminder",
+    "parameters": {
+        "title": "Check inventory levels",
+        "date": "today",
+        "description": "Review stock levels for popular items",
+    },
+}
+SALES = {
+    "name": "Weekly Sales Analysis",
+    "frequency": "weekly",
+    "day_of_week": 0,
+    "scheduled_time": "08:00:00",
+    "execution_mode": "orchestrated",
+    "task_description": "Generate a sales report for the past week, analyze top-selling "
+    "products, and email a summary to the sales team.",
+}
+
+
+async def call(service: SchedulerService, op: str, kwargs: Any, ctx: ToolContext) -> dict[str, Any]:
+    return await service.scheduler_tool.run(op, kwargs, context=ctx)
+
+
+async def create(service: SchedulerService, ctx: ToolContext, **fields: Any) -> dict[str, Any]:
+    out = await call(service, "create_task", {**INVENTORY, **fields}, ctx)
+    return out["task"]
+
+
+async def counts(service: SchedulerService) -> tuple[int, int]:
+    async with service.db.read() as session:
+        tasks = await session.scalar(select(func.count()).select_from(ScheduledTask))
+    jobs = len(await service.jobs.job_ids())
+    return int(tasks or 0), jobs
+
+
+async def expect_error(
+    service: SchedulerService, op: str, kwargs: Any, ctx: ToolContext, code: str, *needles: str
+) -> ToolError:
+    before = await counts(service)
+    with pytest.raises(ToolError) as info:
+        await call(service, op, kwargs, ctx)
+    assert info.value.code == code, info.value
+    for needle in needles:
+        assert needle in info.value.message, info.value.message
+    assert await counts(service) == before, "bad input must change nothing"
+    return info.value
+
+
+# -- the design document's examples, as written ------------------------------------------
+async def test_design_document_direct_example(service: SchedulerService, ctx: ToolContext) -> None:
+    out = await call(service, "create_task", INVENTORY, ctx)
+    task = out["task"]
+    assert set(out) == {"task", "message"}
+    assert task["status"] == "scheduled"
+    assert task["frequency"] == "daily" and task["execution_mode"] == "direct"
+    assert task["schedule"] == "every day at 09:00 (UTC)"
+    nxt = datetime.fromisoformat(task["next_run_time"])
+    now = datetime.now(UTC)
+    assert nxt.hour == 9 and nxt.minute == 0 and now < nxt <= now + timedelta(days=1)
+    assert task["task_id"] in out["message"] and task["next_run_time"] in out["message"]
+    assert await service.jobs.next_run_time(task["task_id"]) == nxt
+
+
+async def test_design_document_orchestrated_example(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    out = await call(service, "create_task", SALES, ctx)
+    task = out["task"]
+    assert task["execution_mode"] == "orchestrated"
+    assert datetime.fromisoformat(task["next_run_time"]).weekday() == 0
+    assert task["schedule"] == "every Monday at 08:00 (UTC)"
+    assert "ANTHROPIC_API_KEY" in out["message"], "no key configured: say runs need one"
+
+
+async def test_design_document_management_examples(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    task_id = (await create(service, ctx))["task_id"]
+    listed = await call(service, "get_tasks", {"status": "scheduled"}, ctx)
+    assert set(listed) >= {"tasks", "count", "message"} and listed["count"] == 1
+    got = await call(service, "get_task", {"task_id": task_id}, ctx)
+    assert got["task"]["task_id"] == task_id
+    updated = await call(
+        service, "update_task", {"task_id": task_id, "scheduled_time": "10:00:00"}, ctx
+    )
+    assert datetime.fromisoformat(updated["task"]["next_run_time"]).hour == 10
+    ran = await call(service, "execute_task_now", {"task_id": task_id}, ctx)
+    assert ran["task_id"] == task_id and ran["run"]["status"] == "succeeded"
+    cancelled = await call(service, "cancel_task", {"task_id": task_id}, ctx)
+    assert cancelled["task_id"] == task_id and "cancelled" in cancelled["message"]
+    deleted = await call(service, "delete_task", {"task_id": task_id}, ctx)
+    assert deleted["task_id"] == task_id and "message" in deleted
+
+
+# -- create_task -------------------------------------------------------------------------
+async def test_kwargs_may_be_a_json_string(service: SchedulerService, ctx: ToolContext) -> None:
+    out = await call(service, "create_task", json.dumps(INVENTORY), ctx)
+    assert out["task"]["name"] == "Daily Inventory Check"
+    listed = await call(service, "get_tasks", '{"status": "scheduled"}', ctx)
+    assert listed["count"] == 1
+
+
+async def test_task_is_owned_by_the_context(service: SchedulerService, ctx: ToolContext) -> None:
+    task = await create(service, ctx)
+    assert task["conversation_id"] == "c1"
+    other = ToolContext(user_id="u2", conversation_id="c2")
+    await expect_error(service, "get_task", {"task_id": task["task_id"]}, other, "not_found")
+    await expect_error(service, "delete_task", {"task_id": task["task_id"]}, other, "not_found")
+    assert (await call(service, "get_tasks", {}, other))["count"] == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needles"),
+    [
+        ({"frequency": "fortnightly"}, ["frequency", "once", "custom"]),
+        ({"scheduled_time": "25:00"}, ["scheduled_time", "HH:MM"]),
+        ({"scheduled_time": "tomorrow-ish"}, ["scheduled_time", "ISO 8601"]),
+        ({"timezone": "Mars/Olympus"}, ["timezone", "IANA"]),
+        ({"frequency": "weekly"}, ["day_of_week", "0=Monday"]),
+        ({"frequency": "weekly", "day_of_week": 7}, ["day_of_week", "6=Sunday"]),
+        ({"frequency": "monthly"}, ["day_of_month", "-1"]),
+        ({"frequency": "monthly", "day_of_month": 32}, ["day_of_month", "1–31"]),
+        (
+            {"frequency": "custom", "custom_schedule": "whenever"},
+            ["custom_schedule", "every 3 days"],
+        ),
+        ({"frequency": "custom"}, ["custom_schedule", "required"]),
+        ({"frequency": "once", "scheduled_time": "2020-01-01T09:00"}, ["scheduled_time", "past"]),
+        ({"end_time": "2020-01-01T00:00"}, ["end_time", "past"]),
+        ({"max_runs": 0}, ["max_runs"]),
+        ({"tool_name": "no_such_tool"}, ["tool_name", "reminder_tool"]),
+        ({"tool_name": "scheduler_tool", "operation": "create_task"}, ["tool_name"]),
+        ({"operation": "launch_rockets"}, ["operation", "add_reminder"]),
+        ({"operation": None}, ["operation", "required"]),
+        ({"execution_mode": "psychic"}, ["execution_mode", "direct"]),
+        ({"timeout": 0}, ["timeout"]),
+        ({"colour": "blue"}, ["colour", "unknown field", "frequency"]),
+        ({"name": ""}, ["name"]),
+        ({"name": None}, ["name"]),
+    ],
+)
+async def test_create_task_rejects_bad_input(
+    service: SchedulerService, ctx: ToolContext, kwargs: dict[str, Any], needles: list[str]
+) -> None:
+    fields = {**INVENTORY, **kwargs}
+    fields = {k: v for k, v in fields.items() if v is not None}
+    await expect_error(service, "create_task", fields, ctx, "invalid_input", *needles)
+
+
+async def test_orchestrated_task_needs_description_and_known_tools(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    no_description = {k: v for k, v in SALES.items() if k != "task_description"}
+    await expect_error(
+        service, "create_task", no_description, ctx, "invalid_input", "task_description"
+    )
+    await expect_error(
+        service,
+        "create_task",
+        {**SALES, "available_tools": ["reminder_tool", "email_tool"]},
+        ctx,
+        "invalid_input",
+        "available_tools",
+        "'email_tool'",
+        "reminder_tool",
+    )
+
+
+async def test_missing_execution_mode_is_inferred_or_explained(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    direct = {k: v for k, v in INVENTORY.items() if k != "execution_mode"}
+    assert (await call(service, "create_task", direct, ctx))["task"]["execution_mode"] == "direct"
+    bare = {"name": "x", "frequency": "daily", "scheduled_time": "09:00"}
+    await expect_error(
+        service, "create_task", bare, ctx, "invalid_input", "execution_mode", "orchestrated"
+    )
+
+
+async def test_kwargs_that_are_not_an_object(service: SchedulerService, ctx: ToolContext) -> None:
+    await expect_error(service, "create_task", "{not json", ctx, "invalid_input", "kwargs", "JSON")
+    await expect_error(service, "create_task", "[1, 2]", ctx, "invalid_input", "kwargs", "object")
+
+
+async def test_unknown_operation(service: SchedulerService, ctx: ToolContext) -> None:
+    await expect_error(service, "explode", {}, ctx, "invalid_input", "operation", "create_task")
+
+
+async def test_quota_per_user(start_service: ServiceFactory, ctx: ToolContext) -> None:
+    service = await start_service()
+    service.settings.scheduler_tool.max_tasks_per_user = 2
+    await create(service, ctx)
+    await create(service, ctx)
+    await expect_error(service, "create_task", INVENTORY, ctx, "quota_exceeded", "limit is 2")
+    other = ToolContext(user_id="u2", conversation_id="c2")
+    assert (await create(service, other))["status"] == "scheduled"
+
+
+# -- get_tasks ---------------------------------------------------------------------------
+async def test_get_tasks_filters_pages_and_orders_by_next_run(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    late = await create(service, ctx, name="late", scheduled_time="23:59")
+    early = await create(service, ctx, name="early", frequency="hourly")
+    weekly = await create(service, ctx, name="weekly", frequency="weekly", day_of_week=[0, 3])
+    await call(service, "cancel_task", {"task_id": weekly["task_id"]}, ctx)
+
+    everything = await call(service, "get_tasks", {}, ctx)
+    assert everything["count"] == 3
+    names = [t["name"] for t in everything["tasks"]]
+    assert names[:2] == sorted(
+        ["late", "early"], key=lambda n: {"late": late, "early": early}[n]["next_run_time"]
+    )
+    assert names[-1] == "weekly", "tasks without a next run come last"
+
+    scheduled = await call(service, "get_tasks", {"status": "scheduled"}, ctx)
+    assert {t["name"] for t in scheduled["tasks"]} == {"late", "early"}
+    hourly = await call(service, "get_tasks", {"frequency": "hourly"}, ctx)
+    assert [t["name"] for t in hourly["tasks"]] == ["early"]
+    page = await call(service, "get_tasks", {"limit": 1, "offset": 1}, ctx)
+    assert page["count"] == 1 and page["total"] == 3 and "offset=2" in page["message"]
+    await expect_error(service, "get_tasks", {"status": "sleeping"}, ctx, "invalid_input", "status")
+    await expect_error(service, "get_tasks", {"limit": 0}, ctx, "invalid_input", "limit")
+
+
+# -- get_task / update_task --------------------------------------------------------------
+async def test_get_task_unknown_id(service: SchedulerService, ctx: ToolContext) -> None:
+    await expect_error(service, "get_task", {"task_id": "task_nope"}, ctx, "not_found", "task_id")
+    await expect_error(service, "get_task", {}, ctx, "invalid_input", "task_id", "required")
+
+
+async def test_update_revalidates_and_reschedules(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    task = await create(service, ctx)
+    out = await call(
+        service,
+        "update_task",
+        {
+            "task_id": task["task_id"],
+            "frequency": "weekly",
+            "day_of_week": "friday",
+            "timezone": "America/New_York",
+            "scheduled_time": "07:30",
+        },
+        ctx,
+    )
+    updated = out["task"]
+    nxt = datetime.fromisoformat(updated["next_run_time"])
+    assert (nxt.weekday(), nxt.hour, nxt.minute) == (4, 7, 30)
+    assert nxt.utcoffset() in (timedelta(hours=-5), timedelta(hours=-4))
+    assert await service.jobs.next_run_time(task["task_id"]) == nxt
+    assert "frequency" in out["message"]
+
+
+async def test_update_with_bad_input_changes_nothing(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    task = await create(service, ctx)
+    before = (await call(service, "get_task", {"task_id": task["task_id"]}, ctx))["task"]
+    await expect_error(
+        service,
+        "update_task",
+        {"task_id": task["task_id"], "frequency": "monthly"},
+        ctx,
+        "invalid_input",
+        "day_of_month",
+    )
+    await expect_error(
+        service, "update_task", {"task_id": task["task_id"]}, ctx, "invalid_input", "no fields"
+    )
+    await expect_error(
+        service,
+        "update_task",
+        {"task_id": task["task_id"], "tool_name": "ghost_tool"},
+        ctx,
+        "invalid_input",
+        "tool_name",
+    )
+    after = (await call(service, "get_task", {"task_id": task["task_id"]}, ctx))["task"]
+    assert after == before
+    assert await service.jobs.next_run_time(task["task_id"]) == datetime.fromisoformat(
+        before["next_run_time"]
+    )
+
+
+async def test_update_without_schedule_change_keeps_next_run(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    task = await create(service, ctx, frequency="hourly")
+    out = await call(service, "update_task", {"task_id": task["task_id"], "name": "renamed"}, ctx)
+    assert out["task"]["name"] == "renamed"
+    assert out["task"]["next_run_time"] == task["next_run_time"]
+
+
+async def test_cannot_update_a_cancelled_task(service: SchedulerService, ctx: ToolContext) -> None:
+    task = await create(service, ctx)
+    await call(service, "cancel_task", {"task_id": task["task_id"]}, ctx)
+    await expect_error(
+        service,
+        "update_task",
+        {"task_id": task["task_id"], "scheduled_time": "10:00"},
+        ctx,
+        "conflict",
+        "cancelled",
+    )
+
+
+# -- cancel / pause / resume / delete ----------------------------------------------------
+async def test_cancel_stops_runs_and_keeps_history(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    task = await create(service, ctx)
+    await call(service, "execute_task_now", {"task_id": task["task_id"]}, ctx)
+    out = await call(service, "cancel_task", {"task_id": task["task_id"]}, ctx)
+    assert out["status"] == "cancelled"
+    assert not await service.jobs.exists(task["task_id"])
+    got = (await call(service, "get_task", {"task_id": task["task_id"]}, ctx))["task"]
+    assert got["status"] == "cancelled" and got["next_run_time"] is None
+    assert len(got["recent_runs"]) == 1
+    again = await call(service, "cancel_task", {"task_id": task["task_id"]}, ctx)
+    assert "already cancelled" in again["message"]
+
+
+async def test_pause_and_resume(service: SchedulerService, ctx: ToolContext) -> None:
+    task = await create(service, ctx)
+    await call(service, "pause_task", {"task_id": task["task_id"]}, ctx)
+    assert await service.jobs.next_run_time(task["task_id"]) is None
+    paused = (await call(service, "get_task", {"task_id": task["task_id"]}, ctx))["task"]
+    assert paused["status"] == "paused" and paused["next_run_time"] is None
+    resumed = await call(service, "resume_task", {"task_id": task["task_id"]}, ctx)
+    assert "Next run" in resumed["message"]
+    assert await service.jobs.next_run_time(task["task_id"]) == datetime.fromisoformat(
+        task["next_run_time"]
+    )
+
+
+async def test_delete_removes_task_job_and_runs(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    task = await create(service, ctx)
+    await call(service, "execute_task_now", {"task_id": task["task_id"]}, ctx)
+    await call(service, "delete_task", {"task_id": task["task_id"]}, ctx)
+    assert await counts(service) == (0, 0)
+    async with service.db.read() as session:
+        assert await session.scalar(select(func.count()).select_from(TaskRun)) == 0
+    await expect_error(service, "delete_task", {"task_id": task["task_id"]}, ctx, "not_found")
+
+
+# -- execute_task_now --------------------------------------------------------------------
+async def test_execute_now_leaves_schedule_alone(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    task = await create(service, ctx)
+    out = await call(service, "execute_task_now", {"task_id": task["task_id"]}, ctx)
+    assert out["run"]["kind"] == "manual" and out["run"]["status"] == "succeeded"
+    assert out["run"]["result"]["reminder"]["title"] == "Check inventory levels"
+    assert out["task"]["next_run_time"] == task["next_run_time"]
+    assert out["task"]["run_count"] == 0, "manual runs do not count toward max_runs"
+    assert out["task"]["success_count"] == 1 and out["task"]["last_status"] == "succeeded"
+    assert await service.jobs.next_run_time(task["task_id"]) == datetime.fromisoformat(
+        task["next_run_time"]
+    )
+
+
+async def test_execute_now_conflict_while_running(
+    start_service: ServiceFactory, ctx: ToolContext
+) -> None:
+    tool = RecordingTool()
+    service = await start_service(tools=[tool])
+    task = await create(service, ctx, tool_name="recording_tool", operation="block", parameters={})
+    first = await call(
+        service, "execute_task_now", {"task_id": task["task_id"], "wait": False}, ctx
+    )
+    assert first["run"] is None and "notification" in first["message"]
+    await tool.called.wait()
+    await expect_error(
+        service,
+        "execute_task_now",
+        {"task_id": task["task_id"]},
+        ctx,
+        "conflict",
+        "already running",
+    )
+    tool.release.set()
+    await service.tasks.drain_background()
+    second = await call(service, "execute_task_now", {"task_id": task["task_id"]}, ctx)
+    assert second["run"]["status"] == "succeeded"
+
+
+async def test_execute_now_reports_tool_failure(
+    start_service: ServiceFactory, ctx: ToolContext
+) -> None:
+    service = await start_service(tools=[RecordingTool()])
+    task = await create(
+        service,
+        ctx,
+        tool_name="recording_tool",
+        operation="fail",
+        parameters={"message": "disk full"},
+    )
+    out = await call(service, "execute_task_now", {"task_id": task["task_id"]}, ctx)
+    assert out["run"]["status"] == "failed" and "disk full" in out["message"]
+    pending = await service.get_notifications("c1")
+    assert pending[0]["status"] == "failed" and "disk full" in pending[0]["message"]
+
+
+def test_input_schema_is_a_valid_anthropic_tool_definition(service: SchedulerService) -> None:
+    definition = service.scheduler_tool.definition()
+    assert definition["name"] == "scheduler_tool"
+    schema = definition["input_schema"]
+    assert schema["type"] == "object" and schema["required"] == ["operation"]
+    assert "create_task" in schema["properties"]["operation"]["enum"]
+    kwargs = schema["properties"]["kwargs"]["properties"]
+    assert {"frequency", "scheduled_time", "task_description", "task_id"} <= set(kwargs)
+    json.dumps(definition)
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+
+    Draft202012Validator.check_schema(schema)
