@@ -1,0 +1,82 @@
+"""The service on a real PostgreSQL server (the scale-out backend).
+
+Uses the local server (PG_TEST_URL, default postgres@127.0.0.1:5432) and a fresh
+database per test; skipped when no server answers.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from config import SchedulerConfig, Settings
+from scheduler_service import SchedulerService
+from scheduler_service.models import TaskRun
+from tests.conftest import next_notification
+from tools import ToolContext
+
+ADMIN_URL = os.environ.get("PG_TEST_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server at {ADMIN_URL}: {exc}")
+    name = f"sched_test_{uuid.uuid4().hex[:10]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+async def test_service_on_postgresql(pg_url: str) -> None:
+    settings = Settings(database_url=pg_url, scheduler=SchedulerConfig(), anthropic_api_key=None)
+    ctx = ToolContext(user_id="u1", conversation_id="c1")
+    service = SchedulerService(settings)
+    import asyncio
+
+    queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+
+    async def put(n: dict[str, object]) -> None:
+        queue.put_nowait(n)
+
+    service.add_notification_callback(put)
+    service.notification_queue = queue  # type: ignore[attr-defined]
+    async with service:
+        due = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+        created = await service.scheduler_tool.run(
+            "create_task",
+            {
+                "name": "pg once",
+                "frequency": "once",
+                "scheduled_time": due,
+                "tool_name": "reminder_tool",
+                "operation": "add_reminder",
+                "parameters": {"title": "from postgres"},
+            },
+            context=ctx,
+        )
+        task_id = created["task"]["task_id"]
+        notification = await next_notification(service)
+        assert notification["task_id"] == task_id and notification["status"] == "succeeded"
+        async with service.db.read() as session:
+            runs = (await session.scalars(select(TaskRun).where(TaskRun.task_id == task_id))).all()
+        assert [r.status for r in runs] == ["succeeded"]
+        # The fence: a second claim of the same fire time is refused by the database.
+        assert await service.runner._claim(task_id, runs[0].fire_time, "scheduled", 1) is None
+        reminders = await service.tools.call("reminder_tool", "get_reminders", {}, context=ctx)
+        assert [r["title"] for r in reminders["reminders"]] == ["from postgres"]
+    async with SchedulerService(settings) as again:
+        task = await again.scheduler_tool.run("get_task", {"task_id": task_id}, context=ctx)
+        assert task["task"]["status"] == "completed"
