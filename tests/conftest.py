@@ -24,6 +24,12 @@ def make_settings(db_path: Path, **scheduler: Any) -> Settings:
     )
 
 
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see a real key, so nothing can reach the real API."""
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "tasks.db"

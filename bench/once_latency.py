@@ -1,0 +1,93 @@
+"""How late does a `once` task start after its scheduled time?
+
+Schedules N one-time tasks (a trivial async tool) spread over a few seconds on a fresh
+SQLite file, waits for every notification, and reports how long after its fire time each
+run started (run.started_at - run.fire_time) and when its notification was published.
+
+    .venv/bin/python -m bench.once_latency --tasks 20 --spread 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from config import SchedulerConfig, Settings
+from scheduler_service import SchedulerService
+from scheduler_service.models import TaskRun
+from tools import Tool, ToolContext
+
+
+class NoopTool(Tool):
+    name = "noop_tool"
+    description = "Does nothing."
+    input_schema = {"type": "object", "properties": {"operation": {"enum": ["noop"]}}}
+
+    async def run(self, operation: str, kwargs: Any, *, context: ToolContext) -> dict[str, Any]:
+        return {"message": "ok"}
+
+
+async def measure(tasks: int, spread: float) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            database_url=f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}",
+            scheduler=SchedulerConfig(log_level="WARNING"),
+        )
+        done = asyncio.Queue[datetime]()
+
+        async def on_notification(_: dict[str, Any]) -> None:
+            done.put_nowait(datetime.now(UTC))
+
+        async with SchedulerService(settings, on_notification=on_notification) as service:
+            service.tools.register(NoopTool())
+            ctx = ToolContext(user_id="bench", conversation_id="bench")
+            start = datetime.now(UTC) + timedelta(seconds=2)
+            for i in range(tasks):
+                due = start + timedelta(seconds=spread * i / max(tasks - 1, 1))
+                await service.scheduler_tool.run(
+                    "create_task",
+                    {
+                        "name": f"t{i}",
+                        "frequency": "once",
+                        "scheduled_time": due.isoformat(),
+                        "tool_name": "noop_tool",
+                        "operation": "noop",
+                    },
+                    context=ctx,
+                )
+            for _ in range(tasks):
+                await asyncio.wait_for(done.get(), timeout=spread + 30)
+            async with service.db.read() as session:
+                runs = (await session.scalars(select(TaskRun))).all()
+        late = sorted(
+            (r.started_at - r.fire_time).total_seconds() * 1000 for r in runs if r.started_at
+        )
+    return {
+        "runs": len(late),
+        "median_ms": statistics.median(late),
+        "p95_ms": late[int(0.95 * (len(late) - 1))],
+        "max_ms": late[-1],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, default=20)
+    parser.add_argument("--spread", type=float, default=4.0, help="seconds the fire times span")
+    args = parser.parse_args()
+    result = asyncio.run(measure(args.tasks, args.spread))
+    print(
+        f"{result['runs']} once tasks: start lateness median {result['median_ms']:.1f} ms, "
+        f"p95 {result['p95_ms']:.1f} ms, max {result['max_ms']:.1f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
