@@ -290,3 +290,17 @@ async def test_rate_limit_is_retried_on_the_same_fire_time(
     ]
     assert runs[0].fire_time == runs[1].fire_time
     assert len(await service.get_notifications("c1")) == 1, "one notification per fire time"
+
+
+async def test_rate_limit_on_a_manual_run_fails_with_its_kind(
+    start_service: ServiceFactory, ctx: ToolContext
+) -> None:
+    fake = FakeAnthropic(error_body(429, "rate_limit_error", "Number of requests exceeded"))
+    service = await start(start_service, fake)
+    out = await run_now(service, ctx, await create(service, ctx))
+    assert out["run"]["status"] == "failed"
+    async with service.db.read() as session:
+        run = (await session.scalars(select(TaskRun))).one()
+    assert run.error_kind == "rate_limit" and "requests exceeded" in (run.error or "")
+    notification = (await service.get_notifications("c1"))[0]
+    assert notification["status"] == "failed" and "requests exceeded" in notification["message"]
