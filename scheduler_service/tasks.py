@@ -355,7 +355,6 @@ class TaskManager:
         task.max_runs = schedule.max_runs
         if task.execution_mode == "direct":
             task.parameters = dict(task.parameters or {})
-            task.task_description = task.task_description  # kept for reference if given
 
     def _merged(self, task: ScheduledTask, changes: dict[str, Any]) -> dict[str, Any]:
         current = {

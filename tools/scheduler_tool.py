@@ -22,6 +22,7 @@ from tools.base import Tool, ToolContext, ToolError, parse_kwargs
 
 if TYPE_CHECKING:
     from scheduler_service.service import SchedulerService
+    from scheduler_service.tasks import TaskManager
 
 DESCRIPTION = """\
 Schedule tasks that run later or repeatedly without the user present, and manage them.
@@ -173,7 +174,7 @@ class SchedulerTool(Tool):
         return await handler(parse_kwargs(kwargs), context)
 
     @property
-    def _tasks(self) -> Any:
+    def _tasks(self) -> TaskManager:
         return self.service.tasks
 
     async def _create(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
