@@ -4,6 +4,11 @@ Two engines point at the same database: an async one for the application's table
 sync one for APScheduler's job store (which is synchronous). On SQLite both use WAL and a
 busy timeout, and application writes in this process are serialised by one asyncio lock,
 so concurrent runs queue for the file instead of failing with "database is locked".
+
+Another process can still hold the SQLite write lock (a second worker, a CLI). A write
+transaction therefore takes the lock up front (``BEGIN IMMEDIATE``): that is the only
+statement that can then meet "database is locked", and it can be retried safely because
+nothing has been done yet. ``retry_locked`` does the same for job-store calls.
 """
 
 from __future__ import annotations
@@ -11,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -29,6 +35,10 @@ log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS_DIR = PROJECT_ROOT / "alembic"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+LOCKED_ATTEMPTS = 5  # tries of a write that meets "database is locked"
+LOCKED_BACKOFF_S = (0.05, 0.2, 0.5, 1.0)  # waits between them (after each busy timeout)
+
+T = TypeVar("T")
 
 
 class SchemaError(RuntimeError):
@@ -47,19 +57,53 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+def sqlite_pragmas(busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> Callable[[Any, Any], None]:
+    """A connect hook: WAL (readers never block the writer) and a busy timeout."""
+
+    def apply(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return apply
 
 
-def create_sync_engine(url: str, **kwargs: Any) -> Engine:
+def is_locked(exc: BaseException) -> bool:
+    """SQLite's "database is locked" / "database table is locked" (SQLITE_BUSY/LOCKED)."""
+    return isinstance(exc, OperationalError) and "is locked" in str(exc.orig or exc)
+
+
+def _backoff(attempt: int) -> float:
+    return LOCKED_BACKOFF_S[min(attempt, len(LOCKED_BACKOFF_S) - 1)]
+
+
+async def retry_locked(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run ``call``; if SQLite says the database is locked, try again a few times.
+
+    Only for calls that are safe to repeat (a failed SQLite statement changed nothing).
+    """
+    for attempt in range(LOCKED_ATTEMPTS):
+        try:
+            return await call()
+        except OperationalError as exc:
+            if not is_locked(exc) or attempt == LOCKED_ATTEMPTS - 1:
+                raise
+            log.warning(
+                "%s: database is locked; retry %d of %d", what, attempt + 1, LOCKED_ATTEMPTS - 1
+            )
+            await asyncio.sleep(_backoff(attempt))
+    raise AssertionError("unreachable")
+
+
+def create_sync_engine(
+    url: str, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, **kwargs: Any
+) -> Engine:
     """A sync engine (for the job store and migrations) with the SQLite pragmas applied."""
     if is_sqlite(url):
         engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", sqlite_pragmas(busy_timeout_ms))
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
@@ -67,13 +111,13 @@ def create_sync_engine(url: str, **kwargs: Any) -> Engine:
 class Database:
     """Owns the async engine and hands out sessions."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
         self.url = url
         self.sync_url = sync_url(url)
         self.sqlite = is_sqlite(url)
         if self.sqlite:
             self.engine: AsyncEngine = create_async_engine(url)
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "connect", sqlite_pragmas(busy_timeout_ms))
         else:
             self.engine = create_async_engine(url, pool_pre_ping=True)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -93,11 +137,29 @@ class Database:
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One short write transaction; commits on success, rolls back on error."""
-        lock: contextlib.AbstractAsyncContextManager[Any] = (
-            self.write_lock if self.sqlite else contextlib.nullcontext()
-        )
-        async with lock, self.sessions() as session, session.begin():
-            yield session
+        if not self.sqlite:
+            async with self.sessions() as session, session.begin():
+                yield session
+            return
+        async with self.write_lock:
+            session = await retry_locked(self._begin_immediate, "write transaction")
+            async with session:
+                try:
+                    yield session
+                    await session.commit()
+                except BaseException:
+                    await session.rollback()
+                    raise
+
+    async def _begin_immediate(self) -> AsyncSession:
+        """A session holding SQLite's write lock, so nothing later in it meets SQLITE_BUSY."""
+        session = self.sessions()
+        try:
+            await session.execute(text("BEGIN IMMEDIATE"))
+        except BaseException:
+            await session.close()
+            raise
+        return session
 
     @contextlib.asynccontextmanager
     async def serialized(self) -> AsyncIterator[None]:

@@ -32,6 +32,7 @@ from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
 
+from scheduler_service.db import retry_locked
 from scheduler_service.jobs import JOB_FUNCTION, RETRY_FUNCTION, FireContext, current_fire
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class ResilientAsyncIOScheduler(AsyncIOScheduler):  # type: ignore[misc]
         self._max_sleep = max_sleep
         self._wakeup_task: asyncio.Task[None] | None = None
         self._wakeup_again = False
+        self._failures = 0  # consecutive failed wake-ups: the retry backs off, bounded
         super().__init__(**options)
 
     def wakeup(self) -> None:
@@ -68,11 +70,13 @@ class ResilientAsyncIOScheduler(AsyncIOScheduler):  # type: ignore[misc]
             try:
                 async with self._serialize():
                     seconds = await asyncio.to_thread(self._process_jobs)
+                self._failures = 0
                 if seconds is not None:
                     wait = min(wait, seconds)
             except Exception:
-                wait = min(wait, float(self.jobstore_retry_interval))
-                log.exception("scheduler wake-up failed; retrying in %.0f s", wait)
+                wait = min(wait, 0.5 * 2**self._failures)
+                self._failures = min(self._failures + 1, 10)
+                log.exception("scheduler wake-up failed; retrying in %.1f s", wait)
             finally:
                 if self.state != STATE_STOPPED:
                     self._start_timer(max(wait, 0.0))
@@ -139,6 +143,11 @@ def retry_job_id(task_id: str, fire_time: datetime, attempt: int) -> str:
     return f"retry:{task_id}:{fire_time.astimezone(UTC).isoformat()}:{attempt}"
 
 
+def task_of_job(job_id: str) -> str:
+    """The task a job belongs to: its id, or the task id inside a retry job's id."""
+    return job_id.split(":", 2)[1] if job_id.startswith("retry:") else job_id
+
+
 class JobControl:
     """Async, lock-holding access to APScheduler's job store for the rest of the service."""
 
@@ -152,8 +161,13 @@ class JobControl:
             yield
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        async with self._locked():
-            return await asyncio.to_thread(fn, *args, **kwargs)
+        """Run one job-store call in a thread under the lock; retried if SQLite is locked."""
+
+        async def once() -> Any:
+            async with self._locked():
+                return await asyncio.to_thread(fn, *args, **kwargs)
+
+        return await retry_locked(once, f"job store {getattr(fn, '__name__', 'call')}")
 
     async def schedule(
         self, task_id: str, trigger: BaseTrigger, next_run_time: datetime | None
@@ -172,6 +186,27 @@ class JobControl:
             )
 
         await self._call(add)
+
+    async def modify(
+        self, job_id: str, trigger: BaseTrigger, next_run_time: datetime | None
+    ) -> None:
+        """Give a job a new trigger and an explicit next run, keeping everything else.
+
+        Unlike ``reschedule_job`` (which recomputes the next run from now, dropping a due
+        one) the caller says which fire time comes next.
+        """
+        await self._call(
+            self.scheduler.modify_job, job_id, trigger=trigger, next_run_time=next_run_time
+        )
+
+    async def states(self) -> dict[str, tuple[datetime | None, BaseTrigger]]:
+        """Every job's next run and trigger (unpickles every job: for start-up only)."""
+
+        def load() -> dict[str, tuple[datetime | None, BaseTrigger]]:
+            return {job.id: (job.next_run_time, job.trigger) for job in self.scheduler.get_jobs()}
+
+        states: dict[str, tuple[datetime | None, BaseTrigger]] = await self._call(load)
+        return states
 
     async def pause(self, task_id: str) -> None:
         await self._call(self._ignore_missing(self.scheduler.pause_job), task_id)

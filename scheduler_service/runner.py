@@ -4,26 +4,39 @@ Every execution starts by inserting its ``task_runs`` row keyed by
 (task_id, fire_time, attempt). The key is unique in the database, so a fire time that
 two processes (or a restart) both try to run is executed by whichever inserts first;
 the other sees the conflict and does nothing. That is invariant 1.
+
+When a scheduled fire time is claimed, the task's ``next_run_at`` moves past it in the
+same transaction. So ``next_run_at`` always names the oldest fire time not yet claimed,
+and start-up can put back any fire time the job store consumed but nobody claimed (a
+crash between the two): see ``reconcile``. That is invariant 2.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import inspect
+import itertools
 import logging
 import time as monotonic
+from collections import Counter
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from config import Settings
 from scheduler_service import notifications
 from scheduler_service.db import Database
-from scheduler_service.engine import JobControl
+from scheduler_service.engine import JobControl, retry_job_id, task_of_job
 from scheduler_service.models import ScheduledTask, TaskNotification, TaskRun, new_id, utcnow
 from scheduler_service.notifications import Notifier, summarize
 from scheduler_service.orchestrate import OrchestratedExecution
@@ -33,7 +46,25 @@ from tools import ToolContext, ToolError, ToolRegistry
 log = logging.getLogger(__name__)
 
 ACTIVE_RUN = ("queued", "running")
+LIVE_TASK = ("scheduled", "paused")
 RETRYABLE_TOOL_ERRORS = ("unavailable", "execution_failed")
+INTERRUPTED = "the service stopped while this run was in progress"
+NOT_STARTED = "the service stopped before this run started; it did not run"
+SAME_INSTANT = timedelta(milliseconds=1)  # job-store times are floats: allow rounding
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The run a tool call belongs to (``current_run``), including its real fire time."""
+
+    run_id: str
+    task_id: str
+    fire_time: datetime
+    attempt: int
+    kind: str
+
+
+current_run: ContextVar[RunInfo] = ContextVar("current_run")
 
 
 @dataclass
@@ -49,6 +80,15 @@ class Outcome:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class FireClaim:
+    """What claiming one APScheduler fire produced (written in one transaction)."""
+
+    run: TaskRun | None = None
+    published: list[TaskNotification] = field(default_factory=list)
+    job: str | None = None  # "remove" | "pause": what to do with the task's job afterwards
+
+
 def schedule_of(task: ScheduledTask) -> Schedule:
     return Schedule.from_dict(task.schedule)
 
@@ -58,6 +98,55 @@ def next_fire_after(
 ) -> datetime | None:
     fire: datetime | None = build_trigger(schedule_of(task)).get_next_fire_time(previous, now)
     return fire
+
+
+def same_trigger(a: BaseTrigger, b: BaseTrigger) -> bool:
+    """Triggers agree when they are the same class with the same pickled state."""
+    return type(a) is type(b) and a.__getstate__() == b.__getstate__()
+
+
+def same_instant(a: datetime | None, b: datetime | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return abs(a - b) <= SAME_INSTANT
+
+
+class FifoSlots:
+    """A semaphore that serves waiters by ticket (arrival order), never by luck.
+
+    ``asyncio.Semaphore`` serves waiters in the order they call ``acquire``, which for a
+    run is after its claim transaction; tickets are taken when the fire arrives, so runs
+    start in the order they became due even if their claims finish out of order.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    async def acquire(self, ticket: int) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (ticket, future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # the slot was handed over just as we were cancelled
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _ticket, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+                return
+        self._free += 1
+
+    @property
+    def waiting(self) -> int:
+        return sum(not f.done() for _t, f in self._waiters)
 
 
 class TaskRunner:
@@ -79,88 +168,111 @@ class TaskRunner:
         self.notifier = notifier
         self.orchestrator = orchestrator
         self.jobs: JobControl | None = None
-        self._slots = asyncio.Semaphore(self.cfg.max_concurrent_tasks)
-        self._active: dict[str, asyncio.Task[Any]] = {}  # run id → the task executing it
-        self._active_tasks: dict[str, int] = {}  # task id → runs in flight here
+        self._slots = FifoSlots(self.cfg.max_concurrent_tasks)
+        self._tickets = itertools.count()
+        self._entries: set[asyncio.Task[Any]] = set()  # every fire/retry/manual in progress
+        self._active: dict[str, asyncio.Task[Any]] = {}  # claimed run id → its task
+        self._started: set[str] = set()  # claimed run ids that hold a slot
+        self._scheduled: Counter[str] = Counter()  # task id → scheduled/retry runs in flight
+        self._manual: Counter[str] = Counter()  # task id → manual runs in flight
         self._stopping = False
         self.run_finished = asyncio.Condition()
 
     # -- entry points ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _entry(self) -> Iterator[int]:
+        """Track an entry task for ``drain``; its ticket orders it for a slot (FIFO)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._entries.add(task)
+        try:
+            yield next(self._tickets)
+        finally:
+            self._entries.discard(task)
+
     async def on_fire(self, task_id: str, run_times: list[datetime]) -> None:
         """APScheduler fired ``task_id`` for ``run_times`` (oldest first)."""
-        now = utcnow()
-        task = await self._load(task_id)
-        if task is None:
-            log.warning("job for deleted task %s fired; removing the job", task_id)
-            await self._remove_job(task_id)
-            return
-        if task.status != "scheduled":
-            log.warning("task %s is %s but its job fired; ignoring", task_id, task.status)
-            return
-        grace = task.misfire_grace_time
-        grace = self.cfg.misfire_grace_time if grace is None else grace
-        due: datetime | None = run_times[-1]
-        missed = run_times[:-1]
-        assert due is not None
-        if (now - due).total_seconds() > grace:
-            missed, due = run_times, None
-        next_run = next_fire_after(task, run_times[-1], now)
-        await self._set_next_run(task_id, next_run, finished=due is None and next_run is None)
-        if missed:
-            await self._record_missed(task_id, missed, next_run)
-        if due is not None:
-            await self.execute(task_id, due, kind="scheduled", attempt=1)
+        with self._entry() as ticket:
+            if self._stopping:  # unclaimed: next_run_at still names it; reconciled at start
+                log.warning("not claiming task %s: the service is stopping", task_id)
+                return
+            claim = await self._claim_fire(task_id, run_times, utcnow())
+            if claim.job == "remove":
+                await self._remove_job(task_id)
+            elif claim.job == "pause" and self.jobs is not None:
+                await self.jobs.pause(task_id)
+            await self._publish(claim.published)
+            if claim.run is not None:
+                await self._execute_claimed(claim.run, ticket)
 
     async def on_retry(self, task_id: str, fire_time: datetime, attempt: int) -> None:
         await self.execute(task_id, fire_time, kind="retry", attempt=attempt)
 
     async def run_now(self, task: ScheduledTask) -> TaskRun | None:
-        """A manual run: its own key (now), never consuming a scheduled fire time."""
+        """A manual run: its own key (now), never consuming or blocking a scheduled one."""
         return await self.execute(task.id, utcnow(), kind="manual", attempt=1)
 
-    # -- one execution -----------------------------------------------------------------
     async def execute(
         self, task_id: str, fire_time: datetime, *, kind: str, attempt: int
     ) -> TaskRun | None:
-        if self._stopping:
-            log.warning("not starting %s of task %s: the service is stopping", kind, task_id)
-            return None
-        if kind != "manual" and self._active_tasks.get(task_id):
-            await self._record_skip(task_id, fire_time, kind, attempt)
-            return None
-        run = await self._claim(task_id, fire_time, kind, attempt)
-        if run is None:
-            return None
+        """Claim and run one attempt (a retry or a manual run)."""
+        with self._entry() as ticket:
+            if self._stopping:  # a retry stays restorable: see restore_retries
+                log.warning("not starting %s of task %s: the service is stopping", kind, task_id)
+                return None
+            run = await self._claim(task_id, fire_time, kind, attempt)
+            if run is None or run.status == "skipped":
+                return run
+            return await self._execute_claimed(run, ticket)
+
+    # -- one execution -----------------------------------------------------------------
+    async def _execute_claimed(self, run: TaskRun, ticket: int) -> TaskRun:
         current = asyncio.current_task()
         assert current is not None
+        in_flight = self._manual if run.kind == "manual" else self._scheduled
         self._active[run.id] = current
-        self._active_tasks[task_id] = self._active_tasks.get(task_id, 0) + 1
+        in_flight[run.task_id] += 1
+        token = current_run.set(RunInfo(run.id, run.task_id, run.fire_time, run.attempt, run.kind))
         try:
-            outcome = await self._run_in_slot(run)
+            outcome = await self._run_in_slot(run, ticket)
         finally:
+            current_run.reset(token)
             self._active.pop(run.id, None)
-            self._active_tasks[task_id] -= 1
+            self._started.discard(run.id)
+            in_flight[run.task_id] -= 1
         return await self._finish(run, outcome)
 
-    async def _run_in_slot(self, run: TaskRun) -> Outcome:
+    async def _run_in_slot(self, run: TaskRun, ticket: int) -> Outcome:
         try:
-            async with self._slots:
-                task = await self._mark_running(run)
-                if task is None:
-                    return Outcome("skipped", error="the task was deleted before its run started")
-                started = monotonic.perf_counter()
-                outcome = await self._execute(task, run)
-                outcome.details["duration_ms"] = round((monotonic.perf_counter() - started) * 1000)
-                return outcome
+            await self._slots.acquire(ticket)
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
-            return Outcome(
-                "interrupted",
-                error="the service stopped while this run was in progress",
-                error_kind="interrupted",
-                retryable=True,
-            )
+            return self._interrupted(NOT_STARTED)
+        try:
+            if self._stopping:
+                return self._interrupted(NOT_STARTED)
+            self._started.add(run.id)
+            return await self._run_started(run)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            return self._interrupted(INTERRUPTED)
+        finally:
+            self._slots.release()
+
+    async def _run_started(self, run: TaskRun) -> Outcome:
+        task = await self._mark_running(run)
+        if task is None:
+            return Outcome("skipped", error="the task was deleted before its run started")
+        started = monotonic.perf_counter()
+        outcome = await self._execute(task, run)
+        outcome.details["duration_ms"] = round((monotonic.perf_counter() - started) * 1000)
+        return outcome
+
+    @staticmethod
+    def _interrupted(error: str) -> Outcome:
+        return Outcome("interrupted", error=error, error_kind="interrupted")
 
     async def _execute(self, task: ScheduledTask, run: TaskRun) -> Outcome:
         context = ToolContext(
@@ -186,16 +298,7 @@ class TaskRunner:
                     task.tool_name, task.operation, dict(task.parameters or {}), context=context
                 )
         except TimeoutError:
-            tool = self.registry.get(task.tool_name) if task.tool_name in self.registry else None
-            thread = tool is not None and not inspect.iscoroutinefunction(tool.run)
-            note = " (the tool runs in a thread that cannot be cancelled; it was abandoned)"
-            return Outcome(
-                "timed_out",
-                error=f"the run exceeded its timeout of {timeout:g} s{note if thread else ''}",
-                error_kind="timeout",
-                retryable=True,
-                details={"abandoned_thread": thread},
-            )
+            return self._timed_out(task, timeout)
         except ToolError as exc:
             return Outcome(
                 "failed",
@@ -213,36 +316,189 @@ class TaskRunner:
             )
         return Outcome("succeeded", result=result)
 
-    # -- database steps ----------------------------------------------------------------
+    def _timed_out(self, task: ScheduledTask, timeout: float) -> Outcome:
+        """A sync tool's thread cannot be cancelled: say that it was left running."""
+        assert task.tool_name
+        tool = self.registry.get(task.tool_name) if task.tool_name in self.registry else None
+        thread = tool is not None and not inspect.iscoroutinefunction(tool.run)
+        note = " (the tool runs in a thread that cannot be cancelled; it was abandoned)"
+        return Outcome(
+            "timed_out",
+            error=f"the run exceeded its timeout of {timeout:g} s{note if thread else ''}",
+            error_kind="timeout",
+            retryable=True,
+            details={"abandoned_thread": thread},
+        )
+
+    # -- claiming ------------------------------------------------------------------------
     async def _load(self, task_id: str) -> ScheduledTask | None:
         async with self.db.read() as session:
             return await session.get(ScheduledTask, task_id)
 
+    async def _claim_fire(
+        self, task_id: str, run_times: list[datetime], now: datetime
+    ) -> FireClaim:
+        """One transaction: move next_run_at on, record missed times, claim the due one."""
+        try:
+            async with self.db.write() as session:
+                task = await session.get(ScheduledTask, task_id)
+                if task is None:
+                    log.warning("job for deleted task %s fired; removing the job", task_id)
+                    return FireClaim(job="remove")
+                if task.status != "scheduled":
+                    log.warning("task %s is %s but its job fired", task_id, task.status)
+                    return FireClaim(job="pause" if task.status == "paused" else "remove")
+                fresh = await self._unclaimed(session, task_id, run_times)
+                if not fresh:
+                    log.info("fire of task %s at %s already claimed", task_id, run_times[-1])
+                    return FireClaim()
+                return self._claim_due(session, task, fresh, run_times[-1], now)
+        except IntegrityError:
+            log.info("fire of task %s at %s already claimed", task_id, run_times[-1])
+            return FireClaim()
+
+    @staticmethod
+    async def _unclaimed(
+        session: AsyncSession, task_id: str, run_times: list[datetime]
+    ) -> list[datetime]:
+        """The fire times no row claims yet, whatever its attempt: a fire time that comes
+        round again (a job store that did not record its firing) is never run or missed
+        twice. The unique key still decides between two processes racing."""
+        query = select(TaskRun.fire_time).where(
+            TaskRun.task_id == task_id, TaskRun.fire_time.in_(run_times)
+        )
+        claimed = set((await session.scalars(query)).all())
+        return [t for t in run_times if t not in claimed]
+
+    def _claim_due(
+        self,
+        session: AsyncSession,
+        task: ScheduledTask,
+        run_times: list[datetime],
+        last: datetime,
+        now: datetime,
+    ) -> FireClaim:
+        """Missed and due fire times among ``run_times``; next_run_at moves past ``last``."""
+        grace = task.misfire_grace_time
+        grace = self.cfg.misfire_grace_time if grace is None else grace
+        due: datetime | None = run_times[-1]
+        missed = run_times[:-1]
+        assert due is not None
+        if (now - due).total_seconds() > grace:
+            missed, due = run_times, None
+        next_run = next_fire_after(task, last, now)
+        task.next_run_at = next_run
+        if due is None and next_run is None and task.frequency != "once":
+            task.status = "completed"
+        claim = FireClaim()
+        if missed:
+            claim.published.append(self._add_missed(session, task, missed, next_run))
+        if due is not None:
+            if self._scheduled[task.id]:
+                claim.published.append(self._add_skip(session, task, due, "scheduled", 1))
+            else:
+                claim.run = self._new_run(task, due, "scheduled", 1)
+                session.add(claim.run)
+        session.add_all(claim.published)
+        return claim
+
+    @staticmethod
+    def _new_run(
+        task: ScheduledTask, fire_time: datetime, kind: str, attempt: int, **fields: Any
+    ) -> TaskRun:
+        now = utcnow()
+        values: dict[str, Any] = {"status": "queued", "queued_at": now, **fields}
+        return TaskRun(
+            id=new_id("run"),
+            task_id=task.id,
+            user_id=task.user_id,
+            kind=kind,
+            fire_time=fire_time,
+            attempt=attempt,
+            **values,
+        )
+
     async def _claim(
         self, task_id: str, fire_time: datetime, kind: str, attempt: int
     ) -> TaskRun | None:
+        """Claim one attempt; a retry that overlaps a run of its task is recorded skipped."""
+        published: list[TaskNotification] = []
         try:
             async with self.db.write() as session:
                 task = await session.get(ScheduledTask, task_id)
                 if task is None:
                     return None
-                run = TaskRun(
-                    id=new_id("run"),
-                    task_id=task_id,
-                    user_id=task.user_id,
-                    kind=kind,
-                    fire_time=fire_time,
-                    attempt=attempt,
-                    status="queued",
-                    queued_at=utcnow(),
-                )
-                session.add(run)
-            return run
+                if kind != "manual" and self._scheduled[task_id]:
+                    published.append(self._add_skip(session, task, fire_time, kind, attempt))
+                    session.add_all(published)
+                    run = None
+                else:
+                    run = self._new_run(task, fire_time, kind, attempt)
+                    session.add(run)
         except IntegrityError:
             log.info(
                 "fire time %s of task %s (attempt %d) already claimed", fire_time, task_id, attempt
             )
             return None
+        await self._publish(published)
+        return run
+
+    def _add_missed(
+        self,
+        session: AsyncSession,
+        task: ScheduledTask,
+        missed: list[datetime],
+        next_run: datetime | None,
+    ) -> TaskNotification:
+        now = utcnow()
+        row = self._new_run(
+            task,
+            missed[0],
+            "missed",
+            0,
+            status="missed",
+            finished_at=now,
+            details={"missed_times": [t.isoformat() for t in missed], "count": len(missed)},
+        )
+        session.add(row)
+        zone = schedule_of(task).zone
+        count = len(missed)
+        when = ", ".join(f"{t.astimezone(zone):%Y-%m-%d %H:%M %Z}" for t in missed[:3])
+        more = f" and {count - 3} more" if count > 3 else ""
+        message = (
+            f"missed {count} run{'s' if count != 1 else ''} while the service was down or "
+            f"busy ({when}{more})"
+        )
+        if task.frequency == "once" and next_run is None:
+            task.status, task.next_run_at, task.last_status = "missed", None, "missed"
+            message += "; this one-time task will not run"
+        elif next_run is not None:
+            message += f"; next run at {next_run.astimezone(zone).isoformat()}"
+        return notifications.build(task, row, "missed", message)
+
+    def _add_skip(
+        self,
+        session: AsyncSession,
+        task: ScheduledTask,
+        fire_time: datetime,
+        kind: str,
+        attempt: int,
+    ) -> TaskNotification:
+        now = utcnow()
+        error = "the previous run of this task was still running"
+        row = self._new_run(
+            task,
+            fire_time,
+            kind,
+            attempt,
+            status="skipped",
+            finished_at=now,
+            error=error,
+            error_kind="overlap",
+        )
+        session.add(row)
+        message = f"skipped the run due at {fire_time.isoformat()}: {error}"
+        return notifications.build(task, row, "skipped", message)
 
     async def _mark_running(self, run: TaskRun) -> ScheduledTask | None:
         async with self.db.write() as session:
@@ -254,11 +510,13 @@ class TaskRunner:
             row.started_at = run.started_at = utcnow()
             return task
 
+    # -- finishing -----------------------------------------------------------------------
     async def _finish(self, run: TaskRun, outcome: Outcome) -> TaskRun:
+        """Record the outcome; then schedule a retry, or settle the task and notify."""
         now = utcnow()
         retry_at: datetime | None = None
         published: list[TaskNotification] = []
-        remove_job = False
+        job: str | None = None
         async with self.db.write() as session:
             row = await session.get(TaskRun, run.id)
             task = await session.get(ScheduledTask, run.task_id)
@@ -270,17 +528,17 @@ class TaskRunner:
                 if retry_at is not None:
                     row.details = {**(row.details or {}), "retry_at": retry_at.isoformat()}
                 else:
-                    remove_job, note = self._update_task(task, row, outcome, now)
-                    published.append(notifications.build(task, row, note[0], note[1]))
-                    session.add_all(published)
+                    job, note = self._update_task(task, row, outcome, now)
+                    published.append(note)
+                    session.add(note)
             run = row
         if retry_at is not None and self.jobs is not None:
             await self.jobs.schedule_retry(run.task_id, run.fire_time, run.attempt + 1, retry_at)
-        if remove_job:
+        if job == "remove":
             await self._remove_job(run.task_id)
-        await self.notifier.publish(published)
-        async with self.run_finished:
-            self.run_finished.notify_all()
+        elif job == "pause" and self.jobs is not None:
+            await self.jobs.pause(run.task_id)
+        await self._publish(published)
         return run
 
     @staticmethod
@@ -298,6 +556,7 @@ class TaskRunner:
     def _retry_time(
         self, task: ScheduledTask, row: TaskRun, outcome: Outcome, now: datetime
     ) -> datetime | None:
+        """When the next attempt of this fire time runs, or None if this one is final."""
         if outcome.status in ("succeeded", "skipped") or not outcome.retryable:
             return None
         if row.kind == "manual" or self._stopping:
@@ -313,8 +572,9 @@ class TaskRunner:
 
     def _update_task(
         self, task: ScheduledTask, row: TaskRun, outcome: Outcome, now: datetime
-    ) -> tuple[bool, tuple[str, str]]:
-        """Counters, last result and status after a final attempt; returns the notification."""
+    ) -> tuple[str | None, TaskNotification]:
+        """Counters, last result and status after a final attempt; returns the job action
+        ("remove" / "pause" / None) and the notification."""
         ok = outcome.status == "succeeded"
         if row.kind != "manual":
             task.run_count += 1
@@ -324,116 +584,45 @@ class TaskRunner:
         task.last_status = outcome.status
         task.last_result = outcome.result
         task.last_error = outcome.error
-        status = outcome.status
-        message = summarize(outcome.result) if ok else (outcome.error or status)
+        message = summarize(outcome.result) if ok else (outcome.error or outcome.status)
         if row.attempt > 1:
             message += f" (after {row.attempt} attempts)"
-        if row.kind == "manual" or task.status != "scheduled":
-            return False, (status, message)
-        task.consecutive_failures = 0 if ok else task.consecutive_failures + 1
-        remove_job = False
+        job, status = None, outcome.status
+        if row.kind != "manual" and task.status == "scheduled":
+            job, status, message = self._settle(task, outcome, message)
+        return job, notifications.build(task, row, status, message)
+
+    def _settle(
+        self, task: ScheduledTask, outcome: Outcome, message: str
+    ) -> tuple[str | None, str, str]:
+        """A scheduled fire time is final: complete, pause or carry on the task."""
+        ok = outcome.status == "succeeded"
+        if outcome.status != "interrupted":  # a crash is not the task's failure
+            task.consecutive_failures = 0 if ok else task.consecutive_failures + 1
+        # A once task's job is gone once it fired; only recurring jobs need removing.
+        remove = None if task.frequency == "once" else "remove"
         if task.frequency == "once" or task.next_run_at is None:
             task.status = "completed" if ok or task.frequency != "once" else "failed"
             task.next_run_at = None
-            remove_job = True
-        elif task.max_runs is not None and task.run_count >= task.max_runs:
-            task.status, task.next_run_at, remove_job = "completed", None, True
+            return remove, outcome.status, message
+        if task.max_runs is not None and task.run_count >= task.max_runs:
+            task.status, task.next_run_at = "completed", None
             message += f" — that was run {task.run_count} of {task.max_runs}; the task is complete"
-        elif task.consecutive_failures >= self.cfg.max_consecutive_failures:
-            task.status, task.next_run_at, remove_job = "paused", None, True
-            status = "paused"
+            return remove, outcome.status, message
+        if task.consecutive_failures >= self.cfg.max_consecutive_failures:
+            task.status, task.next_run_at = "paused", None
             message += (
                 f" — the task failed {task.consecutive_failures} times in a row and was paused; "
                 f"fix the cause, then resume it with resume_task (task_id {task.id})"
             )
-        return remove_job, (status, message)
+            return "pause", "paused", message
+        return None, outcome.status, message
 
-    async def _set_next_run(self, task_id: str, next_run: datetime | None, finished: bool) -> None:
-        async with self.db.write() as session:
-            task = await session.get(ScheduledTask, task_id)
-            if task is not None:
-                task.next_run_at = next_run
-                if finished and task.frequency != "once":
-                    task.status = "completed"
-
-    async def _record_missed(
-        self, task_id: str, missed: list[datetime], next_run: datetime | None
-    ) -> None:
-        published: list[TaskNotification] = []
-        try:
-            async with self.db.write() as session:
-                task = await session.get(ScheduledTask, task_id)
-                if task is None:
-                    return
-                zone = schedule_of(task).zone
-                row = TaskRun(
-                    id=new_id("run"),
-                    task_id=task_id,
-                    user_id=task.user_id,
-                    kind="missed",
-                    fire_time=missed[0],
-                    attempt=0,
-                    status="missed",
-                    queued_at=utcnow(),
-                    finished_at=utcnow(),
-                    details={"missed_times": [t.isoformat() for t in missed], "count": len(missed)},
-                )
-                session.add(row)
-                count = len(missed)
-                when = ", ".join(f"{t.astimezone(zone):%Y-%m-%d %H:%M %Z}" for t in missed[:3])
-                more = f" and {count - 3} more" if count > 3 else ""
-                message = (
-                    f"missed {count} run{'s' if count != 1 else ''} while the service was down "
-                    f"({when}{more})"
-                )
-                if task.frequency == "once" and next_run is None:
-                    task.status, task.next_run_at = "missed", None
-                    task.last_status = "missed"
-                    message += "; this one-time task will not run"
-                elif next_run is not None:
-                    message += f"; next run at {next_run.astimezone(zone).isoformat()}"
-                published.append(notifications.build(task, row, "missed", message))
-                session.add_all(published)
-        except IntegrityError:
-            return  # another process recorded these already
-        await self.notifier.publish(published)
-
-    async def _record_skip(
-        self, task_id: str, fire_time: datetime, kind: str, attempt: int
-    ) -> None:
-        published: list[TaskNotification] = []
-        try:
-            async with self.db.write() as session:
-                task = await session.get(ScheduledTask, task_id)
-                if task is None:
-                    return
-                row = TaskRun(
-                    id=new_id("run"),
-                    task_id=task_id,
-                    user_id=task.user_id,
-                    kind=kind,
-                    fire_time=fire_time,
-                    attempt=attempt,
-                    status="skipped",
-                    queued_at=utcnow(),
-                    finished_at=utcnow(),
-                    error="the previous run of this task was still running",
-                    error_kind="overlap",
-                )
-                session.add(row)
-                published.append(
-                    notifications.build(
-                        task,
-                        row,
-                        "skipped",
-                        f"skipped the run due at {fire_time.isoformat()}: the previous run was "
-                        "still running",
-                    )
-                )
-                session.add_all(published)
-        except IntegrityError:
-            return
-        await self.notifier.publish(published)
+    async def _publish(self, published: list[TaskNotification]) -> None:
+        if published:
+            await self.notifier.publish(published)
+            async with self.run_finished:
+                self.run_finished.notify_all()
 
     async def _remove_job(self, task_id: str) -> None:
         if self.jobs is not None:
@@ -441,33 +630,135 @@ class TaskRunner:
 
     # -- start and stop ------------------------------------------------------------------
     async def recover_interrupted(self) -> int:
-        """Runs a dead process left queued/running become ``interrupted``, with a notice."""
+        """Runs a dead process left queued/running become ``interrupted`` (final, never
+        re-run: the tool may have acted), with a notification; their tasks are settled
+        as after any final attempt. Only safe while no other process runs tasks."""
         published: list[TaskNotification] = []
+        now = utcnow()
         async with self.db.write() as session:
             rows = (
-                await session.scalars(select(TaskRun).where(TaskRun.status.in_(ACTIVE_RUN)))
+                await session.scalars(
+                    select(TaskRun)
+                    .where(TaskRun.status.in_(ACTIVE_RUN))
+                    .order_by(TaskRun.queued_at)
+                )
             ).all()
             for row in rows:
                 if row.id in self._active:
                     continue
-                row.status, row.finished_at = "interrupted", utcnow()
-                row.error = "the service stopped while this run was in progress"
-                row.error_kind = "interrupted"
+                error = INTERRUPTED if row.status == "running" else NOT_STARTED
+                outcome = self._interrupted(error)
+                self._write_run(row, outcome, now)
                 task = await session.get(ScheduledTask, row.task_id)
                 if task is not None:
-                    task.last_status, task.last_error = "interrupted", row.error
-                    published.append(notifications.build(task, row, "interrupted", row.error))
+                    _job, note = self._update_task(task, row, outcome, now)
+                    published.append(note)
             session.add_all(published)
-        await self.notifier.publish(published)
-        return len(published)
+        await self._publish(published)
+        return len(rows)
+
+    async def reconcile(self) -> dict[str, int]:
+        """Make task rows and jobs agree (invariant 3) without losing a fire time.
+
+        A job without a live task is removed (retry jobs go with their task). A live task
+        without a job gets one at its stored next run, so a time missed while down is
+        still seen as missed. A job whose trigger or next run disagrees with its task
+        gets the task's trigger and the task's ``next_run_at``: that field names the
+        oldest unclaimed fire time, so a time the job store consumed but never claimed
+        (a crash in between) is put back, and a claimed one is not fired again.
+        """
+        assert self.jobs is not None
+        async with self.db.read() as session:
+            tasks = {t.id: t for t in (await session.scalars(select(ScheduledTask))).all()}
+        states = await self.jobs.states()
+        counts: Counter[str] = Counter()
+        for job_id in states:
+            task = tasks.get(task_of_job(job_id))
+            if task is None or (job_id == task.id and task.status not in LIVE_TASK):
+                await self.jobs.remove(job_id)
+                counts["removed"] += 1
+        for task in tasks.values():
+            if task.status in LIVE_TASK:
+                counts[await self._reconcile_task(task, states.get(task.id))] += 1
+        counts["retries_restored"] = await self.restore_retries(set(states))
+        result = {k: counts[k] for k in ("added", "removed", "fixed", "retries_restored")}
+        if any(result.values()):
+            log.warning("reconciled jobs with tasks: %s", result)
+        return result
+
+    async def _reconcile_task(
+        self, task: ScheduledTask, state: tuple[datetime | None, BaseTrigger] | None
+    ) -> str:
+        assert self.jobs is not None
+        trigger = build_trigger(schedule_of(task))
+        want = task.next_run_at if task.status == "scheduled" else None
+        if task.status == "scheduled" and want is None:
+            # Every fire time is claimed; the task settles when its last run (or retry)
+            # finishes. A job here could only fire a claimed time again.
+            if state is not None:
+                await self.jobs.remove(task.id)
+                return "removed"
+            return "ok"
+        if state is None:
+            await self.jobs.schedule(task.id, trigger, want)
+            return "added"
+        if same_trigger(state[1], trigger) and same_instant(state[0], want):
+            return "ok"
+        log.warning(
+            "job of task %s disagreed with it (next %s, task says %s); fixed",
+            task.id,
+            state[0],
+            want,
+        )
+        await self.jobs.modify(task.id, trigger, want)
+        return "fixed"
+
+    async def restore_retries(self, job_ids: set[str]) -> int:
+        """Re-add retry jobs lost between recording a failed attempt and storing its retry
+        (a crash, or a stop that came before the retry could start)."""
+        assert self.jobs is not None
+        later = aliased(TaskRun)
+        query = (
+            select(TaskRun)
+            .join(ScheduledTask, ScheduledTask.id == TaskRun.task_id)
+            .where(
+                ScheduledTask.status.in_(LIVE_TASK),
+                TaskRun.status.in_(("failed", "timed_out")),
+                TaskRun.details["retry_at"].as_string().is_not(None),
+                ~select(later.id)
+                .where(
+                    later.task_id == TaskRun.task_id,
+                    later.fire_time == TaskRun.fire_time,
+                    later.attempt > TaskRun.attempt,
+                )
+                .exists(),
+            )
+        )
+        async with self.db.read() as session:
+            rows = (await session.scalars(query)).all()
+        restored = 0
+        for row in rows:
+            if retry_job_id(row.task_id, row.fire_time, row.attempt + 1) in job_ids:
+                continue
+            at = max(datetime.fromisoformat(str((row.details or {})["retry_at"])), utcnow())
+            await self.jobs.schedule_retry(row.task_id, row.fire_time, row.attempt + 1, at)
+            restored += 1
+        return restored
 
     def is_running(self, task_id: str) -> bool:
-        return bool(self._active_tasks.get(task_id))
+        return bool(self._scheduled[task_id] or self._manual[task_id])
 
     async def drain(self, grace: float) -> None:
-        """Wait up to ``grace`` s for runs in flight, then cancel and record them interrupted."""
+        """Stop starting runs; wait up to ``grace`` s for those running, then cancel them.
+
+        Runs still waiting for a slot are cancelled at once (recorded interrupted, never
+        started). Every cancelled run records itself ``interrupted`` before this returns.
+        """
         self._stopping = True
-        pending = [t for t in self._active.values() if not t.done()]
+        for run_id, task in self._active.items():
+            if run_id not in self._started:
+                task.cancel()
+        pending = [t for t in self._entries if not t.done()]
         if not pending:
             return
         log.info("waiting up to %.1f s for %d running task(s)", grace, len(pending))

@@ -7,16 +7,12 @@ import logging
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from config import Settings, load_settings
 from scheduler_service.db import Database, create_sync_engine
 from scheduler_service.engine import FireTimeExecutor, JobControl, build_scheduler
-from scheduler_service.models import ScheduledTask
 from scheduler_service.notifications import NotificationCallback, Notifier
 from scheduler_service.orchestrate import OrchestratedExecution
-from scheduler_service.runner import TaskRunner, schedule_of
-from scheduler_service.schedules import build_trigger
+from scheduler_service.runner import TaskRunner
 from scheduler_service.tasks import TaskManager
 from tools import Tool, ToolRegistry
 
@@ -143,28 +139,8 @@ class SchedulerService:
         await self.stop()
 
     async def reconcile(self) -> dict[str, int]:
-        """Make task rows and jobs agree (invariant 3)."""
-        async with self.db.read() as session:
-            tasks = {t.id: t for t in (await session.scalars(select(ScheduledTask))).all()}
-        job_ids = set(await self.jobs.job_ids())
-        added = removed = 0
-        for job_id in job_ids:
-            task_id = job_id.split(":")[1] if job_id.startswith("retry:") else job_id
-            task = tasks.get(task_id)
-            if task is None or (
-                not job_id.startswith("retry:") and task.status not in ("scheduled", "paused")
-            ):
-                await self.jobs.remove(job_id)
-                removed += 1
-        for task in tasks.values():
-            if task.status in ("scheduled", "paused") and task.id not in job_ids:
-                # At its stored next run, so a time missed while down is still seen as missed.
-                next_run = task.next_run_at if task.status == "scheduled" else None
-                await self.jobs.schedule(task.id, build_trigger(schedule_of(task)), next_run)
-                added += 1
-        if added or removed:
-            log.warning("reconciled jobs: %d added, %d removed", added, removed)
-        return {"added": added, "removed": removed}
+        """Make task rows and jobs agree (invariant 3); see ``TaskRunner.reconcile``."""
+        return await self.runner.reconcile()
 
     # -- notifications -----------------------------------------------------------------
     def add_notification_callback(self, callback: NotificationCallback) -> None:
