@@ -428,6 +428,9 @@ class TaskRunner:
                 task = await session.get(ScheduledTask, task_id)
                 if task is None:
                     return None
+                if kind == "retry" and task.status != "scheduled":
+                    log.info("not retrying task %s: it is %s", task_id, task.status)
+                    return None
                 if kind != "manual" and self._scheduled[task_id]:
                     published.append(self._add_skip(session, task, fire_time, kind, attempt))
                     session.add_all(published)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,9 @@ async def start_service(db_path: Path) -> AsyncIterator[ServiceFactory]:
 
     async def start(
         *,
-        tools: list[Tool] = (),
+        tools: Sequence[Tool] = (),
         anthropic_client: Any = None,
-        **scheduler: Any,  # type: ignore[assignment]
+        **scheduler: Any,
     ) -> SchedulerService:
         service = SchedulerService(
             make_settings(db_path, **scheduler), anthropic_client=anthropic_client

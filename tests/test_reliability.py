@@ -417,6 +417,23 @@ async def test_a_pending_retry_survives_a_restart(
     ]
 
 
+async def test_a_paused_task_does_not_run_its_pending_retry(
+    start_service: ServiceFactory,
+) -> None:
+    tool = FlakyTool(failures=1)
+    service = await start_service(tools=[tool], retry_backoff_base=60)
+    due = soon(1)
+    task_id = await create(service, "flaky", due, frequency="hourly")
+
+    async def first_attempt_failed() -> bool:
+        return [r.status for r in await runs_of(service, task_id)] == ["failed"]
+
+    await wait_for(first_attempt_failed)
+    await service.scheduler_tool.run("pause_task", {"task_id": task_id}, context=CTX)
+    assert await service.runner.on_retry(task_id, due, 2) is None  # as the retry job would
+    assert [r.attempt for r in await runs_of(service, task_id)] == [1]
+
+
 async def test_a_task_failing_n_fire_times_in_a_row_pauses_itself(
     start_service: ServiceFactory,
 ) -> None:
