@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import inspect
 import itertools
 import logging
@@ -27,20 +26,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from config import Settings
 from scheduler_service import notifications
 from scheduler_service.db import Database
-from scheduler_service.engine import JobControl, retry_job_id, task_of_job
+from scheduler_service.engine import JobControl
 from scheduler_service.models import ScheduledTask, TaskNotification, TaskRun, new_id, utcnow
 from scheduler_service.notifications import Notifier, summarize
 from scheduler_service.orchestrate import OrchestratedExecution
 from scheduler_service.schedules import Schedule, build_trigger, describe
+from scheduler_service.slots import FifoSlots
 from tools import ToolContext, ToolError, ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -50,7 +48,6 @@ LIVE_TASK = ("scheduled", "paused")
 RETRYABLE_TOOL_ERRORS = ("unavailable", "execution_failed")
 INTERRUPTED = "the service stopped while this run was in progress"
 NOT_STARTED = "the service stopped before this run started; it did not run"
-SAME_INSTANT = timedelta(milliseconds=1)  # job-store times are floats: allow rounding
 
 
 @dataclass(frozen=True)
@@ -98,55 +95,6 @@ def next_fire_after(
 ) -> datetime | None:
     fire: datetime | None = build_trigger(schedule_of(task)).get_next_fire_time(previous, now)
     return fire
-
-
-def same_trigger(a: BaseTrigger, b: BaseTrigger) -> bool:
-    """Triggers agree when they are the same class with the same pickled state."""
-    return type(a) is type(b) and a.__getstate__() == b.__getstate__()
-
-
-def same_instant(a: datetime | None, b: datetime | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return abs(a - b) <= SAME_INSTANT
-
-
-class FifoSlots:
-    """A semaphore that serves waiters by ticket (arrival order), never by luck.
-
-    ``asyncio.Semaphore`` serves waiters in the order they call ``acquire``, which for a
-    run is after its claim transaction; tickets are taken when the fire arrives, so runs
-    start in the order they became due even if their claims finish out of order.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._free = size
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-
-    async def acquire(self, ticket: int) -> None:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (ticket, future))
-        try:
-            await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                self.release()  # the slot was handed over just as we were cancelled
-            raise
-
-    def release(self) -> None:
-        while self._waiters:
-            _ticket, future = heapq.heappop(self._waiters)
-            if not future.done():
-                future.set_result(None)
-                return
-        self._free += 1
-
-    @property
-    def waiting(self) -> int:
-        return sum(not f.done() for _t, f in self._waiters)
 
 
 class TaskRunner:
@@ -659,94 +607,6 @@ class TaskRunner:
             session.add_all(published)
         await self._publish(published)
         return len(rows)
-
-    async def reconcile(self) -> dict[str, int]:
-        """Make task rows and jobs agree (invariant 3) without losing a fire time.
-
-        A job without a live task is removed (retry jobs go with their task). A live task
-        without a job gets one at its stored next run, so a time missed while down is
-        still seen as missed. A job whose trigger or next run disagrees with its task
-        gets the task's trigger and the task's ``next_run_at``: that field names the
-        oldest unclaimed fire time, so a time the job store consumed but never claimed
-        (a crash in between) is put back, and a claimed one is not fired again.
-        """
-        assert self.jobs is not None
-        async with self.db.read() as session:
-            tasks = {t.id: t for t in (await session.scalars(select(ScheduledTask))).all()}
-        states = await self.jobs.states()
-        counts: Counter[str] = Counter()
-        for job_id in states:
-            task = tasks.get(task_of_job(job_id))
-            if task is None or (job_id == task.id and task.status not in LIVE_TASK):
-                await self.jobs.remove(job_id)
-                counts["removed"] += 1
-        for task in tasks.values():
-            if task.status in LIVE_TASK:
-                counts[await self._reconcile_task(task, states.get(task.id))] += 1
-        counts["retries_restored"] = await self.restore_retries(set(states))
-        result = {k: counts[k] for k in ("added", "removed", "fixed", "retries_restored")}
-        if any(result.values()):
-            log.warning("reconciled jobs with tasks: %s", result)
-        return result
-
-    async def _reconcile_task(
-        self, task: ScheduledTask, state: tuple[datetime | None, BaseTrigger] | None
-    ) -> str:
-        assert self.jobs is not None
-        trigger = build_trigger(schedule_of(task))
-        want = task.next_run_at if task.status == "scheduled" else None
-        if task.status == "scheduled" and want is None:
-            # Every fire time is claimed; the task settles when its last run (or retry)
-            # finishes. A job here could only fire a claimed time again.
-            if state is not None:
-                await self.jobs.remove(task.id)
-                return "removed"
-            return "ok"
-        if state is None:
-            await self.jobs.schedule(task.id, trigger, want)
-            return "added"
-        if same_trigger(state[1], trigger) and same_instant(state[0], want):
-            return "ok"
-        log.warning(
-            "job of task %s disagreed with it (next %s, task says %s); fixed",
-            task.id,
-            state[0],
-            want,
-        )
-        await self.jobs.modify(task.id, trigger, want)
-        return "fixed"
-
-    async def restore_retries(self, job_ids: set[str]) -> int:
-        """Re-add retry jobs lost between recording a failed attempt and storing its retry
-        (a crash, or a stop that came before the retry could start)."""
-        assert self.jobs is not None
-        later = aliased(TaskRun)
-        query = (
-            select(TaskRun)
-            .join(ScheduledTask, ScheduledTask.id == TaskRun.task_id)
-            .where(
-                ScheduledTask.status.in_(LIVE_TASK),
-                TaskRun.status.in_(("failed", "timed_out")),
-                TaskRun.details["retry_at"].as_string().is_not(None),
-                ~select(later.id)
-                .where(
-                    later.task_id == TaskRun.task_id,
-                    later.fire_time == TaskRun.fire_time,
-                    later.attempt > TaskRun.attempt,
-                )
-                .exists(),
-            )
-        )
-        async with self.db.read() as session:
-            rows = (await session.scalars(query)).all()
-        restored = 0
-        for row in rows:
-            if retry_job_id(row.task_id, row.fire_time, row.attempt + 1) in job_ids:
-                continue
-            at = max(datetime.fromisoformat(str((row.details or {})["retry_at"])), utcnow())
-            await self.jobs.schedule_retry(row.task_id, row.fire_time, row.attempt + 1, at)
-            restored += 1
-        return restored
 
     def is_running(self, task_id: str) -> bool:
         return bool(self._scheduled[task_id] or self._manual[task_id])

@@ -12,6 +12,7 @@ from scheduler_service.db import Database, create_sync_engine
 from scheduler_service.engine import FireTimeExecutor, JobControl, build_scheduler
 from scheduler_service.notifications import NotificationCallback, Notifier
 from scheduler_service.orchestrate import OrchestratedExecution
+from scheduler_service.reconcile import reconcile
 from scheduler_service.runner import TaskRunner
 from scheduler_service.tasks import TaskManager
 from tools import Tool, ToolRegistry
@@ -140,7 +141,7 @@ class SchedulerService:
 
     async def reconcile(self) -> dict[str, int]:
         """Make task rows and jobs agree (invariant 3); see ``TaskRunner.reconcile``."""
-        return await self.runner.reconcile()
+        return await reconcile(self.db, self.jobs)
 
     # -- notifications -----------------------------------------------------------------
     def add_notification_callback(self, callback: NotificationCallback) -> None:

@@ -25,7 +25,8 @@ from sqlalchemy import delete, event, select, text, update
 from scheduler_service import SchedulerService
 from scheduler_service.db import Database
 from scheduler_service.models import ScheduledTask, TaskNotification, TaskRun, new_id, utcnow
-from scheduler_service.runner import INTERRUPTED, NOT_STARTED, RunInfo, current_run, same_trigger
+from scheduler_service.reconcile import same_trigger
+from scheduler_service.runner import INTERRUPTED, NOT_STARTED, RunInfo, current_run
 from scheduler_service.schedules import Schedule, build_trigger
 from tests.conftest import ServiceFactory, next_notification, wait_for
 from tools import Tool, ToolContext, ToolError
