@@ -39,8 +39,8 @@ class SchedulerConfig(BaseModel):
         default=60,
         ge=1,
         description="Interval in seconds to check for scheduled tasks. The scheduler wakes at "
-        "each due time anyway; this bounds how long it can sleep, so changes made by other "
-        "processes and recovery from database errors happen within this interval.",
+        "each due time anyway (and within ~1 s of a job another process adds); this bounds "
+        "how long it can sleep, and how often the leader looks for runs of dead workers.",
     )
     log_level: str = Field(default="INFO", description="Logging level for the scheduler")
     max_concurrent_tasks: int = Field(

@@ -7,6 +7,9 @@ Two small subclasses fix what the notes call out in APScheduler 3.11:
   service's SQLite write lock while doing so, so it never waits on a transaction that
   needs the loop to finish; and always re-arms its timer, capped at ``max_sleep``, so a
   database error during a wake-up can never stall the scheduler (a watchdog by design).
+  While running (the leader), it also polls the job store's earliest next run every
+  ``poll_interval`` and wakes up early when a job is due before its armed timer: jobs
+  added or moved by another process (a standby) would otherwise wait for ``max_sleep``.
 * ``FireTimeExecutor`` starts coroutine jobs on the loop with their computed fire times
   in a ContextVar, never drops a run for ``max_instances`` (overlap is the runner's
   decision, recorded as a run row), and leaves cancellation to the runner's graceful stop.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -28,9 +32,10 @@ from apscheduler.executors.base import BaseExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
+from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED, BaseScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
+from sqlalchemy import func, select
 
 from scheduler_service.db import retry_locked
 from scheduler_service.jobs import JOB_FUNCTION, RETRY_FUNCTION, FireContext, current_fire
@@ -38,15 +43,27 @@ from scheduler_service.jobs import JOB_FUNCTION, RETRY_FUNCTION, FireContext, cu
 log = logging.getLogger(__name__)
 
 Serializer = Callable[[], contextlib.AbstractAsyncContextManager[None]]
+POLL_INTERVAL_S = 1.0  # how soon the leader sees a job another process scheduled earlier
+EARLIER_BY_S = 0.05  # job-store times are floats: ignore rounding against the armed timer
 
 
 class ResilientAsyncIOScheduler(AsyncIOScheduler):  # type: ignore[misc]
     """AsyncIOScheduler whose wake-ups run off the loop and always re-arm."""
 
-    def __init__(self, *, serialize: Serializer, max_sleep: float, **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        serialize: Serializer,
+        max_sleep: float,
+        poll_interval: float | None = POLL_INTERVAL_S,
+        **options: Any,
+    ) -> None:
         self._serialize = serialize
         self._max_sleep = max_sleep
+        self._poll_interval = poll_interval
         self._wakeup_task: asyncio.Task[None] | None = None
+        self._poll_task: asyncio.Task[None] | None = None
+        self._armed_at: float | None = None  # epoch seconds the armed timer fires at
         self._wakeup_again = False
         self._failures = 0  # consecutive failed wake-ups: the retry backs off, bounded
         super().__init__(**options)
@@ -57,6 +74,7 @@ class ResilientAsyncIOScheduler(AsyncIOScheduler):  # type: ignore[misc]
             loop.call_soon_threadsafe(self._request_wakeup)
 
     def _request_wakeup(self) -> None:
+        self._ensure_polling()
         if self._wakeup_task is not None and not self._wakeup_task.done():
             self._wakeup_again = True  # one more pass after the current one
             return
@@ -66,6 +84,7 @@ class ResilientAsyncIOScheduler(AsyncIOScheduler):  # type: ignore[misc]
         while True:
             self._wakeup_again = False
             self._stop_timer()
+            self._armed_at = None
             wait: float = self._max_sleep
             try:
                 async with self._serialize():
@@ -80,15 +99,62 @@ class ResilientAsyncIOScheduler(AsyncIOScheduler):  # type: ignore[misc]
             finally:
                 if self.state != STATE_STOPPED:
                     self._start_timer(max(wait, 0.0))
+                    self._armed_at = time.time() + max(wait, 0.0)
             if not self._wakeup_again or self.state == STATE_STOPPED:
                 return
+
+    # -- noticing other processes' jobs --------------------------------------------------
+    def _ensure_polling(self) -> None:
+        """Start the poll with the first wake-up: only a running scheduler (the leader)
+        wakes up, so a standby never polls."""
+        if self._poll_interval is None or self.state == STATE_STOPPED:
+            return
+        if self._poll_task is None or self._poll_task.done():
+            self._poll_task = self._eventloop.create_task(self._poll_loop(self._poll_interval))
+
+    async def _poll_loop(self, interval: float) -> None:
+        """Wake up early when the store's earliest run is before the armed timer. The read
+        runs in a thread and without the write lock: WAL readers never wait for writers."""
+        while self.state != STATE_STOPPED:
+            await asyncio.sleep(interval)
+            if self.state != STATE_RUNNING or self._busy():
+                continue
+            try:
+                earliest = await asyncio.to_thread(self._earliest_next_run)
+            except Exception as exc:  # the wake-up itself reports database errors
+                log.debug("job-store poll failed: %s", exc)
+                continue
+            if self._is_earlier(earliest):
+                log.debug("a job is due before the armed wake-up; waking up")
+                self._request_wakeup()
+
+    def _busy(self) -> bool:
+        return self._wakeup_task is not None and not self._wakeup_task.done()
+
+    def _is_earlier(self, earliest: float | None) -> bool:
+        """Whether to wake now. Not while a failed wake-up backs off: a job that stays
+        due because the store cannot be written would otherwise wake us every poll."""
+        if earliest is None or self._busy() or self._failures or self.state != STATE_RUNNING:
+            return False
+        return self._armed_at is None or earliest < self._armed_at - EARLIER_BY_S
+
+    def _earliest_next_run(self) -> float | None:
+        """``min(next_run_time)`` over the job store: one indexed lookup, no unpickling."""
+        store = self._lookup_jobstore("default")
+        if not isinstance(store, SQLAlchemyJobStore):
+            return None
+        with store.engine.connect() as conn:
+            earliest = conn.scalar(select(func.min(store.jobs_t.c.next_run_time)))
+        return None if earliest is None else float(earliest)
 
     def shutdown(self, wait: bool = False) -> None:
         """Stop now, on the calling (loop) thread; the runner drains running tasks."""
         BaseScheduler.shutdown(self, wait=False)
         self._stop_timer()
-        if self._wakeup_task is not None:
-            self._wakeup_task.cancel()
+        self._armed_at = None
+        for task in (self._wakeup_task, self._poll_task):
+            if task is not None:
+                task.cancel()
 
 
 class FireTimeExecutor(BaseExecutor):  # type: ignore[misc]
@@ -263,6 +329,7 @@ def build_scheduler(
     max_sleep: float,
     executor: FireTimeExecutor,
     engine: Any,
+    poll_interval: float | None = POLL_INTERVAL_S,
 ) -> ResilientAsyncIOScheduler:
     """The scheduler with our job store, executor and deliberate job defaults.
 
@@ -273,6 +340,7 @@ def build_scheduler(
     return ResilientAsyncIOScheduler(
         serialize=serialize,
         max_sleep=max_sleep,
+        poll_interval=poll_interval,
         jobstores={"default": SQLAlchemyJobStore(engine=engine)},
         executors={"default": executor},
         job_defaults={"misfire_grace_time": None, "coalesce": False, "max_instances": 1_000_000},

@@ -126,6 +126,9 @@ class TaskRun(Base):
     error_kind: Mapped[str | None] = mapped_column(String(40))
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # host:pid:instance of the service that claimed the run; recovery interrupts a
+    # queued/running run only if this worker is dead (NULL: from before 0002, dead).
+    worker: Mapped[str | None] = mapped_column(String(300))
 
 
 class TaskNotification(Base):

@@ -20,7 +20,7 @@ import itertools
 import logging
 import time as monotonic
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -48,6 +48,8 @@ LIVE_TASK = ("scheduled", "paused")
 RETRYABLE_TOOL_ERRORS = ("unavailable", "execution_failed")
 INTERRUPTED = "the service stopped while this run was in progress"
 NOT_STARTED = "the service stopped before this run started; it did not run"
+
+IsAlive = Callable[[str | None], Awaitable[bool]]  # is the worker that recorded a run alive?
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ class TaskRunner:
         self.notifier = notifier
         self.orchestrator = orchestrator
         self.jobs: JobControl | None = None
+        self.worker: str | None = None  # recorded on every run this runner claims
         self._slots = FifoSlots(self.cfg.max_concurrent_tasks)
         self._tickets = itertools.count()
         self._entries: set[asyncio.Task[Any]] = set()  # every fire/retry/manual in progress
@@ -350,10 +353,10 @@ class TaskRunner:
         session.add_all(claim.published)
         return claim
 
-    @staticmethod
     def _new_run(
-        task: ScheduledTask, fire_time: datetime, kind: str, attempt: int, **fields: Any
+        self, task: ScheduledTask, fire_time: datetime, kind: str, attempt: int, **fields: Any
     ) -> TaskRun:
+        """A run row claimed by this worker (so recovery can tell whether it is alive)."""
         now = utcnow()
         values: dict[str, Any] = {"status": "queued", "queued_at": now, **fields}
         return TaskRun(
@@ -363,6 +366,7 @@ class TaskRunner:
             kind=kind,
             fire_time=fire_time,
             attempt=attempt,
+            worker=self.worker,
             **values,
         )
 
@@ -473,6 +477,11 @@ class TaskRunner:
             task = await session.get(ScheduledTask, run.task_id)
             if row is None:  # the task was deleted meanwhile, with its history
                 return run
+            if row.status not in ACTIVE_RUN:
+                # Already final: another process judged this worker dead and recorded the
+                # run interrupted. Settling it again would notify the user twice.
+                log.warning("run %s was already recorded %s; keeping that", row.id, row.status)
+                return row
             self._write_run(row, outcome, now)
             if task is not None:
                 retry_at = self._retry_time(task, row, outcome, now)
@@ -580,17 +589,22 @@ class TaskRunner:
             await self.jobs.remove(task_id)
 
     # -- start and stop ------------------------------------------------------------------
-    async def recover_interrupted(self) -> int:
-        """Runs a dead process left queued/running become ``interrupted`` (final, never
+    async def recover_interrupted(self, is_alive: IsAlive | None = None) -> int:
+        """Runs a dead worker left queued/running become ``interrupted`` (final, never
         re-run: the tool may have acted), with a notification; their tasks are settled
-        as after any final attempt. Only safe while no other process runs tasks."""
+        as after any final attempt. Runs of a worker ``is_alive`` says is alive (a
+        standby executing a manual run) are left to it; without ``is_alive`` every
+        other worker counts as dead, which is only safe while no other process runs."""
+        dead = await self._runs_of_dead_workers(is_alive)
+        if not dead:
+            return 0
         published: list[TaskNotification] = []
         now = utcnow()
         async with self.db.write() as session:
             rows = (
                 await session.scalars(
                     select(TaskRun)
-                    .where(TaskRun.status.in_(ACTIVE_RUN))
+                    .where(TaskRun.id.in_(dead), TaskRun.status.in_(ACTIVE_RUN))
                     .order_by(TaskRun.queued_at)
                 )
             ).all()
@@ -607,6 +621,23 @@ class TaskRunner:
             session.add_all(published)
         await self._publish(published)
         return len(rows)
+
+    async def _runs_of_dead_workers(self, is_alive: IsAlive | None) -> list[str]:
+        """Ids of queued/running runs whose worker is dead (asked once per worker, outside
+        any write transaction: on PostgreSQL the answer is a query)."""
+        async with self.db.read() as session:
+            active = (
+                await session.execute(
+                    select(TaskRun.id, TaskRun.worker).where(TaskRun.status.in_(ACTIVE_RUN))
+                )
+            ).all()
+        alive: dict[str | None, bool] = {}
+        for _run_id, worker in active:
+            if worker not in alive:
+                alive[worker] = is_alive is not None and await is_alive(worker)
+        for worker in (w for w, live in alive.items() if live and w != self.worker):
+            log.info("leaving the runs of live worker %s to it", worker)
+        return [run_id for run_id, worker in active if not alive[worker]]
 
     def is_running(self, task_id: str) -> bool:
         return bool(self._scheduled[task_id] or self._manual[task_id])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import logging
 from types import TracebackType
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from config import Settings, load_settings
 from scheduler_service.db import Database, create_sync_engine
 from scheduler_service.engine import FireTimeExecutor, JobControl, build_scheduler
+from scheduler_service.leader import leadership_for
 from scheduler_service.notifications import NotificationCallback, Notifier
 from scheduler_service.orchestrate import OrchestratedExecution
 from scheduler_service.reconcile import reconcile
@@ -23,6 +26,8 @@ if TYPE_CHECKING:
     from tools.scheduler_tool import SchedulerTool
 
 log = logging.getLogger(__name__)
+
+LEADER_RETRY_S = 2.0  # how often a standby retries the scheduling lock (and a leader checks it)
 
 
 def load_tool(path: str) -> Tool:
@@ -57,6 +62,7 @@ class SchedulerService:
         *,
         anthropic_client: anthropic.AsyncAnthropic | None = None,
         on_notification: NotificationCallback | None = None,
+        leader_retry: float = LEADER_RETRY_S,
     ) -> None:
         from tools.reminder_tool import ReminderTool
         from tools.scheduler_tool import SchedulerTool
@@ -100,29 +106,135 @@ class SchedulerService:
         for path in self.settings.tools:
             self.tools.register(load_tool(path))
         self.started = False
+        self.leadership = leadership_for(self.settings.database_url)
+        self.leading = asyncio.Event()  # set while this process runs the scheduler
+        self._leader_retry = leader_retry
+        self._standby: asyncio.Task[None] | None = None
+        self._recovered_at = 0.0  # loop time of the leader's last sweep for dead workers' runs
 
     # -- lifecycle -------------------------------------------------------------------
+    @property
+    def is_leader(self) -> bool:
+        """Whether this process fires jobs; a standby only serves tool calls."""
+        return self.leading.is_set()
+
     async def start(self) -> None:
-        """Migrate, recover, reconcile, then start firing jobs."""
+        """Migrate, then lead (recover, reconcile, fire jobs) or stand by.
+
+        Either way the scheduler is started paused, so this process's tool calls write
+        the shared job store; only the holder of the scheduling lock resumes it
+        (ARCHITECTURE, "Several processes"). A standby keeps retrying the lock.
+        """
         logging.getLogger("scheduler_service").setLevel(self.settings.scheduler.log_level.upper())
-        await self.db.migrate()
-        await self.runner.recover_interrupted()
-        self.scheduler.start(paused=True)
-        await self.reconcile()
-        if self.settings.scheduler.enabled:
-            self.scheduler.resume()
+        try:
+            await self.leadership.open()
+            async with self.leadership.migrating():
+                await self.db.migrate()
+            self.runner.worker = self.leadership.worker
+            self.scheduler.start(paused=True)
+            if self.settings.scheduler.enabled:
+                if await self.leadership.try_acquire():
+                    await self._lead()
+                self._standby = asyncio.get_running_loop().create_task(self._hold_leadership())
+        except BaseException:
+            await self._abandon_start()
+            raise
         self.started = True
-        log.info("scheduler service started on %s", self.db.engine.url.render_as_string())
+        role = "leader" if self.is_leader else "standby"
+        log.info("scheduler service started on %s as %s", self._where(), role)
+
+    def _where(self) -> str:
+        return self.db.engine.url.render_as_string()
+
+    async def _abandon_start(self) -> None:
+        """A failed start leaves no lock, task or running scheduler behind."""
+        await self._stop_standby()
+        if self.scheduler.running:
+            self.scheduler.shutdown()
+        self.leading.clear()
+        with contextlib.suppress(Exception):
+            await self.leadership.close()
+
+    async def _lead(self) -> None:
+        """The leader's steps, at start or on taking over: settle the runs dead workers
+        left, make jobs agree with tasks, then fire jobs."""
+        await self._recover()
+        await self.reconcile()
+        self.scheduler.resume()
+        self.leading.set()
+
+    async def _recover(self) -> None:
+        self._recovered_at = asyncio.get_running_loop().time()
+        await self.runner.recover_interrupted(self.leadership.is_alive)
+
+    async def _hold_leadership(self) -> None:
+        """Standby: retry the lock every ``leader_retry`` s. Leader: check that it still
+        holds it, and keep recovering (see ``_check_leadership``)."""
+        while True:
+            await asyncio.sleep(self._leader_retry)
+            try:
+                if self.is_leader:
+                    await self._check_leadership()
+                elif await self.leadership.try_acquire():
+                    await self._take_over()
+            except Exception:
+                log.exception("leadership check failed; retrying in %.1f s", self._leader_retry)
+
+    async def _check_leadership(self) -> None:
+        """Step down if the lock is gone (a PostgreSQL connection can drop, and the server
+        then frees the lock). Every ``check_interval``, interrupt the runs of workers that
+        died since: a killed standby's manual run would otherwise stay ``running`` (and
+        block ``execute_task_now``) until the next takeover."""
+        if not await self.leadership.held():
+            await self._step_down("the scheduling lock was lost")
+            return
+        since = asyncio.get_running_loop().time() - self._recovered_at
+        if since >= self.settings.scheduler.check_interval:
+            await self._recover()
+
+    async def _take_over(self) -> None:
+        log.warning("taking over the scheduler on %s", self._where())
+        try:
+            await self._lead()
+        except Exception:
+            await self._step_down("taking over failed")
+            raise
+        log.warning("this process now runs the scheduler")
+
+    async def _step_down(self, why: str) -> None:
+        """Stop firing jobs and let the lock go (runs in flight finish; their claims fence
+        any duplicate with a new leader's runs)."""
+        log.error("%s: standing by", why)
+        self.leading.clear()
+        if self.scheduler.running:
+            self.scheduler.pause()
+        await self.leadership.release()
+
+    async def _stop_standby(self) -> None:
+        task, self._standby = self._standby, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def stop(self) -> None:
+        """Stop firing, hand the lock on at once, then drain this process's runs.
+
+        A successor may start while runs drain here: it leaves them alone, because this
+        worker's presence lock is held until they are recorded.
+        """
         if not self.started:
             await self.db.dispose()
             return
         self.started = False
+        await self._stop_standby()
         if self.scheduler.running:
             self.scheduler.shutdown()
+        self.leading.clear()
+        await self.leadership.release()
         await self.runner.drain(self.settings.scheduler.shutdown_grace)
         await self.tasks.drain_background()
+        await self.leadership.close()
         self._jobstore_engine.dispose()
         await self.db.dispose()
         log.info("scheduler service stopped")
