@@ -389,3 +389,62 @@ def test_cli_demo_does_real_work(tmp_path: Path) -> None:
     assert "Daily Inventory Check' succeeded" in out
     assert "Stretch break' succeeded" in out, "the once task fired within the run"
     assert '"Check inventory levels", "Stand up and stretch"' in out
+
+
+async def fire_next(service: SchedulerService, task_id: str) -> dict[str, Any]:
+    """Fire the task's next scheduled time through the job function's code path."""
+    task = (await service.scheduler_tool.run("get_task", {"task_id": task_id}, context=CTX))["task"]
+    await service.runner.on_fire(task_id, [datetime.fromisoformat(task["next_run_time"])])
+    return await next_notification(service)
+
+
+CTX = ToolContext(user_id="u1", conversation_id="c1")
+
+
+async def test_max_runs_completes_the_task(service: SchedulerService) -> None:
+    created = await service.scheduler_tool.run(
+        "create_task",
+        {
+            "name": "twice",
+            "frequency": "daily",
+            "scheduled_time": "09:00",
+            "max_runs": 2,
+            "tool_name": "reminder_tool",
+            "operation": "add_reminder",
+            "parameters": {"title": "x"},
+        },
+        context=CTX,
+    )
+    task_id = created["task"]["task_id"]
+    assert "at most 2 runs" in created["task"]["schedule"]
+    assert (await fire_next(service, task_id))["status"] == "succeeded"
+    last = await fire_next(service, task_id)
+    assert "run 2 of 2" in last["message"]
+    task = (await service.scheduler_tool.run("get_task", {"task_id": task_id}, context=CTX))["task"]
+    assert task["status"] == "completed" and task["next_run_time"] is None
+    assert task["run_count"] == 2
+    assert not await service.jobs.exists(task_id)
+
+
+async def test_end_time_completes_the_task(service: SchedulerService) -> None:
+    end = (datetime.now(UTC) + timedelta(days=1, hours=1)).isoformat()
+    created = await service.scheduler_tool.run(
+        "create_task",
+        {
+            "name": "until tomorrow",
+            "frequency": "daily",
+            "scheduled_time": (datetime.now(UTC) + timedelta(hours=1)).strftime("%H:%M"),
+            "end_time": end,
+            "tool_name": "reminder_tool",
+            "operation": "add_reminder",
+            "parameters": {"title": "x"},
+        },
+        context=CTX,
+    )
+    task_id = created["task"]["task_id"]
+    await fire_next(service, task_id)
+    await fire_next(service, task_id)
+    task = (await service.scheduler_tool.run("get_task", {"task_id": task_id}, context=CTX))["task"]
+    assert task["status"] == "completed" and task["next_run_time"] is None
+    assert task["run_count"] == 2
+    assert not await service.jobs.exists(task_id)
