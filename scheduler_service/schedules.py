@@ -1,34 +1,67 @@
 """Schedules: user input → a validated ``Schedule`` → an APScheduler trigger.
 
 Pure domain logic: no I/O, ``now`` is always passed in, so every rule here is testable
-with computed instants.
+with computed instants. The time rules themselves (DST gaps and overlaps, month ends)
+live in ``triggers``; docs/time.md explains them with examples.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from dateutil.relativedelta import relativedelta
 
-from scheduler_service.triggers import WallClockTrigger, localize
+from scheduler_service.triggers import (
+    CronSpec,
+    LocalCronTrigger,
+    LocalRRuleTrigger,
+    Transition,
+    WallClockTrigger,
+    localize,
+    offset_transitions,
+    parse_cron,
+    parse_rrule,
+    readings,
+    scheduled_date,
+    wall,
+)
 
 FREQUENCIES = ("once", "minutely", "hourly", "daily", "weekly", "monthly", "custom")
 ELAPSED_UNITS = {"minutes": 60, "hours": 3600}
+WALL_UNITS = ("days", "weeks", "months")
+MAX_INTERVAL = {"minutes": 527_040, "hours": 8784, "days": 3660, "weeks": 520, "months": 120}
 WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 CUSTOM_EXAMPLES = (
-    '"every 15 minutes", "every 2 hours", "every 3 days", "every 3 days at 09:30", '
-    '"every 2 weeks at 08:00", "every 1 month at 10:00"'
+    '"every 15 minutes", "every 2 hours", "every day at 07:15", "every 3 days at 09:30", '
+    '"every weekday at 08:00", "every 2 weeks on monday, thursday at 08:00", '
+    '"every month on the 15th at 10:00", "cron: 30 8 * * 1-5", "*/15 9-17 * * *", '
+    '"RRULE:FREQ=WEEKLY;BYDAY=MO,TH;BYHOUR=8;BYMINUTE=0"'
 )
+GAP_SAMPLE = 300  # fire times checked against the minimum interval (cron, RRULE)
+PREVIEW_HORIZON = timedelta(days=366)
+
 _TIME_RE = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
-_CUSTOM_RE = re.compile(
-    r"^every\s+(?:(\d+)\s+)?(minute|hour|day|week|month)s?(?:\s+at\s+(\S+))?$", re.IGNORECASE
+_EVERY_UNIT = re.compile(
+    r"^every\s+(?:(?P<n>\d+|other)\s+)?(?P<unit>minute|hour|day|week|month)s?\b\s*(?P<rest>.*)$"
 )
+_EVERY_DAYS = re.compile(r"^every\s+(?P<days>.+?)\s*(?P<rest>\b(?:at|on)\s.*)?$")
+_CLAUSE = re.compile(r"(at|on)\s+(.+?)\s*(?=\b(?:at|on)\s|$)")
+_DAY_SPLIT = re.compile(r"\s*(?:,|&|/|\band\b|\bor\b)\s*|\s+")
+_MONTH_DAY = re.compile(
+    r"^(?:the\s+)?(?:day\s+)?(?:(?P<n>\d{1,2})(?:st|nd|rd|th)?|(?P<last>last)(?:\s+day)?)"
+    r"(?:\s+of\s+the\s+month)?$"
+)
+_CRON_TOKEN = re.compile(r"^(?:[0-9*/,\-?#lw]+|[a-z]{3}(?:[-,/][a-z0-9]{1,3})*)$")
+_TZID = re.compile(r"TZID=([^:;\s]+)", re.IGNORECASE)
 
 
 class ScheduleError(ValueError):
@@ -56,18 +89,24 @@ class ScheduleInput:
 
 @dataclass(frozen=True)
 class Schedule:
-    """A validated schedule. ``start_at`` is the first instant a run may happen (UTC)."""
+    """A validated schedule. ``start_at`` is the first fire time (UTC).
+
+    Kinds: ``once``; elapsed (``unit`` minutes/hours); wall-clock (``unit`` days/weeks/
+    months with ``at``); a rule (``expression`` in ``syntax`` "cron" or "rrule").
+    """
 
     frequency: str
     timezone: str
     start_at: datetime
-    unit: str | None = None  # minutes | hours | days | weeks | months; None for once
+    unit: str | None = None  # minutes | hours | days | weeks | months; None for once / rules
     interval: int = 1
     at: time | None = None
     weekdays: tuple[int, ...] = field(default_factory=tuple)
     day_of_month: int | None = None
     end_time: datetime | None = None
     max_runs: int | None = None
+    expression: str | None = None  # cron: "30 8 * * 1-5"; rrule: "DTSTART:…\nRRULE:…"
+    syntax: str | None = None  # "cron" | "rrule" when expression is set
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form stored with the task, from which its trigger is rebuilt."""
@@ -82,10 +121,13 @@ class Schedule:
             "day_of_month": self.day_of_month,
             "end_time": self.end_time.isoformat() if self.end_time else None,
             "max_runs": self.max_runs,
+            "expression": self.expression,
+            "syntax": self.syntax,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Schedule:
+        """Read a dict from ``to_dict`` — also those written before a key existed."""
         return cls(
             frequency=data["frequency"],
             timezone=data["timezone"],
@@ -97,6 +139,8 @@ class Schedule:
             day_of_month=data.get("day_of_month"),
             end_time=datetime.fromisoformat(data["end_time"]) if data.get("end_time") else None,
             max_runs=data.get("max_runs"),
+            expression=data.get("expression"),
+            syntax=data.get("syntax"),
         )
 
     @property
@@ -109,13 +153,13 @@ class Schedule:
 
 
 # -- field parsers ---------------------------------------------------------------------
-def parse_timezone(value: str | None, default: str) -> str:
+def parse_timezone(value: str | None, default: str, field_name: str = "timezone") -> str:
     name = (value or default).strip()
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ScheduleError(
-            "timezone",
+            field_name,
             f"{name!r} is not an IANA timezone; use a name such as 'UTC', "
             "'America/New_York' or 'Europe/Paris'",
         ) from None
@@ -133,8 +177,11 @@ def parse_time_of_day(value: str, field_name: str = "scheduled_time") -> time:
     )
 
 
-def parse_datetime(value: str, zone: ZoneInfo, field_name: str) -> datetime:
-    """ISO 8601; a naive value is wall time in ``zone``. Returns an aware UTC instant."""
+def parse_local_datetime(value: str, zone: ZoneInfo, field_name: str) -> tuple[datetime, datetime]:
+    """ISO 8601 → (the UTC instant, the local wall time as written or as seen in ``zone``).
+
+    A naive value is wall time in ``zone``; its instant follows the wall-clock rule.
+    """
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
@@ -147,48 +194,60 @@ def parse_datetime(value: str, zone: ZoneInfo, field_name: str) -> datetime:
             "2026-12-24T18:00 (naive means the task's timezone) or 2026-12-24T18:00:00+01:00",
         ) from None
     if parsed.tzinfo is None:
-        return localize(parsed, zone).astimezone(UTC)
-    return parsed.astimezone(UTC)
+        return localize(parsed, zone).astimezone(UTC), parsed
+    return parsed.astimezone(UTC), wall(parsed, zone)
 
 
-def parse_weekdays(value: int | str | list[int | str] | None) -> tuple[int, ...]:
+def parse_datetime(value: str, zone: ZoneInfo, field_name: str) -> datetime:
+    """ISO 8601; a naive value is wall time in ``zone``. Returns an aware UTC instant."""
+    return parse_local_datetime(value, zone, field_name)[0]
+
+
+def parse_weekdays(
+    value: int | str | list[int | str] | None, field_name: str = "day_of_week"
+) -> tuple[int, ...]:
     if value is None:
         return ()
     items = value if isinstance(value, list) else [value]
     if not items:
-        raise ScheduleError("day_of_week", "empty list; give 0=Monday … 6=Sunday or a list")
+        raise ScheduleError(field_name, "empty list; give 0=Monday … 6=Sunday or a list")
     days: set[int] = set()
     for item in items:
-        if isinstance(item, bool):
-            item = str(item)
-        if isinstance(item, int) and 0 <= item <= 6:
-            days.add(item)
-            continue
-        if isinstance(item, str):
-            text = item.strip().lower()
-            if text.isdigit() and 0 <= int(text) <= 6:
-                days.add(int(text))
-                continue
-            matches = [i for i, name in enumerate(WEEKDAY_NAMES) if name.startswith(text[:3])]
-            if len(text) >= 3 and len(matches) == 1 and WEEKDAY_NAMES[matches[0]].startswith(text):
-                days.add(matches[0])
-                continue
-        raise ScheduleError(
-            "day_of_week",
-            f"{item!r} is not a day of the week; use 0=Monday … 6=Sunday, a name such as "
-            "'monday', or a list such as [0, 2, 4]",
-        )
+        day = _weekday(item)
+        if day is None:
+            raise ScheduleError(
+                field_name,
+                f"{item!r} is not a day of the week; use 0=Monday … 6=Sunday, a name such as "
+                "'monday', or a list such as [0, 2, 4]",
+            )
+        days.add(day)
     return tuple(sorted(days))
 
 
-def parse_day_of_month(value: int | None) -> int:
+def _weekday(item: int | str) -> int | None:
+    """0–6, "0"–"6", or a (plural) name or prefix of at least 3 letters → 0=Monday."""
+    if isinstance(item, bool):
+        return None
+    if isinstance(item, int):
+        return item if 0 <= item <= 6 else None
+    text = item.strip().lower()
+    if text.isdigit():
+        return int(text) if 0 <= int(text) <= 6 else None
+    for candidate in (text, text.removesuffix("s")):
+        matches = [i for i, name in enumerate(WEEKDAY_NAMES) if name.startswith(candidate)]
+        if len(candidate) >= 3 and len(matches) == 1:
+            return matches[0]
+    return None
+
+
+def parse_day_of_month(value: int | None, field_name: str = "day_of_month") -> int:
     if (
         isinstance(value, bool)
         or not isinstance(value, int)
         or not (value == -1 or 1 <= value <= 31)
     ):
         raise ScheduleError(
-            "day_of_month",
+            field_name,
             f"{value!r} is not a day of the month; use 1–31 (29–31 run on the last day of "
             "shorter months) or -1 for the last day",
         )
@@ -196,50 +255,84 @@ def parse_day_of_month(value: int | None) -> int:
 
 
 # -- schedule parsing ------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Context:
+    """What every frequency parser needs: the input, the zone, now and the policy."""
+
+    data: ScheduleInput
+    zone: ZoneInfo
+    now: datetime
+    min_interval: int
+    allow_past: bool
+    end_time: datetime | None
+
+    @property
+    def common(self) -> dict[str, Any]:
+        return {
+            "timezone": self.zone.key,
+            "end_time": self.end_time,
+            "max_runs": self.data.max_runs,
+        }
+
+
+@dataclass(frozen=True)
+class _WallSpec:
+    """A wall-clock schedule as a phrase or frequency gave it (None: not given)."""
+
+    unit: str
+    interval: int = 1
+    at: time | None = None
+    weekdays: tuple[int, ...] | None = None
+    day_of_month: int | None = None
+
+
 def parse_schedule(
-    data: ScheduleInput, *, now: datetime, default_timezone: str, min_interval: int = 60
+    data: ScheduleInput,
+    *,
+    now: datetime,
+    default_timezone: str,
+    min_interval: int = 60,
+    allow_past: bool = False,
 ) -> Schedule:
-    """Validate the schedule fields; raise ScheduleError naming the first bad field."""
+    """Validate the schedule fields; raise ScheduleError naming the first bad field.
+
+    ``allow_past`` (for previews) accepts a once time, end_time or ISO start in the past
+    and an end_time before the first run; ``preview`` then warns about them instead.
+    """
     frequency = (data.frequency or "").strip().lower()
     if frequency not in FREQUENCIES:
         raise ScheduleError(
             "frequency",
             f"{data.frequency!r} is not a frequency; use one of {', '.join(FREQUENCIES)}",
         )
-    tz = parse_timezone(data.timezone, default_timezone)
-    zone = ZoneInfo(tz)
+    zone = ZoneInfo(_task_timezone(data, frequency, default_timezone))
     now = now.astimezone(UTC)
     end_time = parse_datetime(data.end_time, zone, "end_time") if data.end_time else None
-    if end_time is not None and end_time <= now:
+    if end_time is not None and end_time <= now and not allow_past:
         raise ScheduleError("end_time", f"{data.end_time!r} is in the past; give a future time")
-    if data.max_runs is not None and (isinstance(data.max_runs, bool) or data.max_runs < 1):
+    if data.max_runs is not None and (
+        isinstance(data.max_runs, bool) or not isinstance(data.max_runs, int) or data.max_runs < 1
+    ):
         raise ScheduleError("max_runs", f"{data.max_runs!r} must be a whole number >= 1")
-    common: dict[str, Any] = {"timezone": tz, "end_time": end_time, "max_runs": data.max_runs}
-
+    ctx = _Context(data, zone, now, min_interval, allow_past, end_time)
     if frequency == "once":
-        if not data.scheduled_time:
-            raise ScheduleError(
-                "scheduled_time",
-                "required for a once task; give HH:MM (next occurrence) or an ISO datetime",
-            )
-        run_at = _first_instant(data.scheduled_time, zone, now)
-        if run_at <= now:
-            raise ScheduleError(
-                "scheduled_time",
-                f"{data.scheduled_time!r} is in the past ({run_at.astimezone(zone).isoformat()}); "
-                "give a future time",
-            )
-        return Schedule(frequency="once", start_at=run_at, **common)
+        return _once(ctx)
     if frequency in ("minutely", "hourly"):
-        unit = "minutes" if frequency == "minutely" else "hours"
-        return _elapsed(frequency, unit, 1, data.scheduled_time, zone, now, min_interval, common)
-    if frequency == "daily":
-        return _wall_clock("daily", "days", 1, data, zone, now, common)
-    if frequency == "weekly":
-        return _wall_clock("weekly", "weeks", 1, data, zone, now, common)
-    if frequency == "monthly":
-        return _wall_clock("monthly", "months", 1, data, zone, now, common)
-    return _custom(data, zone, now, min_interval, common)
+        return _elapsed(ctx, frequency, "minutes" if frequency == "minutely" else "hours", 1)
+    if frequency in ("daily", "weekly", "monthly"):
+        unit = {"daily": "days", "weekly": "weeks", "monthly": "months"}[frequency]
+        return _wall_clock(ctx, frequency, _WallSpec(unit))
+    return _custom(ctx)
+
+
+def _task_timezone(data: ScheduleInput, frequency: str, default: str) -> str:
+    """The timezone field, else an RRULE's DTSTART;TZID=…, else the default."""
+    if data.timezone or frequency != "custom":
+        return parse_timezone(data.timezone, default)
+    tzid = _TZID.search(data.custom_schedule or "")
+    if tzid:
+        return parse_timezone(tzid[1], default, "custom_schedule")
+    return parse_timezone(None, default)
 
 
 def _first_instant(value: str, zone: ZoneInfo, now: datetime) -> datetime:
@@ -254,122 +347,410 @@ def _first_instant(value: str, zone: ZoneInfo, now: datetime) -> datetime:
     return parse_datetime(value, zone, "scheduled_time")
 
 
-def _elapsed(
-    frequency: str,
-    unit: str,
-    interval: int,
-    scheduled_time: str | None,
-    zone: ZoneInfo,
-    now: datetime,
-    min_interval: int,
-    common: dict[str, Any],
-) -> Schedule:
+def _once(ctx: _Context) -> Schedule:
+    text = ctx.data.scheduled_time
+    if not text:
+        raise ScheduleError(
+            "scheduled_time",
+            "required for a once task; give HH:MM (next occurrence) or an ISO datetime",
+        )
+    run_at = _first_instant(text, ctx.zone, ctx.now)
+    if run_at <= ctx.now and not ctx.allow_past:
+        raise ScheduleError("scheduled_time", _past_once_message(text, run_at, ctx.zone))
+    schedule = Schedule(frequency="once", start_at=run_at, **ctx.common)
+    _check_end(ctx, schedule, run_at)
+    return schedule
+
+
+def _past_once_message(text: str, run_at: datetime, zone: ZoneInfo) -> str:
+    return (
+        f"{text!r} is in the past ({run_at.astimezone(zone).isoformat()}); "
+        "give a future time such as 18:30 (next occurrence) or 2026-12-24T18:00"
+    )
+
+
+def _elapsed(ctx: _Context, frequency: str, unit: str, interval: int) -> Schedule:
     seconds = interval * ELAPSED_UNITS[unit]
-    if seconds < min_interval:
+    if seconds < ctx.min_interval:
+        given = ctx.data.custom_schedule if frequency == "custom" else frequency
         raise ScheduleError(
             "custom_schedule" if frequency == "custom" else "frequency",
-            f"runs every {seconds} s, more often than the minimum interval of {min_interval} s; "
-            "choose a longer interval",
+            f"{given!r} runs every {seconds} s, more often than the minimum interval of "
+            f"{ctx.min_interval} s; choose a longer interval, e.g. 'every "
+            f"{_ceil_minutes(ctx.min_interval)} minutes'",
         )
+    text = ctx.data.scheduled_time
     start = (
-        _first_instant(scheduled_time, zone, now)
-        if scheduled_time
-        else now + timedelta(seconds=seconds)
+        _first_instant(text, ctx.zone, ctx.now) if text else ctx.now + timedelta(seconds=seconds)
     )
-    return Schedule(frequency=frequency, start_at=start, unit=unit, interval=interval, **common)
+    schedule = Schedule(
+        frequency=frequency, start_at=start, unit=unit, interval=interval, **ctx.common
+    )
+    _check_end(ctx, schedule, _first_fire(schedule, ctx.now))
+    return schedule
 
 
-def _wall_clock(
-    frequency: str,
-    unit: str,
-    interval: int,
-    data: ScheduleInput,
-    zone: ZoneInfo,
-    now: datetime,
-    common: dict[str, Any],
-    at: time | None = None,
-) -> Schedule:
-    start = now
+def _ceil_minutes(seconds: int) -> int:
+    return -(-seconds // 60)
+
+
+def _wall_clock(ctx: _Context, frequency: str, spec: _WallSpec) -> Schedule:
+    """Daily/weekly/monthly and "every N days/weeks/months": anchored on the first run."""
+    at, start = _time_and_start(ctx, frequency, spec.at)
+    local = wall(start, ctx.zone)
+    weekdays, day = _days_of(ctx, frequency, spec, local.date())
     if at is None:
-        if not data.scheduled_time:
-            raise ScheduleError(
-                "scheduled_time", f"required for {frequency} schedules; give HH:MM such as 09:00"
-            )
-        if _TIME_RE.match(data.scheduled_time.strip()):
-            at = parse_time_of_day(data.scheduled_time)
-        else:  # an ISO datetime: its local time of day, and not before it
-            start = max(now, parse_datetime(data.scheduled_time, zone, "scheduled_time"))
-            at = start.astimezone(zone).time().replace(microsecond=0)
-    weekdays: tuple[int, ...] = ()
-    day_of_month: int | None = None
-    local_start = start.astimezone(zone)
-    if unit == "weeks":
-        weekdays = parse_weekdays(data.day_of_week) or (local_start.weekday(),)
+        # No time given: the current minute, and (with no day either) one period from now,
+        # as "every 15 minutes" starts 15 minutes from now.
+        at = local.time().replace(second=0, microsecond=0)
+        if not _names_a_day(ctx.data, spec):
+            later = local.date() + _period(spec.unit, spec.interval)
+            start = localize(datetime.combine(later, time()), ctx.zone).astimezone(UTC)
+    if ctx.min_interval > 86_400:
+        raise ScheduleError(
+            "frequency",
+            f"wall-clock schedules can run daily, more often than the minimum interval of "
+            f"{ctx.min_interval} s",
+        )
+    probe = WallClockTrigger(
+        timezone=ctx.zone.key,
+        at=at,
+        unit=spec.unit,
+        weekdays=weekdays,
+        day_of_month=day,
+        # A day early: yesterday's run may still be ahead if a gap pushed it past midnight.
+        anchor=wall(start, ctx.zone).date() - timedelta(days=1),
+        not_before=start,
+    )
+    first = probe.get_next_fire_time(None, start)
+    if first is None:
+        raise ScheduleError("scheduled_time", "the schedule has no run before year 9999")
+    schedule = Schedule(
+        frequency=frequency,
+        start_at=first.astimezone(UTC),
+        unit=spec.unit,
+        interval=spec.interval,
+        at=at,
+        weekdays=weekdays,
+        day_of_month=day,
+        **ctx.common,
+    )
+    _check_end(ctx, schedule, first)
+    return schedule
+
+
+def _names_a_day(data: ScheduleInput, spec: _WallSpec) -> bool:
+    if spec.unit == "weeks":
+        return spec.weekdays is not None or data.day_of_week is not None
+    return spec.unit == "months" and (
+        spec.day_of_month is not None or data.day_of_month is not None
+    )
+
+
+def _period(unit: str, interval: int) -> relativedelta:
+    """One period of a wall-clock unit (months clamp to the month's end, as dateutil does)."""
+    if unit == "days":
+        return relativedelta(days=interval)
+    return relativedelta(weeks=interval) if unit == "weeks" else relativedelta(months=interval)
+
+
+def _time_and_start(
+    ctx: _Context, frequency: str, phrase_at: time | None
+) -> tuple[time | None, datetime]:
+    """The local time of day, and the instant the schedule may start (now or an ISO time).
+
+    An ISO scheduled_time gives both its local time (as written, even inside a DST gap)
+    and the start; a time in the phrase wins over scheduled_time's time of day.
+    """
+    text = (ctx.data.scheduled_time or "").strip()
+    at, start = phrase_at, ctx.now
+    if text and _TIME_RE.match(text):
+        at = at or parse_time_of_day(text)
+    elif text:
+        instant, local = parse_local_datetime(text, ctx.zone, "scheduled_time")
+        start = max(ctx.now, instant)
+        at = at or local.time().replace(microsecond=0)
+    if at is None and frequency != "custom":
+        raise ScheduleError(
+            "scheduled_time", f"required for {frequency} schedules; give HH:MM such as 09:00"
+        )
+    return at, start
+
+
+def _days_of(
+    ctx: _Context, frequency: str, spec: _WallSpec, start: date
+) -> tuple[tuple[int, ...], int | None]:
+    """Weekdays (weeks) or the day of the month (months): phrase, then fields, then start."""
+    data = ctx.data
+    if spec.unit == "weeks":
+        if spec.weekdays is not None:
+            return spec.weekdays, None
         if data.day_of_week is None and frequency == "weekly":
             raise ScheduleError(
                 "day_of_week", "required for weekly schedules; give 0=Monday … 6=Sunday or a list"
             )
-    if unit == "months":
+        return parse_weekdays(data.day_of_week) or (start.weekday(),), None
+    if spec.unit == "months":
+        if spec.day_of_month is not None:
+            return (), spec.day_of_month
         if data.day_of_month is None and frequency == "monthly":
             raise ScheduleError(
                 "day_of_month", "required for monthly schedules; give 1–31, or -1 for the last day"
             )
-        day_of_month = parse_day_of_month(
-            data.day_of_month if data.day_of_month is not None else local_start.day
+        return (), parse_day_of_month(
+            data.day_of_month if data.day_of_month is not None else start.day
         )
-    schedule = Schedule(
-        frequency=frequency,
-        start_at=start,
-        unit=unit,
-        interval=interval,
-        at=at,
-        weekdays=weekdays,
-        day_of_month=day_of_month,
-        **common,
+    return (), None
+
+
+def _first_fire(schedule: Schedule, now: datetime) -> datetime | None:
+    """The first fire time ignoring end_time (to compare end_time with)."""
+    fire: datetime | None = build_trigger(replace(schedule, end_time=None)).get_next_fire_time(
+        None, now
     )
-    # Count "every N" from the first run still ahead, not from a time already past today.
-    first = build_trigger(replace(schedule, interval=1)).get_next_fire_time(None, now)
-    if first is None:
-        raise ScheduleError("end_time", "ends before the first run; give a later end_time")
-    return replace(schedule, start_at=first.astimezone(UTC))
+    return fire
 
 
-def _custom(
-    data: ScheduleInput, zone: ZoneInfo, now: datetime, min_interval: int, common: dict[str, Any]
-) -> Schedule:
-    text = (data.custom_schedule or "").strip()
-    match = _CUSTOM_RE.match(" ".join(text.split()))
-    if not match:
-        got = f"{text!r} is not understood" if text else "required when frequency is custom"
-        raise ScheduleError("custom_schedule", f"{got}; accepted forms: {CUSTOM_EXAMPLES}")
-    interval = int(match[1] or 1)
-    if interval < 1:
-        raise ScheduleError("custom_schedule", f"{text!r}: the interval must be at least 1")
-    unit = match[2].lower() + "s"
-    at_text = match[3]
-    if unit in ELAPSED_UNITS:
-        if at_text:
-            raise ScheduleError(
-                "custom_schedule",
-                f"{text!r}: 'at HH:MM' only goes with days, weeks or months; for minutes and "
-                "hours give the first run in scheduled_time",
-            )
-        return _elapsed(
-            "custom", unit, interval, data.scheduled_time, zone, now, min_interval, common
+def _check_end(ctx: _Context, schedule: Schedule, first: datetime | None) -> None:
+    end = schedule.end_time
+    if end is None or first is None or end >= first or ctx.allow_past:
+        return
+    raise ScheduleError(
+        "end_time",
+        f"{ctx.data.end_time!r} is before the first run "
+        f"({first.astimezone(ctx.zone).isoformat()}); give a later end_time or leave it out",
+    )
+
+
+# -- custom schedules ------------------------------------------------------------------
+def _custom(ctx: _Context) -> Schedule:
+    """Phrases ("every …"), cron (bare or "cron:") and RFC 5545 RRULE text."""
+    raw = (ctx.data.custom_schedule or "").strip()
+    text = " ".join(raw.split())
+    lowered = text.lower()
+    if not text:
+        raise ScheduleError(
+            "custom_schedule",
+            f"required when frequency is custom; accepted forms: {CUSTOM_EXAMPLES}",
         )
-    at = parse_time_of_day(at_text, "custom_schedule") if at_text else None
-    if at is None and data.scheduled_time and _TIME_RE.match(data.scheduled_time.strip()):
-        at = parse_time_of_day(data.scheduled_time)
-    if at is None and not data.scheduled_time:
-        at = now.astimezone(zone).time().replace(second=0, microsecond=0)
-    return _wall_clock("custom", unit, interval, data, zone, now, common, at=at)
+    if lowered.startswith("cron:"):
+        return _cron(ctx, text[5:].strip())
+    if lowered.startswith(("rrule:", "dtstart", "freq=")) or "rrule:" in lowered:
+        return _rrule(ctx, raw)
+    if lowered.startswith("every ") or lowered == "every":
+        return _phrase(ctx, text, lowered)
+    if lowered.startswith("@") or _looks_like_cron(lowered):
+        return _cron(ctx, text)
+    raise _custom_error(text, "is not understood")
 
 
-# -- triggers and words ----------------------------------------------------------------
+def _custom_error(text: str, problem: str) -> ScheduleError:
+    return ScheduleError(
+        "custom_schedule", f"{text!r} {problem}; accepted forms: {CUSTOM_EXAMPLES}"
+    )
+
+
+def _looks_like_cron(lowered: str) -> bool:
+    tokens = lowered.split()
+    return 5 <= len(tokens) <= 7 and all(_CRON_TOKEN.match(t) for t in tokens)
+
+
+def _phrase(ctx: _Context, text: str, lowered: str) -> Schedule:
+    match = _EVERY_UNIT.match(lowered)
+    if match:
+        interval = _phrase_interval(text, match["n"], match["unit"] + "s")
+        unit = match["unit"] + "s"
+        clauses = _clauses(text, match["rest"])
+        if unit in ELAPSED_UNITS:
+            if clauses:
+                raise _custom_error(
+                    text,
+                    "cannot say 'at' or 'on' with minutes or hours (give the first run in "
+                    "scheduled_time, or use cron such as '*/15 9-17 * * 1-5')",
+                )
+            return _elapsed(ctx, "custom", unit, interval)
+        return _wall_clock(ctx, "custom", _wall_spec(text, unit, interval, clauses))
+    match = _EVERY_DAYS.match(lowered)
+    weekdays = _day_list(match["days"]) if match else None
+    if match is None or weekdays is None:
+        raise _custom_error(text, "is not understood")
+    clauses = _clauses(text, match["rest"] or "")
+    if "on" in clauses:
+        raise _custom_error(text, "names its days twice")
+    spec = _wall_spec(text, "weeks", 1, clauses)
+    return _wall_clock(ctx, "custom", replace(spec, weekdays=weekdays))
+
+
+def _phrase_interval(text: str, n: str | None, unit: str) -> int:
+    interval = 2 if n == "other" else int(n or 1)
+    if not 1 <= interval <= MAX_INTERVAL[unit]:
+        raise _custom_error(text, f"needs an interval of 1–{MAX_INTERVAL[unit]} {unit}")
+    return interval
+
+
+def _clauses(text: str, rest: str) -> dict[str, str]:
+    """'at 08:00 on monday' → {"at": "08:00", "on": "monday"} (either order, each once)."""
+    found: dict[str, str] = {}
+    position, rest = 0, rest.strip()
+    while position < len(rest):
+        match = _CLAUSE.match(rest, position)
+        if match is None or match[1] in found:
+            raise _custom_error(text, f"has {rest[position:]!r} where 'at HH:MM' or 'on …' fits")
+        found[match[1]] = match[2].strip()
+        position = match.end()
+    return found
+
+
+def _wall_spec(text: str, unit: str, interval: int, clauses: dict[str, str]) -> _WallSpec:
+    at: time | None = None
+    if "at" in clauses:
+        try:
+            at = parse_time_of_day(clauses["at"], "custom_schedule")
+        except ScheduleError:
+            raise _custom_error(
+                text, f"has {clauses['at']!r}, which is not a time of day (HH:MM, 24-hour)"
+            ) from None
+    spec = _WallSpec(unit, interval, at)
+    on = clauses.get("on")
+    if on is None:
+        return spec
+    if unit == "weeks":
+        weekdays = _day_list(on)
+        if weekdays is None:
+            raise _custom_error(
+                text, f"has {on!r} where weekday names such as 'monday, thursday' fit"
+            )
+        return replace(spec, weekdays=weekdays)
+    match = _MONTH_DAY.match(on) if unit == "months" else None
+    if match is None:
+        fits = "a day such as 'the 15th' or 'the last day'" if unit == "months" else "nothing"
+        raise _custom_error(text, f"has 'on {on}' where {fits} fits")
+    day = -1 if match["last"] else int(match["n"])
+    if not (day == -1 or 1 <= day <= 31):
+        raise _custom_error(text, f"has day {day}, which is not a day of the month (1–31)")
+    return replace(spec, day_of_month=day)
+
+
+def _day_list(text: str) -> tuple[int, ...] | None:
+    """'monday, thursday' / 'mon and fri' / 'weekdays' / 'weekend' → weekdays, else None."""
+    days: set[int] = set()
+    for word in filter(None, _DAY_SPLIT.split(text.strip())):
+        if word in ("weekday", "weekdays"):
+            days.update(range(5))
+        elif word in ("weekend", "weekends"):
+            days.update((5, 6))
+        elif (day := _weekday(word)) is not None and not word.isdigit():
+            days.add(day)
+        else:
+            return None
+    return tuple(sorted(days)) or None
+
+
+def _rule_start(ctx: _Context) -> datetime:
+    """Rules start now, or at an ISO scheduled_time still ahead (HH:MM does not apply)."""
+    text = (ctx.data.scheduled_time or "").strip()
+    if text and not _TIME_RE.match(text):
+        return max(ctx.now, parse_datetime(text, ctx.zone, "scheduled_time"))
+    return ctx.now
+
+
+def _cron(ctx: _Context, text: str) -> Schedule:
+    try:
+        spec = parse_cron(text)
+    except ValueError as exc:
+        raise _custom_error(text, f"is not a valid cron expression: {exc}") from None
+    start = _rule_start(ctx)
+    trigger = LocalCronTrigger(expression=spec.expression, timezone=ctx.zone.key, not_before=start)
+    return _rule_schedule(ctx, text, trigger, "cron")
+
+
+def _rrule(ctx: _Context, text: str) -> Schedule:
+    try:
+        spec = parse_rrule(text)
+    except ValueError as exc:
+        raise _custom_error(" ".join(text.split()), f"is not a valid RRULE: {exc}") from None
+    if spec.tzid is not None and spec.tzid != ctx.zone.key:
+        raise _custom_error(
+            text,
+            f"has DTSTART;TZID={spec.tzid} but the task's timezone is {ctx.zone.key}; set "
+            f"timezone to {spec.tzid!r} or drop TZID",
+        )
+    start = _rule_start(ctx)
+    if spec.dtstart is None:
+        # Default DTSTART: the start (now) in the rule's zone, rounded up to a whole minute,
+        # so the rule's implicit BYSECOND is 0 and the first run is at/after now.
+        local = wall(start, UTC if spec.utc else ctx.zone)
+        ceiling = local.replace(second=0, microsecond=0)
+        if ceiling < local:
+            ceiling += timedelta(minutes=1)
+        spec = replace(spec, dtstart=ceiling)
+    trigger = LocalRRuleTrigger(expression=spec.text(), timezone=ctx.zone.key, not_before=start)
+    if not trigger.runs_within(start, timedelta(days=3660)):
+        raise _custom_error(" ".join(text.split()), "has no run in the next 10 years")
+    return _rule_schedule(ctx, text, trigger, "rrule")
+
+
+def _rule_schedule(
+    ctx: _Context, text: str, trigger: LocalCronTrigger | LocalRRuleTrigger, syntax: str
+) -> Schedule:
+    first = trigger.get_next_fire_time(None, trigger.not_before)
+    if first is None:
+        raise _custom_error(" ".join(text.split()), "has no run after now")
+    _check_min_gap(ctx, text, trigger, first)
+    schedule = Schedule(
+        frequency="custom",
+        start_at=first.astimezone(UTC),
+        expression=trigger.expression,
+        syntax=syntax,
+        **ctx.common,
+    )
+    _check_end(ctx, schedule, first)
+    return schedule
+
+
+def _check_min_gap(ctx: _Context, text: str, trigger: BaseTrigger, first: datetime) -> None:
+    """Refuse a rule whose fire times come closer than min_interval (next few hundred)."""
+    fires = list(_fires(trigger, first, GAP_SAMPLE, first + PREVIEW_HORIZON))
+    pairs = list(pairwise(fires))
+    if not pairs:
+        return
+    a, b = min(pairs, key=lambda p: p[1] - p[0])
+    seconds = (b - a).total_seconds()
+    if seconds < ctx.min_interval:
+        raise ScheduleError(
+            "custom_schedule",
+            f"{' '.join(text.split())!r} runs {seconds:g} s apart (at "
+            f"{a.astimezone(ctx.zone).isoformat()} and {b.astimezone(ctx.zone).isoformat()}), "
+            f"more often than the minimum interval of {ctx.min_interval} s; choose a sparser "
+            "schedule, e.g. '*/5 * * * *' or 'RRULE:FREQ=MINUTELY;INTERVAL=5'",
+        )
+
+
+def _fires(
+    trigger: BaseTrigger, first: datetime, count: int, until: datetime
+) -> Iterator[datetime]:
+    """``first`` and the fire times after it, at most ``count``, none after ``until``."""
+    fire: datetime | None = first
+    produced = 0
+    while fire is not None and fire <= until and produced < count:
+        yield fire
+        produced += 1
+        fire = trigger.get_next_fire_time(fire, fire)
+
+
+# -- triggers --------------------------------------------------------------------------
 def build_trigger(schedule: Schedule) -> BaseTrigger:
     """The APScheduler trigger that fires this schedule."""
     if schedule.frequency == "once":
         return DateTrigger(run_date=schedule.start_at, timezone=UTC)
+    common: dict[str, Any] = {
+        "timezone": schedule.timezone,
+        "not_before": schedule.start_at,
+        "end_time": schedule.end_time,
+    }
+    if schedule.expression is not None:
+        cls = LocalCronTrigger if schedule.syntax == "cron" else LocalRRuleTrigger
+        return cls(expression=schedule.expression, **common)
     if schedule.elapsed:
         assert schedule.unit is not None
         return IntervalTrigger(
@@ -380,34 +761,44 @@ def build_trigger(schedule: Schedule) -> BaseTrigger:
         )
     assert schedule.unit is not None and schedule.at is not None
     return WallClockTrigger(
-        timezone=schedule.timezone,
         at=schedule.at,
         unit=schedule.unit,
         interval=schedule.interval,
         weekdays=schedule.weekdays,
         day_of_month=schedule.day_of_month,
-        anchor=schedule.start_at.astimezone(schedule.zone).date(),
-        not_before=schedule.start_at,
-        end_time=schedule.end_time,
+        anchor=scheduled_date(schedule.start_at, schedule.at, schedule.zone),
+        **common,
     )
 
 
 def next_runs(schedule: Schedule, count: int, now: datetime) -> list[datetime]:
-    """The next ``count`` fire times after ``now`` (ignoring max_runs already used)."""
+    """The next ``count`` fire times at/after ``now``, within end_time and max_runs."""
     trigger = build_trigger(schedule)
+    limit = min(count, schedule.max_runs or count)
     out: list[datetime] = []
     previous: datetime | None = None
-    while len(out) < count:
-        nxt = trigger.get_next_fire_time(previous, now)
-        if nxt is None:
+    while len(out) < limit:
+        nxt: datetime | None = trigger.get_next_fire_time(previous, now)
+        if nxt is None or nxt < now or (schedule.end_time and nxt > schedule.end_time):
             break
         out.append(nxt)
         previous = nxt
     return out
 
 
+# -- words -----------------------------------------------------------------------------
 def _plural(n: int, unit: str) -> str:
     return f"{unit[:-1]}" if n == 1 else f"{n} {unit}"
+
+
+def _weekday_words(days: tuple[int, ...]) -> str:
+    if days == (0, 1, 2, 3, 4):
+        return "weekday (Monday–Friday)"
+    return ", ".join(WEEKDAY_NAMES[d].capitalize() for d in days)
+
+
+def _hhmm(at: time) -> str:
+    return at.strftime("%H:%M" if at.second == 0 else "%H:%M:%S")
 
 
 def describe(schedule: Schedule) -> str:
@@ -415,23 +806,15 @@ def describe(schedule: Schedule) -> str:
     zone = schedule.timezone
     if schedule.frequency == "once":
         return f"once at {schedule.start_at.astimezone(schedule.zone):%Y-%m-%d %H:%M:%S} ({zone})"
-    assert schedule.unit is not None
-    every = f"every {_plural(schedule.interval, schedule.unit)}"
-    if schedule.elapsed:
+    if schedule.expression is not None:
+        text = _describe_rule(schedule)
+    elif schedule.elapsed:
+        assert schedule.unit is not None
         start = schedule.start_at.astimezone(schedule.zone)
+        every = f"every {_plural(schedule.interval, schedule.unit)}"
         text = f"{every}, starting {start:%Y-%m-%d %H:%M:%S} ({zone})"
     else:
-        assert schedule.at is not None
-        at = schedule.at.strftime("%H:%M" if schedule.at.second == 0 else "%H:%M:%S")
-        if schedule.unit == "weeks":
-            days = ", ".join(WEEKDAY_NAMES[d].capitalize() for d in schedule.weekdays)
-            every = f"every {days}" if schedule.interval == 1 else f"{every} on {days}"
-        elif schedule.unit == "months":
-            day = "last day" if schedule.day_of_month == -1 else f"day {schedule.day_of_month}"
-            every = f"{every} on the {day}"
-            if schedule.day_of_month and schedule.day_of_month > 28:
-                every += " (last day of shorter months)"
-        text = f"{every} at {at} ({zone})"
+        text = f"{_describe_wall(schedule)} ({zone})"
     if schedule.end_time:
         text += f", until {schedule.end_time.astimezone(schedule.zone):%Y-%m-%d %H:%M}"
     if schedule.max_runs:
@@ -439,5 +822,293 @@ def describe(schedule: Schedule) -> str:
     return text
 
 
+def _describe_wall(schedule: Schedule) -> str:
+    assert schedule.unit is not None and schedule.at is not None
+    every = f"every {_plural(schedule.interval, schedule.unit)}"
+    if schedule.unit == "weeks":
+        days = _weekday_words(schedule.weekdays)
+        every = f"every {days}" if schedule.interval == 1 else f"{every} on {days}"
+    elif schedule.unit == "months":
+        day = schedule.day_of_month
+        every += " on the last day" if day == -1 else f" on day {day}"
+        if day is not None and day > 28:
+            every += " (the last day of shorter months)"
+    return f"{every} at {_hhmm(schedule.at)}"
+
+
+def _describe_rule(schedule: Schedule) -> str:
+    assert schedule.expression is not None
+    if schedule.syntax == "cron":
+        spec = parse_cron(schedule.expression)
+        detail = _describe_cron(spec)
+        return f"cron '{spec.expression}'{f' ({detail})' if detail else ''} ({schedule.timezone})"
+    rule = parse_rrule(schedule.expression)
+    start = f"{rule.dtstart:%Y-%m-%d %H:%M:%S}" + (" UTC" if rule.utc else "")
+    return f"RRULE {rule.rule} from {start} ({schedule.timezone})"
+
+
+def _describe_cron(spec: CronSpec) -> str:
+    parts: list[str] = []
+    if len(spec.minutes) == 1 and len(spec.hours) == 1:
+        parts.append(f"at {spec.hours[0]:02d}:{spec.minutes[0]:02d}")
+    if not spec.weekdays_star:
+        parts.append(f"on {_weekday_words(spec.weekdays)}")
+    return ", ".join(parts)
+
+
 def local_date(instant: datetime, zone: str) -> date:
     return instant.astimezone(ZoneInfo(zone)).date()
+
+
+# -- preview ---------------------------------------------------------------------------
+def preview(schedule: Schedule, *, now: datetime, count: int = 5) -> dict[str, Any]:
+    """What a schedule will do: its words, next ``count`` runs (ISO, task zone), warnings.
+
+    Warnings cover a local time in a DST gap or overlap within the next year, a day
+    clamped to a month's end, an end_time before the first run, and a once time past.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100:
+        raise ScheduleError("count", f"{count!r} is not a number of runs; give 1–100")
+    now = now.astimezone(UTC)
+    zone = schedule.zone
+    runs = [] if _is_past_once(schedule, now) else next_runs(schedule, count, now)
+    return {
+        "description": describe(schedule),
+        "next_runs": [r.astimezone(zone).isoformat() for r in runs],
+        "warnings": schedule_warnings(schedule, now=now),
+    }
+
+
+def schedule_warnings(schedule: Schedule, *, now: datetime) -> list[str]:
+    """Everything ``preview`` warns about, in plain sentences."""
+    trigger = build_trigger(schedule)
+    horizon = _horizon(schedule, trigger, now)
+    warnings = _end_warnings(schedule, now)
+    if schedule.frequency == "once":
+        return warnings + ([past_once_warning(schedule)] if _is_past_once(schedule, now) else [])
+    if isinstance(trigger, IntervalTrigger):
+        return warnings + _elapsed_dst_warnings(schedule, trigger, now, horizon)
+    warnings += _dst_warnings(schedule, trigger, now, horizon)
+    if isinstance(trigger, WallClockTrigger):
+        warnings += _clamp_warnings(schedule, trigger, now, horizon)
+    return warnings + _rule_warnings(schedule)
+
+
+def _is_past_once(schedule: Schedule, now: datetime) -> bool:
+    return schedule.frequency == "once" and schedule.start_at <= now
+
+
+def past_once_warning(schedule: Schedule) -> str:
+    local = schedule.start_at.astimezone(schedule.zone).isoformat()
+    return (
+        f"scheduled_time {local} is in the past: a once task never runs; "
+        "create_task refuses it — give a future time"
+    )
+
+
+def _horizon(schedule: Schedule, trigger: BaseTrigger, now: datetime) -> datetime:
+    """Look a year ahead, but not past end_time or the last run max_runs allows."""
+    horizon = now + PREVIEW_HORIZON
+    if schedule.end_time is not None:
+        horizon = min(horizon, schedule.end_time)
+    if schedule.max_runs is not None and schedule.max_runs <= 1000:
+        first = trigger.get_next_fire_time(None, now)
+        if first is not None:
+            fires = list(_fires(trigger, first, schedule.max_runs, horizon))
+            horizon = min(horizon, fires[-1]) if len(fires) == schedule.max_runs else horizon
+    return horizon
+
+
+def _end_warnings(schedule: Schedule, now: datetime) -> list[str]:
+    end = schedule.end_time
+    if end is None:
+        return []
+    local_end = end.astimezone(schedule.zone).isoformat()
+    if end <= now:
+        return [f"end_time {local_end} is in the past: the task would never run"]
+    first = _first_fire(schedule, now)
+    if first is not None and first > end:
+        first_local = first.astimezone(schedule.zone).isoformat()
+        return [
+            f"end_time {local_end} is before the first run ({first_local}): "
+            "the task would never run"
+        ]
+    return []
+
+
+def _walls_in(trigger: Any, low: datetime, high: datetime) -> list[datetime]:
+    """The schedule's local wall times in [low, high) (at most a few)."""
+    found: list[datetime] = []
+    candidate = trigger.next_wall_time(low)
+    while candidate is not None and candidate < high and len(found) < 8:
+        found.append(candidate)
+        candidate = trigger.next_wall_time(candidate + timedelta(seconds=1))
+    return found
+
+
+def _dst_warnings(schedule: Schedule, trigger: Any, now: datetime, horizon: datetime) -> list[str]:
+    """Scheduled local times that fall in a gap or an overlap before ``horizon``."""
+    zone = trigger.zone
+    out: list[str] = []
+    for change in offset_transitions(zone, max(now, schedule.start_at), horizon):
+        low, high = change.local_span()
+        walls = [
+            w
+            for w in _walls_in(trigger, low, high)
+            if any(max(now, schedule.start_at) <= r <= horizon for r in _instants(w, zone))
+        ]
+        if walls:
+            out.append(_dst_sentence(change, walls, zone, trigger.fixed_hours))
+    return out
+
+
+def _instants(local: datetime, zone: Any) -> list[datetime]:
+    """The real instants a local time could fire at (its fold=0 reading and its readings)."""
+    return [localize(local, zone).astimezone(UTC), *readings(local, zone)]
+
+
+def _dst_sentence(change: Transition, walls: list[datetime], zone: Any, fixed: bool) -> str:
+    low, high = change.local_span()
+    day, name = f"{low:%Y-%m-%d}", getattr(zone, "key", str(zone))
+    times = ", ".join(f"{w:%H:%M}" for w in walls)
+    one = len(walls) == 1
+    if change.is_gap:
+        what = f"On {day} {times} {'does' if one else 'do'} not exist in {name} "
+        what += f"(clocks jump from {low:%H:%M} to {high:%H:%M})"
+        if not fixed:
+            return f"{what}: {'that run is' if one else 'those runs are'} skipped."
+        moved = ", ".join(localize(w, zone).isoformat() for w in walls)
+        return f"{what}: {'the run happens' if one else 'the runs happen'} at {moved} instead."
+    what = f"On {day} {times} {'occurs' if one else 'occur'} twice in {name} "
+    what += f"(clocks go back from {high:%H:%M} to {low:%H:%M})"
+    if not fixed:
+        return f"{what}: runs happen at both occurrences."
+    first = ", ".join(localize(w, zone).isoformat() for w in walls)
+    return f"{what}: runs happen at the first occurrence only ({first})."
+
+
+def _elapsed_dst_warnings(
+    schedule: Schedule, trigger: IntervalTrigger, now: datetime, horizon: datetime
+) -> list[str]:
+    """Elapsed schedules keep real time, so their clock times move at a DST change."""
+    assert schedule.unit is not None
+    step = schedule.interval * ELAPSED_UNITS[schedule.unit]
+    out: list[str] = []
+    for change in offset_transitions(schedule.zone, max(now, schedule.start_at), horizon):
+        shift = change.after - change.before
+        fire = trigger.get_next_fire_time(None, change.at)
+        if int(abs(shift).total_seconds()) % step == 0 or fire is None or fire > horizon:
+            continue
+        before = (fire + change.before).replace(tzinfo=None)
+        after = wall(fire, schedule.zone)
+        out.append(
+            f"Runs count real time: after the clock change on {change.at.astimezone(schedule.zone):%Y-%m-%d} "
+            f"in {schedule.timezone} the local run times shift by {_signed(shift)} "
+            f"(e.g. {before:%H:%M} becomes {after:%H:%M})."
+        )
+    return out
+
+
+def _signed(delta: timedelta) -> str:
+    """+1 h, -30 min, +1 h 30 min."""
+    minutes = int(delta.total_seconds() // 60)
+    hours, rest = divmod(abs(minutes), 60)
+    parts = [f"{hours} h"] * bool(hours) + [f"{rest} min"] * bool(rest)
+    return ("+" if minutes >= 0 else "-") + " ".join(parts)
+
+
+def _clamp_warnings(
+    schedule: Schedule, trigger: WallClockTrigger, now: datetime, horizon: datetime
+) -> list[str]:
+    """Runs moved to the last day of a month that lacks the scheduled day (29–31)."""
+    day = schedule.day_of_month
+    if schedule.unit != "months" or day is None or day <= 28:
+        return []
+    clamped: list[date] = []
+    d = trigger.next_date(wall(max(now, schedule.start_at), trigger.zone).date())
+    while trigger.fire_on(d) <= horizon:
+        if d.day < day:
+            clamped.append(d)
+        d = trigger.next_date(d + timedelta(days=1))
+    if not clamped:
+        return []
+    months = ", ".join(f"{d:%B %Y}" for d in clamped)
+    dates = ", ".join(d.isoformat() for d in clamped)
+    return [f"Day {day} does not exist in {months}: those runs happen on the last day ({dates})."]
+
+
+def _rule_warnings(schedule: Schedule) -> list[str]:
+    """Traps of cron and RRULE that are valid but rarely meant."""
+    if schedule.expression is None:
+        return []
+    if schedule.syntax == "cron":
+        spec = parse_cron(schedule.expression)
+        long_days = [d for d in spec.days if d > 28]
+        if spec.weekdays_star and len(spec.days) < 28 and long_days:
+            return [
+                f"cron day {', '.join(map(str, long_days))} runs only in months that have it "
+                "(standard cron); for the last day of every month use frequency monthly with "
+                "day_of_month -1"
+            ]
+        return []
+    rule = parse_rrule(schedule.expression)
+    if "BYHOUR=" in rule.rule and "BYMINUTE=" not in rule.rule and rule.dtstart is not None:
+        return [
+            f"the RRULE has BYHOUR but no BYMINUTE, so runs take DTSTART's minute "
+            f"(:{rule.dtstart:%M}, RFC 5545); add BYMINUTE=0 for runs on the hour"
+        ]
+    return []
+
+
+# -- input-level helpers for previews ------------------------------------------------
+def first_run_in_past_warning(
+    data: ScheduleInput, *, now: datetime, default_timezone: str
+) -> str | None:
+    """A warning when scheduled_time is an ISO datetime already past, else None.
+
+    parse_schedule refuses this for once tasks and silently starts recurring ones from now;
+    a preview should say so. Input errors are left to parse_schedule.
+    """
+    text = (data.scheduled_time or "").strip()
+    if not text or _TIME_RE.match(text):
+        return None
+    try:
+        frequency = (data.frequency or "").strip().lower()
+        zone = ZoneInfo(_task_timezone(data, frequency, default_timezone))
+        instant = parse_datetime(text, zone, "scheduled_time")
+    except ScheduleError:
+        return None
+    if instant > now:
+        return None
+    if frequency == "once":
+        return past_once_warning(Schedule("once", zone.key, instant))
+    return (
+        f"scheduled_time {instant.astimezone(zone).isoformat()} is in the past: "
+        "the first run is the next one after now"
+    )
+
+
+def preview_input(
+    data: ScheduleInput,
+    *,
+    now: datetime,
+    default_timezone: str,
+    min_interval: int = 60,
+    count: int = 5,
+) -> dict[str, Any]:
+    """preview_schedule for raw input: parse (past times allowed), preview, add input warnings.
+
+    Raises ScheduleError for input that is wrong in itself (as create_task would).
+    """
+    schedule = parse_schedule(
+        data,
+        now=now,
+        default_timezone=default_timezone,
+        min_interval=min_interval,
+        allow_past=True,
+    )
+    result = preview(schedule, now=now, count=count)
+    extra = first_run_in_past_warning(data, now=now, default_timezone=default_timezone)
+    if extra is not None and extra not in result["warnings"]:
+        result["warnings"].insert(0, extra)
+    return result
