@@ -37,7 +37,11 @@ class TaskFields(_Strict):
     )
     day_of_month: int | None = Field(None, description="monthly: 1–31, or -1 for the last day")
     custom_schedule: str | None = Field(
-        None, max_length=200, description='custom: e.g. "every 3 days at 09:00", "every 2 hours"'
+        None,
+        max_length=500,
+        description='custom: "every 3 days at 09:00", "every 2 hours", "every weekday at '
+        '08:00", "every 2 weeks on monday, thursday at 08:00", a 5-field cron expression '
+        '("cron: 30 8 * * 1-5") or an RFC 5545 "RRULE:FREQ=...".',
     )
     timezone: str | None = Field(None, description="IANA zone, e.g. Europe/Paris")
     end_time: str | None = Field(None, description="ISO 8601; no runs after it")
@@ -77,6 +81,26 @@ class CreateTask(TaskFields):
 
 class UpdateTask(TaskFields):
     task_id: str = Field(..., min_length=1)
+
+
+class PreviewSchedule(_Strict):
+    """preview_schedule: the schedule fields of create_task, or a task_id (plus changes)."""
+
+    task_id: str | None = Field(None, min_length=1)
+    frequency: Frequency | None = None
+    scheduled_time: str | None = None
+    day_of_week: int | str | list[int | str] | None = None
+    day_of_month: int | None = None
+    custom_schedule: str | None = Field(None, max_length=500)
+    timezone: str | None = None
+    end_time: str | None = None
+    max_runs: int | None = Field(None, ge=1)
+    count: int = Field(5, ge=1, le=100, description="How many next runs to list")
+
+    @field_validator("frequency", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
 
 class TaskRef(_Strict):

@@ -13,7 +13,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from config import Settings
 from scheduler_service.db import Database
@@ -23,6 +23,7 @@ from scheduler_service.inputs import (
     SCHEDULE_FIELDS,
     CreateTask,
     ListTasks,
+    PreviewSchedule,
     TaskFields,
     UpdateTask,
 )
@@ -36,6 +37,8 @@ from scheduler_service.schedules import (
     build_trigger,
     describe,
     parse_schedule,
+    preview,
+    preview_input,
 )
 from tools import ToolContext, ToolError, ToolRegistry
 
@@ -51,6 +54,16 @@ def _iso(value: datetime | None, zone: str) -> str | None:
     from zoneinfo import ZoneInfo
 
     return value.astimezone(ZoneInfo(zone)).isoformat()
+
+
+def schedule_input(fields: dict[str, Any]) -> ScheduleInput:
+    return ScheduleInput(**{k: fields.get(k) for k in SCHEDULE_FIELDS})  # type: ignore[arg-type]
+
+
+def schedule_preview(schedule: Schedule, now: datetime) -> dict[str, Any]:
+    """The first runs and warnings create_task/update_task echo back to the LLM."""
+    shown = preview(schedule, now=now, count=3)
+    return {"next_runs": shown["next_runs"], "warnings": shown["warnings"]}
 
 
 def task_to_dict(task: ScheduledTask) -> dict[str, Any]:
@@ -133,13 +146,39 @@ class TaskManager:
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- validation ------------------------------------------------------------------
-    def _schedule(self, fields: dict[str, Any], now: datetime) -> Schedule:
+    async def _schedule(self, fields: dict[str, Any], now: datetime) -> Schedule:
+        """Parse in a thread: an odd RRULE can take dateutil a noticeable moment."""
         try:
-            return parse_schedule(
-                ScheduleInput(**{k: fields.get(k) for k in SCHEDULE_FIELDS}),  # type: ignore[arg-type]
+            return await asyncio.to_thread(
+                parse_schedule,
+                schedule_input(fields),
                 now=now,
                 default_timezone=self.settings.default_timezone,
                 min_interval=self.settings.scheduler.min_interval,
+            )
+        except ScheduleError as exc:
+            raise ToolError("invalid_input", str(exc)) from None
+
+    async def preview(self, data: PreviewSchedule, context: ToolContext) -> dict[str, Any]:
+        """preview_schedule: what a schedule (or a task's, with changes) would do. Stores
+        nothing."""
+        fields = data.model_dump(exclude_unset=True, exclude={"task_id", "count"})
+        if data.task_id is not None:
+            task = await self._owned(data.task_id, context)
+            fields = {k: v for k, v in self._merged(task, fields).items() if k in SCHEDULE_FIELDS}
+        elif not fields.get("frequency"):
+            raise ToolError(
+                "invalid_input",
+                "frequency: required (or give task_id to preview an existing task's schedule)",
+            )
+        try:
+            return await asyncio.to_thread(
+                preview_input,
+                schedule_input(fields),
+                now=utcnow(),
+                default_timezone=self.settings.default_timezone,
+                min_interval=self.settings.scheduler.min_interval,
+                count=data.count,
             )
         except ScheduleError as exc:
             raise ToolError("invalid_input", str(exc)) from None
@@ -265,10 +304,13 @@ class TaskManager:
         return [task_to_dict(t) for t in rows], int(total or 0)
 
     # -- changing --------------------------------------------------------------------
-    async def create_task(self, data: CreateTask, context: ToolContext) -> dict[str, Any]:
+    async def create_task(
+        self, data: CreateTask, context: ToolContext
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Returns the task and its schedule preview (first runs, warnings)."""
         now = utcnow()
         fields = data.model_dump()
-        schedule = self._schedule(fields, now)
+        schedule = await self._schedule(fields, now)
         mode = self._check_execution(fields)
         trigger = build_trigger(schedule)
         next_run = trigger.get_next_fire_time(None, now)
@@ -315,7 +357,7 @@ class TaskManager:
             raise ToolError(
                 "unavailable", f"the scheduler could not store the job ({exc}); try again"
             ) from None
-        return task_to_dict(task)
+        return task_to_dict(task), schedule_preview(schedule, now)
 
     @staticmethod
     def _apply(task: ScheduledTask, fields: dict[str, Any]) -> None:
@@ -378,7 +420,8 @@ class TaskManager:
 
     async def update_task(
         self, data: UpdateTask, context: ToolContext
-    ) -> tuple[dict[str, Any], list[str]]:
+    ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+        """Returns the task, the names of the fields that changed, and its preview."""
         task = await self._owned(data.task_id, context)
         if task.status in FINISHED_STATUSES:
             raise ToolError(
@@ -395,7 +438,9 @@ class TaskManager:
         now = utcnow()
         merged = self._merged(task, changes)
         reschedule = any(k in changes for k in SCHEDULE_FIELDS)
-        schedule = self._schedule(merged, now) if reschedule else Schedule.from_dict(task.schedule)
+        schedule = (
+            await self._schedule(merged, now) if reschedule else Schedule.from_dict(task.schedule)
+        )
         if any(
             k in changes
             for k in (
@@ -413,6 +458,7 @@ class TaskManager:
         trigger = build_trigger(schedule)
         next_run = trigger.get_next_fire_time(None, now) if reschedule else task.next_run_at
         before = task_to_dict(task)
+        columns = {c.key: getattr(task, c.key) for c in ScheduledTask.__table__.columns}
         async with self.db.write() as session:
             row = await session.get(ScheduledTask, task.id)
             if row is None:
@@ -430,13 +476,17 @@ class TaskManager:
                     task.id, trigger, next_run if task.status == "scheduled" else None
                 )
             except Exception as exc:
-                log.exception("could not reschedule task %s", task.id)
+                log.exception("could not reschedule task %s; undoing the update", task.id)
+                async with self.db.write() as session:
+                    await session.execute(
+                        update(ScheduledTask).where(ScheduledTask.id == task.id).values(**columns)
+                    )
                 raise ToolError(
                     "unavailable", f"the scheduler could not store the job ({exc}); try again"
                 ) from None
         after = task_to_dict(task)
         changed = [k for k in after if after[k] != before.get(k) and k not in ("updated_at",)]
-        return after, changed
+        return after, changed, schedule_preview(schedule, now)
 
     async def delete_task(self, task_id: str, context: ToolContext) -> ScheduledTask:
         task = await self._owned(task_id, context)

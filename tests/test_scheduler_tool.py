@@ -71,7 +71,9 @@ async def expect_error(
 async def test_design_document_direct_example(service: SchedulerService, ctx: ToolContext) -> None:
     out = await call(service, "create_task", INVENTORY, ctx)
     task = out["task"]
-    assert set(out) == {"task", "message"}
+    assert set(out) == {"task", "message", "next_runs", "warnings"}
+    assert out["next_runs"][0] == task["next_run_time"] and len(out["next_runs"]) == 3
+    assert out["warnings"] == []
     assert task["status"] == "scheduled"
     assert task["frequency"] == "daily" and task["execution_mode"] == "direct"
     assert task["schedule"] == "every day at 09:00 (UTC)"
@@ -438,3 +440,93 @@ def test_input_schema_is_a_valid_anthropic_tool_definition(service: SchedulerSer
     from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
     Draft202012Validator.check_schema(schema)
+
+
+# -- preview_schedule ---------------------------------------------------------------------
+DESIGN_EXAMPLE_SCHEDULES = [
+    {"frequency": "daily", "scheduled_time": "09:00:00"},
+    {"frequency": "weekly", "day_of_week": 0, "scheduled_time": "08:00:00"},
+    {"frequency": "once", "scheduled_time": "10:00:00"},
+    {"frequency": "minutely"},
+    {"frequency": "hourly"},
+    {"frequency": "monthly", "day_of_month": 15, "scheduled_time": "09:00"},
+    {"frequency": "custom", "custom_schedule": "every 3 days"},
+]
+
+
+@pytest.mark.parametrize("fields", DESIGN_EXAMPLE_SCHEDULES)
+async def test_preview_answers_every_design_document_schedule(
+    service: SchedulerService, ctx: ToolContext, fields: dict[str, Any]
+) -> None:
+    before = await counts(service)
+    out = await call(service, "preview_schedule", {**fields, "count": 4}, ctx)
+    assert set(out) >= {"description", "next_runs", "warnings", "message"}
+    expected = 1 if fields["frequency"] == "once" else 4
+    assert len(out["next_runs"]) == expected
+    times = [datetime.fromisoformat(t) for t in out["next_runs"]]
+    assert times == sorted(times) and times[0] > datetime.now(UTC)
+    assert "(UTC)" in out["description"]
+    assert await counts(service) == before, "a preview stores nothing"
+
+
+async def test_preview_warns_about_dst_and_month_ends(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    dst = await call(
+        service,
+        "preview_schedule",
+        {"frequency": "daily", "scheduled_time": "02:30", "timezone": "America/New_York"},
+        ctx,
+    )
+    assert any("02:30" in w for w in dst["warnings"]), dst["warnings"]
+    month_end = await call(
+        service,
+        "preview_schedule",
+        {"frequency": "monthly", "day_of_month": 31, "scheduled_time": "09:00", "count": 12},
+        ctx,
+    )
+    assert month_end["warnings"] and len(month_end["next_runs"]) == 12
+    past = await call(
+        service,
+        "preview_schedule",
+        {"frequency": "once", "scheduled_time": "2020-01-01T09:00"},
+        ctx,
+    )
+    assert past["next_runs"] == [] and past["warnings"]
+
+
+async def test_preview_of_an_existing_task_with_changes(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    task = await create(service, ctx)
+    same = await call(service, "preview_schedule", {"task_id": task["task_id"], "count": 1}, ctx)
+    assert same["next_runs"] == [task["next_run_time"]]
+    moved = await call(
+        service, "preview_schedule", {"task_id": task["task_id"], "scheduled_time": "10:30"}, ctx
+    )
+    assert datetime.fromisoformat(moved["next_runs"][0]).hour == 10
+    unchanged = (await call(service, "get_task", {"task_id": task["task_id"]}, ctx))["task"]
+    assert unchanged["next_run_time"] == task["next_run_time"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code", "needle"),
+    [
+        ({}, "invalid_input", "frequency"),
+        ({"frequency": "daily", "scheduled_time": "09:00", "count": 0}, "invalid_input", "count"),
+        ({"frequency": "daily", "scheduled_time": "09:00", "count": 101}, "invalid_input", "count"),
+        ({"frequency": "custom", "custom_schedule": "sometimes"}, "invalid_input", "every 3 days"),
+        ({"task_id": "task_missing"}, "not_found", "task_id"),
+    ],
+)
+async def test_preview_rejects_bad_input(
+    service: SchedulerService, ctx: ToolContext, kwargs: dict[str, Any], code: str, needle: str
+) -> None:
+    await expect_error(service, "preview_schedule", kwargs, ctx, code, needle)
+
+
+async def test_create_echoes_warnings(service: SchedulerService, ctx: ToolContext) -> None:
+    out = await call(
+        service, "create_task", {**INVENTORY, "frequency": "monthly", "day_of_month": 31}, ctx
+    )
+    assert out["warnings"] and "Warnings:" in out["message"]

@@ -13,6 +13,7 @@ from scheduler_service.inputs import (
     CreateTask,
     ExecuteNow,
     ListTasks,
+    PreviewSchedule,
     TaskFields,
     TaskRef,
     UpdateTask,
@@ -34,7 +35,9 @@ Operations:
 - create_task: name, frequency (once|minutely|hourly|daily|weekly|monthly|custom),
   scheduled_time ("HH:MM" = next occurrence in the task's timezone, or ISO 8601 datetime),
   day_of_week (weekly: 0=Monday..6=Sunday or a list), day_of_month (monthly: 1-31, -1 = last
-  day), custom_schedule (custom: "every 3 days at 09:00", "every 2 hours"), timezone (IANA,
+  day), custom_schedule (custom: "every 3 days at 09:00", "every 2 hours", "every weekday at
+  08:00", "every 2 weeks on monday, thursday at 08:00", cron "30 8 * * 1-5", or
+  "RRULE:FREQ=..."), timezone (IANA,
   e.g. "Europe/Paris"; ask the user if unsure), optional end_time, max_runs.
   Then either execution_mode "direct" with tool_name, operation, parameters (one fixed tool
   call), or "orchestrated" with task_description (plain-language instructions an assistant
@@ -47,6 +50,10 @@ Operations:
 - pause_task / resume_task: task_id.
 - execute_task_now: task_id, optional wait (default true). Runs it once now; the schedule is
   not changed. Use it to test a task right after creating it.
+- preview_schedule: the schedule fields of create_task (or a task_id, plus fields to change)
+  and count (default 5, max 100). Stores nothing; returns description, next_runs and
+  warnings (DST gaps/overlaps, days clamped to month end, times in the past). Use it when
+  unsure, and read the schedule back to the user before creating.
 Answers carry next_run_time (ISO 8601 with offset, in the task's timezone); tell the user
 the schedule in words and the next run so they can catch mistakes. Errors name the field
 to fix and the accepted values.
@@ -62,6 +69,7 @@ OPERATIONS = (
     "cancel_task",
     "pause_task",
     "resume_task",
+    "preview_schedule",
 )
 
 
@@ -112,6 +120,10 @@ def _kwargs_schema() -> dict[str, Any]:
         "enum": ["scheduled", "paused", "completed", "failed", "cancelled", "missed"],
     }
     properties["wait"] = {"type": "boolean", "description": "execute_task_now: wait for result"}
+    properties["count"] = {
+        "type": "integer",
+        "description": "preview_schedule: how many next runs (1-100, default 5)",
+    }
     properties["limit"]["description"] = "get_tasks: page size (1-100, default 20)"
     properties["offset"]["description"] = "get_tasks: rows to skip"
     return {"type": "object", "properties": properties}
@@ -125,6 +137,11 @@ INPUT_SCHEMA: dict[str, Any] = {
     },
     "required": ["operation"],
 }
+
+
+def _warning_words(shown: dict[str, Any]) -> str:
+    warnings = shown.get("warnings") or []
+    return (" Warnings: " + " ".join(warnings)) if warnings else ""
 
 
 def _next_run_words(task: dict[str, Any]) -> str:
@@ -151,6 +168,7 @@ class SchedulerTool(Tool):
             "cancel_task": self._cancel,
             "pause_task": self._pause,
             "resume_task": self._resume,
+            "preview_schedule": self._preview,
         }
 
     async def run(
@@ -178,17 +196,17 @@ class SchedulerTool(Tool):
         return self.service.tasks
 
     async def _create(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
-        task = await self._tasks.create_task(validate(CreateTask, kwargs), context)
+        task, shown = await self._tasks.create_task(validate(CreateTask, kwargs), context)
         message = (
             f"Created task '{task['name']}' ({task['task_id']}): {task['schedule']}. "
-            f"{_next_run_words(task)}"
+            f"{_next_run_words(task)}{_warning_words(shown)}"
         )
         if task["execution_mode"] == "orchestrated" and not self._tasks.has_llm:
             message += (
                 " Note: orchestrated runs need an Anthropic API key (ANTHROPIC_API_KEY); "
                 "none is configured, so its runs will fail until one is set."
             )
-        return {"task": task, "message": message}
+        return {"task": task, "message": message, **shown}
 
     async def _list(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
         query = validate(ListTasks, kwargs)
@@ -208,12 +226,21 @@ class SchedulerTool(Tool):
         }
 
     async def _update(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
-        task, changed = await self._tasks.update_task(validate(UpdateTask, kwargs), context)
+        task, changed, shown = await self._tasks.update_task(validate(UpdateTask, kwargs), context)
         what = ", ".join(changed) if changed else "nothing changed"
-        return {
-            "task": task,
-            "message": f"Updated task '{task['name']}' ({what}): {task['schedule']}. {_next_run_words(task)}",
-        }
+        message = (
+            f"Updated task '{task['name']}' ({what}): {task['schedule']}. "
+            f"{_next_run_words(task)}{_warning_words(shown)}"
+        )
+        return {"task": task, "message": message, **shown}
+
+    async def _preview(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        shown = await self._tasks.preview(validate(PreviewSchedule, kwargs), context)
+        runs = shown["next_runs"]
+        message = f"{shown['description']}. " + (
+            f"Next runs: {', '.join(runs)}." if runs else "No run would happen."
+        )
+        return {**shown, "message": message + _warning_words(shown)}
 
     async def _delete(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
         ref = validate(TaskRef, kwargs)
