@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 ErrorCode = Literal[
     "invalid_input",
@@ -20,15 +20,7 @@ ErrorCode = Literal[
     "unavailable",
     "execution_failed",
 ]
-ERROR_CODES: tuple[str, ...] = (
-    "invalid_input",
-    "not_found",
-    "quota_exceeded",
-    "forbidden",
-    "conflict",
-    "unavailable",
-    "execution_failed",
-)
+ERROR_CODES: tuple[str, ...] = get_args(ErrorCode)
 
 
 class ToolError(Exception):
