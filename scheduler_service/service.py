@@ -252,7 +252,7 @@ class SchedulerService:
         await self.stop()
 
     async def reconcile(self) -> dict[str, int]:
-        """Make task rows and jobs agree (invariant 3); see ``TaskRunner.reconcile``."""
+        """Make task rows and jobs agree (invariant 3); see ``scheduler_service.reconcile``."""
         return await reconcile(self.db, self.jobs)
 
     # -- notifications -----------------------------------------------------------------
