@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import select
@@ -16,12 +16,10 @@ from sqlalchemy.orm import aliased
 from scheduler_service.db import Database
 from scheduler_service.engine import JobControl, retry_job_id, task_of_job
 from scheduler_service.models import ScheduledTask, TaskRun, utcnow
-from scheduler_service.runner import LIVE_TASK, schedule_of
+from scheduler_service.runner import LIVE_TASK, SAME_INSTANT, schedule_of
 from scheduler_service.schedules import build_trigger
 
 log = logging.getLogger(__name__)
-
-SAME_INSTANT = timedelta(milliseconds=1)  # job-store times are floats: allow rounding
 
 
 def same_trigger(a: BaseTrigger, b: BaseTrigger) -> bool:

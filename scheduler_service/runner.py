@@ -48,6 +48,10 @@ LIVE_TASK = ("scheduled", "paused")
 RETRYABLE_TOOL_ERRORS = ("unavailable", "execution_failed")
 INTERRUPTED = "the service stopped while this run was in progress"
 NOT_STARTED = "the service stopped before this run started; it did not run"
+CLAIM_ATTEMPTS = 3
+CLAIM_RETRY_DELAY = 0.5  # s, doubled per attempt
+MAX_BACKFILL = 1000  # at most this many earlier fire times recovered by one claim
+SAME_INSTANT = timedelta(milliseconds=1)  # job-store times are floats: allow rounding
 
 IsAlive = Callable[[str | None], Awaitable[bool]]  # is the worker that recorded a run alive?
 
@@ -99,6 +103,27 @@ def next_fire_after(
     return fire
 
 
+def _fire_plan(
+    schedule: dict[str, Any],
+    next_run_at: datetime | None,
+    run_times: list[datetime],
+    now: datetime,
+) -> tuple[list[datetime], datetime | None]:
+    """(fire times the task still names before ``run_times``, the next fire after them).
+
+    ``next_run_at`` names the oldest unclaimed fire time. If it is earlier than what
+    APScheduler hands us, a fire was consumed by the job store but never claimed (a
+    database error or a crash in between): those times are claimed now too — run or
+    recorded missed — instead of vanishing."""
+    trigger = build_trigger(Schedule.from_dict(schedule))
+    earlier: list[datetime] = []
+    fire = next_run_at
+    while fire is not None and fire < run_times[0] - SAME_INSTANT and len(earlier) < MAX_BACKFILL:
+        earlier.append(fire)
+        fire = trigger.get_next_fire_time(fire, now)
+    return earlier, trigger.get_next_fire_time(run_times[-1], now)
+
+
 class TaskRunner:
     """Executes runs for one service; bounded by ``max_concurrent_tasks``."""
 
@@ -147,7 +172,9 @@ class TaskRunner:
             if self._stopping:  # unclaimed: next_run_at still names it; reconciled at start
                 log.warning("not claiming task %s: the service is stopping", task_id)
                 return
-            claim = await self._claim_fire(task_id, run_times, utcnow())
+            claim = await self._claim_fire_retrying(task_id, run_times)
+            if claim is None:
+                return
             if claim.job == "remove":
                 await self._remove_job(task_id)
             elif claim.job == "pause" and self.jobs is not None:
@@ -286,6 +313,28 @@ class TaskRunner:
         async with self.db.read() as session:
             return await session.get(ScheduledTask, task_id)
 
+    async def _claim_fire_retrying(
+        self, task_id: str, run_times: list[datetime]
+    ) -> FireClaim | None:
+        """Claim a fire, retrying a database error a few times.
+
+        APScheduler has already moved the job on, so giving up must not lose the time:
+        the task's ``next_run_at`` (untouched by the failed transaction) still names it,
+        and the task's next fire, or the next start, claims it (see ``_backfill``)."""
+        for attempt in range(CLAIM_ATTEMPTS):
+            try:
+                return await self._claim_fire(task_id, run_times, utcnow())
+            except Exception:
+                log.exception("claiming the fire of task %s at %s failed", task_id, run_times[-1])
+                if attempt + 1 < CLAIM_ATTEMPTS:
+                    await asyncio.sleep(CLAIM_RETRY_DELAY * 2**attempt)
+        log.error(
+            "gave up claiming task %s at %s; its next fire or the next start will record it",
+            task_id,
+            run_times[-1],
+        )
+        return None
+
     async def _claim_fire(
         self, task_id: str, run_times: list[datetime], now: datetime
     ) -> FireClaim:
@@ -299,11 +348,15 @@ class TaskRunner:
                 if task.status != "scheduled":
                     log.warning("task %s is %s but its job fired", task_id, task.status)
                     return FireClaim(job="pause" if task.status == "paused" else "remove")
-                fresh = await self._unclaimed(session, task_id, run_times)
+                # Off the loop: a sparse RRULE can take dateutil a noticeable moment.
+                earlier, next_run = await asyncio.to_thread(
+                    _fire_plan, task.schedule, task.next_run_at, run_times, now
+                )
+                fresh = await self._unclaimed(session, task_id, earlier + run_times)
                 if not fresh:
                     log.info("fire of task %s at %s already claimed", task_id, run_times[-1])
                     return FireClaim()
-                return self._claim_due(session, task, fresh, run_times[-1], now)
+                return self._claim_due(session, task, fresh, next_run, now)
         except IntegrityError:
             log.info("fire of task %s at %s already claimed", task_id, run_times[-1])
             return FireClaim()
@@ -326,10 +379,10 @@ class TaskRunner:
         session: AsyncSession,
         task: ScheduledTask,
         run_times: list[datetime],
-        last: datetime,
+        next_run: datetime | None,
         now: datetime,
     ) -> FireClaim:
-        """Missed and due fire times among ``run_times``; next_run_at moves past ``last``."""
+        """Missed and due fire times among ``run_times``; next_run_at moves to ``next_run``."""
         grace = task.misfire_grace_time
         grace = self.cfg.misfire_grace_time if grace is None else grace
         due: datetime | None = run_times[-1]
@@ -337,7 +390,6 @@ class TaskRunner:
         assert due is not None
         if (now - due).total_seconds() > grace:
             missed, due = run_times, None
-        next_run = next_fire_after(task, last, now)
         task.next_run_at = next_run
         if due is None and next_run is None and task.frequency != "once":
             task.status = "completed"

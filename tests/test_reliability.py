@@ -620,3 +620,50 @@ async def test_stop_waits_for_running_tasks_then_interrupts_them(
     assert sorted((n["task_id"], n["status"]) for n in notes) == sorted(
         [(ids[0], "succeeded"), (ids[1], "interrupted"), (ids[2], "interrupted")]
     )
+
+
+async def test_a_fire_whose_claim_fails_is_recorded_at_the_next_fire(
+    start_service: ServiceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """APScheduler moved the job on, then the claim transaction kept failing: the fire
+    time must not vanish. The task's next_run_at still names it, and the next fire
+    claims it too (recorded missed, as it is older than the due one)."""
+    from sqlalchemy.exc import OperationalError
+
+    import scheduler_service.runner as runner_module
+
+    monkeypatch.setattr(runner_module, "CLAIM_RETRY_DELAY", 0.01)
+    service = await start_service(tools=[FlakyTool()], min_interval=1)
+    real_claim = service.runner._claim_fire
+    failed: list[list[datetime]] = []
+
+    async def failing_first_fire(task_id: str, run_times: list[datetime], now: datetime) -> Any:
+        if not failed or failed[-1] == run_times:
+            failed.append(run_times)
+            raise OperationalError("INSERT INTO task_runs", {}, Exception("disk I/O error"))
+        return await real_claim(task_id, run_times, now)
+
+    monkeypatch.setattr(service.runner, "_claim_fire", failing_first_fire)
+    t0 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    rule = f"DTSTART:{t0:%Y%m%dT%H%M%SZ}\nRRULE:FREQ=SECONDLY;INTERVAL=2"
+    out = await service.scheduler_tool.run(
+        "create_task",
+        {
+            "name": "every 2 s",
+            "frequency": "custom",
+            "custom_schedule": rule,
+            "tool_name": "flaky",
+            "operation": "act",
+        },
+        context=CTX,
+    )
+    task_id = out["task"]["task_id"]
+    missed = await next_notification(service)
+    assert missed["status"] == "missed" and "missed 1 run" in missed["message"]
+    assert (await next_notification(service))["status"] == "succeeded"
+    assert len(failed) == 3 and failed[0] == [t0]  # every attempt at t0 failed
+    rows = await runs_of(service, task_id)
+    assert [(r.fire_time, r.status) for r in rows[:2]] == [
+        (t0, "missed"),
+        (t0 + timedelta(seconds=2), "succeeded"),
+    ]
