@@ -45,7 +45,9 @@ class TaskFields(_Strict):
     )
     timezone: str | None = Field(None, description="IANA zone, e.g. Europe/Paris")
     end_time: str | None = Field(None, description="ISO 8601; no runs after it")
-    max_runs: int | None = Field(None, ge=1, description="Complete the task after this many runs")
+    max_runs: int | None = Field(
+        None, ge=1, le=1_000_000, description="Complete the task after this many runs"
+    )
     execution_mode: Mode | None = None
     tool_name: str | None = Field(None, description="direct: the tool to call")
     operation: str | None = Field(None, description="direct: the tool operation")
@@ -62,11 +64,16 @@ class TaskFields(_Strict):
     timeout: int | None = Field(None, ge=1, le=86_400, description="Seconds per run")
     max_retries: int | None = Field(None, ge=0, le=10, description="Retries of a failed run")
     misfire_grace_time: int | None = Field(
-        None, ge=0, description="Seconds within which a run missed during downtime still runs"
+        None,
+        ge=0,
+        le=31_622_400,
+        description="Seconds within which a run missed during downtime still runs (≤ 1 year)",
     )
     max_iterations: int | None = Field(None, ge=1, le=50, description="orchestrated: model calls")
     max_tokens: int | None = Field(None, ge=1, le=64_000, description="orchestrated: per call")
-    token_budget: int | None = Field(None, ge=1, description="orchestrated: tokens per run")
+    token_budget: int | None = Field(
+        None, ge=1, le=100_000_000, description="orchestrated: tokens per run"
+    )
 
     @field_validator("frequency", "execution_mode", mode="before")
     @classmethod
@@ -94,7 +101,7 @@ class PreviewSchedule(_Strict):
     custom_schedule: str | None = Field(None, max_length=500)
     timezone: str | None = None
     end_time: str | None = None
-    max_runs: int | None = Field(None, ge=1)
+    max_runs: int | None = Field(None, ge=1, le=1_000_000)
     count: int = Field(5, ge=1, le=100, description="How many next runs to list")
 
     @field_validator("frequency", mode="before")

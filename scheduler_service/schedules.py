@@ -193,9 +193,14 @@ def parse_local_datetime(value: str, zone: ZoneInfo, field_name: str) -> tuple[d
             f"{value!r} is not a time; use HH:MM[:SS] or an ISO 8601 datetime such as "
             "2026-12-24T18:00 (naive means the task's timezone) or 2026-12-24T18:00:00+01:00",
         ) from None
-    if parsed.tzinfo is None:
-        return localize(parsed, zone).astimezone(UTC), parsed
-    return parsed.astimezone(UTC), wall(parsed, zone)
+    try:
+        if parsed.tzinfo is None:
+            return localize(parsed, zone).astimezone(UTC), parsed
+        return parsed.astimezone(UTC), wall(parsed, zone)
+    except OverflowError:  # e.g. 9999-12-31T23:59-05:00 is past year 9999 in UTC
+        raise ScheduleError(
+            field_name, f"{value!r} is out of range; give a date between years 1900 and 9998"
+        ) from None
 
 
 def parse_datetime(value: str, zone: ZoneInfo, field_name: str) -> datetime:
@@ -667,7 +672,7 @@ def _cron(ctx: _Context, text: str) -> Schedule:
 def _rrule(ctx: _Context, text: str) -> Schedule:
     try:
         spec = parse_rrule(text)
-    except ValueError as exc:
+    except (ValueError, ZeroDivisionError, OverflowError) as exc:
         raise _custom_error(" ".join(text.split()), f"is not a valid RRULE: {exc}") from None
     if spec.tzid is not None and spec.tzid != ctx.zone.key:
         raise _custom_error(

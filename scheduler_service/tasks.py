@@ -9,10 +9,12 @@ is undone, so a caller never sees a half-written task.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from datetime import datetime
 from typing import Any
 
+from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import delete, func, select, update
 
 from config import Settings
@@ -64,6 +66,16 @@ def schedule_preview(schedule: Schedule, now: datetime) -> dict[str, Any]:
     """The first runs and warnings create_task/update_task echo back to the LLM."""
     shown = preview(schedule, now=now, count=3)
     return {"next_runs": shown["next_runs"], "warnings": shown["warnings"]}
+
+
+def plan(schedule: Schedule, now: datetime) -> tuple[BaseTrigger, datetime | None, dict[str, Any]]:
+    """Trigger, first run and preview of a schedule (run in a thread: see _schedule)."""
+    trigger = build_trigger(schedule)
+    return trigger, trigger.get_next_fire_time(None, now), schedule_preview(schedule, now)
+
+
+# Changing only these keeps the schedule's phase ("every 2 weeks" stays on its weeks).
+LIMIT_FIELDS = ("end_time", "max_runs")
 
 
 def task_to_dict(task: ScheduledTask) -> dict[str, Any]:
@@ -144,6 +156,7 @@ class TaskManager:
         self.jobs = jobs
         self.has_llm = has_llm
         self._background: set[asyncio.Task[Any]] = set()
+        self._manual_reserved: set[str] = set()  # task ids with a manual run starting here
 
     # -- validation ------------------------------------------------------------------
     async def _schedule(self, fields: dict[str, Any], now: datetime) -> Schedule:
@@ -312,8 +325,7 @@ class TaskManager:
         fields = data.model_dump()
         schedule = await self._schedule(fields, now)
         mode = self._check_execution(fields)
-        trigger = build_trigger(schedule)
-        next_run = trigger.get_next_fire_time(None, now)
+        trigger, next_run, shown = await asyncio.to_thread(plan, schedule, now)
         task = ScheduledTask(
             id=new_id("task"),
             user_id=context.user_id,
@@ -357,7 +369,7 @@ class TaskManager:
             raise ToolError(
                 "unavailable", f"the scheduler could not store the job ({exc}); try again"
             ) from None
-        return task_to_dict(task), schedule_preview(schedule, now)
+        return task_to_dict(task), shown
 
     @staticmethod
     def _apply(task: ScheduledTask, fields: dict[str, Any]) -> None:
@@ -438,9 +450,7 @@ class TaskManager:
         now = utcnow()
         merged = self._merged(task, changes)
         reschedule = any(k in changes for k in SCHEDULE_FIELDS)
-        schedule = (
-            await self._schedule(merged, now) if reschedule else Schedule.from_dict(task.schedule)
-        )
+        schedule = await self._updated_schedule(task, changes, merged, now)
         if any(
             k in changes
             for k in (
@@ -455,10 +465,9 @@ class TaskManager:
             merged["execution_mode"] = self._check_execution(
                 {**merged, "execution_mode": changes.get("execution_mode", task.execution_mode)}
             )
-        trigger = build_trigger(schedule)
-        next_run = trigger.get_next_fire_time(None, now) if reschedule else task.next_run_at
+        trigger, first, shown = await asyncio.to_thread(plan, schedule, now)
+        next_run = first if reschedule else task.next_run_at
         before = task_to_dict(task)
-        columns = {c.key: getattr(task, c.key) for c in ScheduledTask.__table__.columns}
         async with self.db.write() as session:
             row = await session.get(ScheduledTask, task.id)
             if row is None:
@@ -467,9 +476,11 @@ class TaskManager:
                 row.schedule = schedule.to_dict()
                 row.start_at = schedule.start_at
                 row.next_run_at = next_run if row.status == "scheduled" else None
+            columns = {c.key: getattr(row, c.key) for c in ScheduledTask.__table__.columns}
             self._apply(row, {**changes, "execution_mode": merged.get("execution_mode")})
             row.updated_at = now
             task = row
+        touched = {k: v for k, v in columns.items() if getattr(task, k) != v}
         if reschedule:
             try:
                 await self.jobs.schedule(
@@ -477,23 +488,44 @@ class TaskManager:
                 )
             except Exception as exc:
                 log.exception("could not reschedule task %s; undoing the update", task.id)
-                async with self.db.write() as session:
-                    await session.execute(
-                        update(ScheduledTask).where(ScheduledTask.id == task.id).values(**columns)
-                    )
+                await self._restore(task.id, touched)  # only what this update changed
                 raise ToolError(
                     "unavailable", f"the scheduler could not store the job ({exc}); try again"
                 ) from None
         after = task_to_dict(task)
         changed = [k for k in after if after[k] != before.get(k) and k not in ("updated_at",)]
-        return after, changed, schedule_preview(schedule, now)
+        return after, changed, shown
+
+    async def _updated_schedule(
+        self, task: ScheduledTask, changes: dict[str, Any], merged: dict[str, Any], now: datetime
+    ) -> Schedule:
+        """The task's schedule after ``changes``: re-parsed when its shape changes; with only
+        end_time/max_runs changed, the stored schedule keeps its phase and takes the new
+        limits. max_runs may not fall to or below the runs already made."""
+        stored = Schedule.from_dict(task.schedule)
+        if not any(k in changes for k in SCHEDULE_FIELDS):
+            return stored
+        max_runs = changes.get("max_runs")
+        if max_runs is not None and max_runs <= task.run_count:
+            raise ToolError(
+                "invalid_input",
+                f"max_runs: {max_runs} would end a task that has already run {task.run_count} "
+                f"time(s); give more than {task.run_count}, or cancel_task to stop it now",
+            )
+        parsed = await self._schedule(merged, now)
+        if all(k in LIMIT_FIELDS for k in changes if k in SCHEDULE_FIELDS):
+            return dataclasses.replace(stored, end_time=parsed.end_time, max_runs=parsed.max_runs)
+        return parsed
 
     async def delete_task(self, task_id: str, context: ToolContext) -> ScheduledTask:
         task = await self._owned(task_id, context)
         async with self.db.write() as session:
             await session.execute(delete(TaskRun).where(TaskRun.task_id == task_id))
             await session.execute(delete(ScheduledTask).where(ScheduledTask.id == task_id))
-        await self._remove_jobs(task_id)
+        try:
+            await self._remove_jobs(task_id)
+        except Exception:  # harmless: a job whose task is gone removes itself when it fires
+            log.exception("could not remove the job of deleted task %s", task_id)
         return task
 
     async def _remove_jobs(self, task_id: str) -> None:
@@ -522,8 +554,13 @@ class TaskManager:
             next_run = build_trigger(Schedule.from_dict(task.schedule)).get_next_fire_time(
                 None, now
             )
-            if next_run is None:
-                raise ToolError("conflict", f"task_id: task {task.id!r} has no run left to resume")
+            if next_run is None or next_run <= now:
+                raise ToolError(
+                    "conflict",
+                    f"task_id: task {task.id!r} has no run left to resume (its last scheduled "
+                    "time has passed); create a new task with a future scheduled_time",
+                )
+        before = (task.status, task.next_run_at, task.updated_at, task.consecutive_failures)
         async with self.db.write() as session:
             row = await session.get(ScheduledTask, task.id)
             if row is None:
@@ -532,17 +569,68 @@ class TaskManager:
             if status == "scheduled":
                 row.consecutive_failures = 0
             task = row
+        try:
+            await self._apply_status_to_job(task, status, next_run)
+        except Exception as exc:
+            log.exception("could not change the job of task %s; undoing", task.id)
+            await self._restore(
+                task.id,
+                dict(
+                    zip(
+                        ("status", "next_run_at", "updated_at", "consecutive_failures"),
+                        before,
+                        strict=True,
+                    )
+                ),
+            )
+            raise ToolError(
+                "unavailable", f"the scheduler could not change the job ({exc}); try again"
+            ) from None
+        return task, True
+
+    async def _apply_status_to_job(
+        self, task: ScheduledTask, status: str, next_run: datetime | None
+    ) -> None:
         if status == "cancelled":
             await self._remove_jobs(task.id)
         elif status == "paused":
             await self.jobs.pause(task.id)
         else:
-            await self.jobs.schedule(
-                task.id, build_trigger(Schedule.from_dict(task.schedule)), next_run
+            trigger = build_trigger(Schedule.from_dict(task.schedule))
+            await self.jobs.schedule(task.id, trigger, next_run)
+
+    async def _restore(self, task_id: str, values: dict[str, Any]) -> None:
+        """Put columns back after a job-store failure, so row and job agree again."""
+        async with self.db.write() as session:
+            await session.execute(
+                update(ScheduledTask).where(ScheduledTask.id == task_id).values(**values)
             )
-        return task, True
 
     async def execute_now(self, task_id: str, context: ToolContext, wait: bool) -> dict[str, Any]:
+        """A manual run. Two calls at once (LLMs call tools in parallel) get one run and
+        one ``conflict``: the task is reserved in this process before the first await,
+        and other processes see its queued/running row."""
+        if task_id in self._manual_reserved:
+            raise self._already_running(task_id)
+        self._manual_reserved.add(task_id)
+        handed_off = False
+        try:
+            out = await self._execute_now(task_id, context, wait)
+            handed_off = not wait  # the background run releases the reservation
+            return out
+        finally:
+            if not handed_off:
+                self._manual_reserved.discard(task_id)
+
+    @staticmethod
+    def _already_running(task_id: str) -> ToolError:
+        return ToolError(
+            "conflict",
+            f"task_id: task {task_id!r} is already running; wait for it to finish "
+            "(get_task shows its recent runs)",
+        )
+
+    async def _execute_now(self, task_id: str, context: ToolContext, wait: bool) -> dict[str, Any]:
         task = await self._owned(task_id, context)
         async with self.db.read() as session:
             active = await session.scalar(
@@ -551,13 +639,9 @@ class TaskManager:
                 .where(TaskRun.task_id == task_id, TaskRun.status.in_(ACTIVE_RUN))
             )
         if active or self.runner.is_running(task_id):
-            raise ToolError(
-                "conflict",
-                f"task_id: task {task_id!r} is already running; wait for it to finish "
-                "(get_task shows its recent runs)",
-            )
+            raise self._already_running(task_id)
         if not wait:
-            job = asyncio.get_running_loop().create_task(self.runner.run_now(task))
+            job = asyncio.get_running_loop().create_task(self._run_reserved(task))
             self._background.add(job)
             job.add_done_callback(self._background.discard)
             return {"task": task_to_dict(task), "run": None}
@@ -567,6 +651,13 @@ class TaskManager:
             "task": task_to_dict(fresh),
             "run": run_to_dict(run, task.timezone) if run else None,
         }
+
+    async def _run_reserved(self, task: ScheduledTask) -> TaskRun | None:
+        """A background manual run keeps the task reserved until it has finished."""
+        try:
+            return await self.runner.run_now(task)
+        finally:
+            self._manual_reserved.discard(task.id)
 
     async def drain_background(self) -> None:
         if self._background:

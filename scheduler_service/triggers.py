@@ -599,6 +599,10 @@ def parse_rrule(text: str) -> RRuleSpec:
             raise ValueError(f"{token!r} is not understood; give DTSTART (optional) and one RRULE")
     if rule is None:
         raise ValueError("no RRULE found; give e.g. RRULE:FREQ=DAILY;BYHOUR=9;BYMINUTE=0")
+    for part in rule.split(";"):
+        name, _, value = part.partition("=")
+        if name == "INTERVAL" and not (value.isdigit() and int(value) >= 1):
+            raise ValueError(f"INTERVAL={value} must be a whole number of at least 1")
     spec = RRuleSpec(rule, *(dtstart or (None, False, None)))
     compile_rrule(spec, ZoneInfo("UTC"), default_start=datetime(2000, 1, 1))
     return spec

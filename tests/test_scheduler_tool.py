@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -159,6 +160,11 @@ async def test_task_is_owned_by_the_context(service: SchedulerService, ctx: Tool
         ({"timeout": 0}, ["timeout"]),
         ({"colour": "blue"}, ["colour", "unknown field", "frequency"]),
         ({"name": ""}, ["name"]),
+        ({"max_runs": 10**30}, ["max_runs", "less than or equal"]),
+        ({"misfire_grace_time": 10**30}, ["misfire_grace_time"]),
+        ({"frequency": "once", "scheduled_time": "9999-12-31T23:59:59-05:00"}, ["out of range"]),
+        ({"end_time": "0001-01-01T00:00:00+14:00"}, ["end_time", "out of range"]),
+        ({"frequency": "custom", "custom_schedule": "RRULE:FREQ=DAILY;INTERVAL=0"}, ["INTERVAL"]),
         ({"name": None}, ["name"]),
     ],
 )
@@ -530,3 +536,110 @@ async def test_create_echoes_warnings(service: SchedulerService, ctx: ToolContex
         service, "create_task", {**INVENTORY, "frequency": "monthly", "day_of_month": 31}, ctx
     )
     assert out["warnings"] and "Warnings:" in out["message"]
+
+
+# -- found in review: concurrency, phases, limits, job-store failures ----------------------
+async def test_parallel_execute_now_runs_once(
+    start_service: ServiceFactory, ctx: ToolContext
+) -> None:
+    """LLMs issue tool calls in parallel: two execute_task_now at once give one run."""
+    tool = RecordingTool()
+    service = await start_service(tools=[tool])
+    task = await create(service, ctx, tool_name="recording_tool", operation="block", parameters={})
+    first = asyncio.create_task(
+        call(service, "execute_task_now", {"task_id": task["task_id"]}, ctx)
+    )
+    second = asyncio.create_task(
+        call(service, "execute_task_now", {"task_id": task["task_id"]}, ctx)
+    )
+    await tool.called.wait()
+    tool.release.set()
+    outcomes = await asyncio.gather(first, second, return_exceptions=True)
+    errors = [o for o in outcomes if isinstance(o, ToolError)]
+    assert len(errors) == 1 and errors[0].code == "conflict"
+    assert len(tool.calls) == 1
+
+
+async def test_changing_only_limits_keeps_the_schedule_phase(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    task = await create(
+        service, ctx, frequency="custom", custom_schedule="every 2 weeks on monday at 09:00"
+    )
+    async with service.db.read() as session:
+        before = (await session.get(ScheduledTask, task["task_id"])).schedule  # type: ignore[union-attr]
+    end = (datetime.now(UTC) + timedelta(days=90)).isoformat()
+    await call(
+        service, "update_task", {"task_id": task["task_id"], "end_time": end, "max_runs": 5}, ctx
+    )
+    async with service.db.read() as session:
+        after = (await session.get(ScheduledTask, task["task_id"])).schedule  # type: ignore[union-attr]
+    assert after["max_runs"] == 5 and after["end_time"] is not None
+    assert {k: v for k, v in after.items() if k not in ("end_time", "max_runs")} == {
+        k: v for k, v in before.items() if k not in ("end_time", "max_runs")
+    }, "the anchor (start_at) of 'every 2 weeks' must not move"
+
+
+async def test_max_runs_cannot_fall_below_runs_made(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    task = await create(service, ctx)
+    for _ in range(2):
+        fire = (await call(service, "get_task", {"task_id": task["task_id"]}, ctx))["task"]
+        await service.runner.on_fire(
+            task["task_id"], [datetime.fromisoformat(fire["next_run_time"])]
+        )
+    await expect_error(
+        service,
+        "update_task",
+        {"task_id": task["task_id"], "max_runs": 2},
+        ctx,
+        "invalid_input",
+        "max_runs",
+        "already run 2",
+    )
+
+
+async def test_resuming_a_once_task_whose_time_passed_is_refused(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    due = datetime.now(UTC) + timedelta(seconds=1)
+    task = await create(service, ctx, frequency="once", scheduled_time=due.isoformat())
+    await call(service, "pause_task", {"task_id": task["task_id"]}, ctx)
+    await asyncio.sleep((due - datetime.now(UTC)).total_seconds() + 0.1)  # let the time pass
+    await expect_error(
+        service, "resume_task", {"task_id": task["task_id"]}, ctx, "conflict", "has passed"
+    )
+    got = (await call(service, "get_task", {"task_id": task["task_id"]}, ctx))["task"]
+    assert got["status"] == "paused"
+
+
+async def test_job_store_failure_on_resume_changes_nothing(
+    service: SchedulerService, ctx: ToolContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = await create(service, ctx)
+    await call(service, "pause_task", {"task_id": task["task_id"]}, ctx)
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(service.jobs, "_call", broken)
+    with pytest.raises(ToolError) as info:
+        await call(service, "resume_task", {"task_id": task["task_id"]}, ctx)
+    assert info.value.code == "unavailable" and "try again" in info.value.message
+    monkeypatch.undo()
+    got = (await call(service, "get_task", {"task_id": task["task_id"]}, ctx))["task"]
+    assert got["status"] == "paused" and got["next_run_time"] is None
+    assert await service.jobs.next_run_time(task["task_id"]) is None
+
+
+async def test_unexpected_errors_reach_the_caller_as_tool_errors(
+    service: SchedulerService, ctx: ToolContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def bug(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(service.tasks, "list_tasks", bug)
+    with pytest.raises(ToolError) as info:
+        await call(service, "get_tasks", {}, ctx)
+    assert info.value.code == "execution_failed" and "KeyError" in info.value.message

@@ -6,8 +6,11 @@ call the service's TaskManager, and shape the answer the design document specifi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler_service.inputs import (
     CreateTask,
@@ -20,6 +23,8 @@ from scheduler_service.inputs import (
     validate,
 )
 from tools.base import Tool, ToolContext, ToolError, parse_kwargs
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from scheduler_service.service import SchedulerService
@@ -189,7 +194,23 @@ class SchedulerTool(Tool):
             raise ToolError(
                 "forbidden", "context: the host must supply a ToolContext with a user_id"
             )
-        return await handler(parse_kwargs(kwargs), context)
+        try:
+            return await handler(parse_kwargs(kwargs), context)
+        except ToolError:
+            raise
+        except SQLAlchemyError as exc:
+            log.exception("scheduler_tool %s: database error", operation)
+            raise ToolError(
+                "unavailable",
+                f"the task database is unavailable ({type(exc).__name__}); try again shortly",
+            ) from None
+        except Exception as exc:  # never a traceback to the caller (invariant 5)
+            log.exception("scheduler_tool %s failed unexpectedly", operation)
+            raise ToolError(
+                "execution_failed",
+                f"{operation} failed unexpectedly ({type(exc).__name__}: {exc}); this is a "
+                "scheduler bug, not a problem with your input",
+            ) from None
 
     @property
     def _tasks(self) -> TaskManager:
