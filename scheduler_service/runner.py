@@ -218,7 +218,22 @@ class TaskRunner:
             self._active.pop(run.id, None)
             self._started.discard(run.id)
             in_flight[run.task_id] -= 1
-        return await self._finish(run, outcome)
+        return await self._finish_retrying(run, outcome)
+
+    async def _finish_retrying(self, run: TaskRun, outcome: Outcome) -> TaskRun:
+        """Record the outcome, retrying a database error: a run left ``running`` by a live
+        process is never recovered, would block execute_task_now and never notify."""
+        for attempt in range(CLAIM_ATTEMPTS):
+            try:
+                return await self._finish(run, outcome)
+            except Exception:
+                log.exception("recording run %s (%s) failed", run.id, outcome.status)
+                if attempt + 1 < CLAIM_ATTEMPTS:
+                    await asyncio.sleep(CLAIM_RETRY_DELAY * 2**attempt)
+        log.error(
+            "gave up recording run %s; it stays %s until this worker restarts", run.id, run.status
+        )
+        return run
 
     async def _run_in_slot(self, run: TaskRun, ticket: int) -> Outcome:
         try:

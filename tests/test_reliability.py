@@ -667,3 +667,31 @@ async def test_a_fire_whose_claim_fails_is_recorded_at_the_next_fire(
         (t0, "missed"),
         (t0 + timedelta(seconds=2), "succeeded"),
     ]
+
+
+async def test_recording_an_outcome_survives_a_database_error(
+    start_service: ServiceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose outcome write fails once is still recorded, once, with its notification
+    (left ``running`` it would block execute_task_now and never notify)."""
+    from sqlalchemy.exc import OperationalError
+
+    import scheduler_service.runner as runner_module
+
+    monkeypatch.setattr(runner_module, "CLAIM_RETRY_DELAY", 0.01)
+    service = await start_service(tools=[FlakyTool()])
+    real_finish = service.runner._finish
+    failures: list[str] = []
+
+    async def finish_failing_once(run: TaskRun, outcome: Any) -> TaskRun:
+        if not failures:
+            failures.append(run.id)
+            raise OperationalError("UPDATE task_runs", {}, Exception("disk I/O error"))
+        return await real_finish(run, outcome)
+
+    monkeypatch.setattr(service.runner, "_finish", finish_failing_once)
+    task_id = await create(service, "flaky", soon(3600), frequency="hourly")
+    out = await service.scheduler_tool.run("execute_task_now", {"task_id": task_id}, context=CTX)
+    assert failures and out["run"]["status"] == "succeeded"
+    assert [r.status for r in await runs_of(service, task_id)] == ["succeeded"]
+    assert len(await notifications_of(service, task_id)) == 1

@@ -298,7 +298,12 @@ class SchedulerTool(Tool):
         if run is None:
             message = f"Started task '{name}'; its result will arrive as a notification."
         elif run["status"] == "succeeded":
-            message = f"Ran task '{name}' now: succeeded. The regular schedule is unchanged."
+            after = (
+                "The regular schedule is unchanged."
+                if out["task"]["next_run_time"]
+                else f"The task is {out['task']['status']} and has no upcoming run."
+            )
+            message = f"Ran task '{name}' now: succeeded. {after}"
         else:
             message = f"Ran task '{name}' now: {run['status']} — {run['error']}."
         return {"task_id": args.task_id, "run": run, "task": out["task"], "message": message}
