@@ -12,17 +12,8 @@ from scheduler_service import SchedulerService
 from scheduler_service.models import ScheduledTask, TaskRun
 from tests.anthropic_mock import FakeAnthropic, Reply, error_body, text_message, tool_use_message
 from tests.conftest import ServiceFactory, next_notification
+from tests.design_examples import SALES
 from tools import Tool, ToolContext, ToolError
-
-SALES = {
-    "name": "Weekly Sales Analysis",
-    "frequency": "weekly",
-    "day_of_week": 0,
-    "scheduled_time": "08:00:00",
-    "execution_mode": "orchestrated",
-    "task_description": "Generate a sales report for the past week, analyze top-selling "
-    "products, and email a summary to the sales team.",
-}
 
 
 class SalesTool(Tool):

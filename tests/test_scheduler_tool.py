@@ -13,30 +13,8 @@ from sqlalchemy import func, select
 from scheduler_service import SchedulerService
 from scheduler_service.models import ScheduledTask, TaskRun
 from tests.conftest import RecordingTool, ServiceFactory
+from tests.design_examples import INVENTORY, SALES
 from tools import ToolContext, ToolError
-
-INVENTORY = {
-    "name": "Daily Inventory Check",
-    "frequency": "daily",
-    "scheduled_time": "09:00:00",
-    "execution_mode": "direct",
-    "tool_name": "reminder_tool",
-    "operation": "add_reminder",
-    "parameters": {
-        "title": "Check inventory levels",
-        "date": "today",
-        "description": "Review stock levels for popular items",
-    },
-}
-SALES = {
-    "name": "Weekly Sales Analysis",
-    "frequency": "weekly",
-    "day_of_week": 0,
-    "scheduled_time": "08:00:00",
-    "execution_mode": "orchestrated",
-    "task_description": "Generate a sales report for the past week, analyze top-selling "
-    "products, and email a summary to the sales team.",
-}
 
 
 async def call(service: SchedulerService, op: str, kwargs: Any, ctx: ToolContext) -> dict[str, Any]:
