@@ -448,3 +448,25 @@ async def test_end_time_completes_the_task(service: SchedulerService) -> None:
     assert task["status"] == "completed" and task["next_run_time"] is None
     assert task["run_count"] == 2
     assert not await service.jobs.exists(task_id)
+
+
+def test_cli_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    import signal
+
+    env = {**os.environ, "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'term.db'}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scheduler_service"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until it is serving
+        if "scheduler running" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=30)  # bound: shutdown_grace (10 s) and then some
+    assert proc.returncode == 0, rest
+    assert "scheduler service stopped" in rest
