@@ -449,8 +449,11 @@ class TaskRunner:
                     return None
                 if kind == "retry" and task.status != "scheduled":
                     log.info("not retrying task %s: it is %s", task_id, task.status)
-                    return None
-                if kind != "manual" and self._scheduled[task_id]:
+                    note = await self._abandon_retry(session, task, fire_time, attempt - 1)
+                    published.extend([note] if note else [])
+                    session.add_all(published)
+                    run = None
+                elif kind != "manual" and self._scheduled[task_id]:
                     published.append(self._add_skip(session, task, fire_time, kind, attempt))
                     session.add_all(published)
                     run = None
@@ -464,6 +467,27 @@ class TaskRunner:
             return None
         await self._publish(published)
         return run
+
+    async def _abandon_retry(
+        self, session: AsyncSession, task: ScheduledTask, fire_time: datetime, attempt: int
+    ) -> TaskNotification | None:
+        """The user paused or cancelled the task (or it completed) while a retry was
+        pending: the failed attempt becomes final, with the one failure notification the
+        fire time is owed."""
+        last = await session.scalar(
+            select(TaskRun).where(
+                TaskRun.task_id == task.id,
+                TaskRun.fire_time == fire_time,
+                TaskRun.attempt == attempt,
+            )
+        )
+        if last is None or (last.details or {}).get("retry_abandoned"):
+            return None
+        last.details = {**(last.details or {}), "retry_abandoned": True}
+        error = f"{last.error or last.status} (not retried: the task is {task.status})"
+        outcome = Outcome(last.status, result=last.result, error=error, error_kind=last.error_kind)
+        _job, note = self._update_task(task, last, outcome, utcnow())
+        return note
 
     def _add_missed(
         self,

@@ -433,6 +433,10 @@ async def test_a_paused_task_does_not_run_its_pending_retry(
     await service.scheduler_tool.run("pause_task", {"task_id": task_id}, context=CTX)
     assert await service.runner.on_retry(task_id, due, 2) is None  # as the retry job would
     assert [r.attempt for r in await runs_of(service, task_id)] == [1]
+    note = await next_notification(service)  # the fire time's one failure notification
+    assert note["status"] == "failed" and "not retried: the task is paused" in note["message"]
+    assert await service.runner.on_retry(task_id, due, 2) is None
+    assert len(await notifications_of(service, task_id)) == 1
 
 
 async def test_a_task_failing_n_fire_times_in_a_row_pauses_itself(
