@@ -37,7 +37,7 @@ from scheduler_service.engine import JobControl
 from scheduler_service.models import ScheduledTask, TaskNotification, TaskRun, new_id, utcnow
 from scheduler_service.notifications import Notifier, summarize
 from scheduler_service.orchestrate import OrchestratedExecution
-from scheduler_service.schedules import Schedule, build_trigger, describe
+from scheduler_service.schedules import Schedule, build_trigger
 from scheduler_service.slots import FifoSlots
 from tools import ToolContext, ToolError, ToolRegistry
 
@@ -96,13 +96,6 @@ def schedule_of(task: ScheduledTask) -> Schedule:
     return Schedule.from_dict(task.schedule)
 
 
-def next_fire_after(
-    task: ScheduledTask, previous: datetime | None, now: datetime
-) -> datetime | None:
-    fire: datetime | None = build_trigger(schedule_of(task)).get_next_fire_time(previous, now)
-    return fire
-
-
 def _fire_plan(
     schedule: dict[str, Any],
     next_run_at: datetime | None,
@@ -152,7 +145,6 @@ class TaskRunner:
         self._scheduled: Counter[str] = Counter()  # task id → scheduled/retry runs in flight
         self._manual: Counter[str] = Counter()  # task id → manual runs in flight
         self._stopping = False
-        self.run_finished = asyncio.Condition()
 
     # -- entry points ------------------------------------------------------------------
     @contextlib.contextmanager
@@ -324,10 +316,6 @@ class TaskRunner:
         )
 
     # -- claiming ------------------------------------------------------------------------
-    async def _load(self, task_id: str) -> ScheduledTask | None:
-        async with self.db.read() as session:
-            return await session.get(ScheduledTask, task_id)
-
     async def _claim_fire_retrying(
         self, task_id: str, run_times: list[datetime]
     ) -> FireClaim | None:
@@ -672,8 +660,6 @@ class TaskRunner:
     async def _publish(self, published: list[TaskNotification]) -> None:
         if published:
             await self.notifier.publish(published)
-            async with self.run_finished:
-                self.run_finished.notify_all()
 
     async def _remove_job(self, task_id: str) -> None:
         if self.jobs is not None:
@@ -754,6 +740,3 @@ class TaskRunner:
             log.warning("interrupting %d task(s) still running after %.1f s", len(still), grace)
             with contextlib.suppress(Exception):
                 await asyncio.wait(still, timeout=5)
-
-    def describe_schedule(self, task: ScheduledTask) -> str:
-        return describe(schedule_of(task))

@@ -861,10 +861,6 @@ def _describe_cron(spec: CronSpec) -> str:
     return ", ".join(parts)
 
 
-def local_date(instant: datetime, zone: str) -> date:
-    return instant.astimezone(ZoneInfo(zone)).date()
-
-
 # -- preview ---------------------------------------------------------------------------
 def preview(schedule: Schedule, *, now: datetime, count: int = 5) -> dict[str, Any]:
     """What a schedule will do: its words, next ``count`` runs (ISO, task zone), warnings.

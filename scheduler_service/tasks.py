@@ -31,7 +31,7 @@ from scheduler_service.inputs import (
 )
 from scheduler_service.models import ScheduledTask, TaskRun, new_id, utcnow
 from scheduler_service.orchestrate import SCHEDULER_TOOL
-from scheduler_service.runner import ACTIVE_RUN, TaskRunner
+from scheduler_service.runner import ACTIVE_RUN, LIVE_TASK, TaskRunner
 from scheduler_service.schedules import (
     Schedule,
     ScheduleError,
@@ -46,7 +46,6 @@ from tools import ToolContext, ToolError, ToolRegistry
 
 log = logging.getLogger(__name__)
 
-LIVE_STATUSES = ("scheduled", "paused")
 FINISHED_STATUSES = ("completed", "failed", "cancelled", "missed")
 
 
@@ -350,7 +349,7 @@ class TaskManager:
                 .select_from(ScheduledTask)
                 .where(
                     ScheduledTask.user_id == context.user_id,
-                    ScheduledTask.status.in_(LIVE_STATUSES),
+                    ScheduledTask.status.in_(LIVE_TASK),
                 )
             )
             if int(count or 0) >= limit:
@@ -541,7 +540,7 @@ class TaskManager:
         task = await self._owned(task_id, context)
         if task.status == status:
             return task, False
-        allowed = {"cancelled": LIVE_STATUSES, "paused": ("scheduled",), "scheduled": ("paused",)}
+        allowed = {"cancelled": LIVE_TASK, "paused": ("scheduled",), "scheduled": ("paused",)}
         if task.status not in allowed[status]:
             verb = {"cancelled": "cancel", "paused": "pause", "scheduled": "resume"}[status]
             raise ToolError(

@@ -53,9 +53,7 @@ async def start_service(db_path: Path) -> AsyncIterator[ServiceFactory]:
         )
         for tool in tools:
             service.tools.register(tool)
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        service.add_notification_callback(_put_into(queue))
-        service.notification_queue = queue  # type: ignore[attr-defined]
+        watch_notifications(service)
         await service.start()
         started.append(service)
         return service
@@ -132,11 +130,15 @@ class RecordingTool(Tool):
         return {"message": f"recorded {operation}", "kwargs": args}
 
 
-def _put_into(queue: asyncio.Queue[dict[str, Any]]) -> Callable[[dict[str, Any]], Awaitable[None]]:
+def watch_notifications(service: SchedulerService) -> None:
+    """Queue every notification the service publishes, for next_notification."""
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
     async def put(notification: dict[str, Any]) -> None:
         queue.put_nowait(notification)
 
-    return put
+    service.add_notification_callback(put)
+    service.notification_queue = queue  # type: ignore[attr-defined]
 
 
 async def next_notification(service: SchedulerService, timeout: float = 10.0) -> dict[str, Any]:

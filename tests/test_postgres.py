@@ -13,7 +13,7 @@ from sqlalchemy import select
 from config import SchedulerConfig, Settings
 from scheduler_service import SchedulerService
 from scheduler_service.models import TaskRun
-from tests.conftest import next_notification
+from tests.conftest import next_notification, watch_notifications
 from tools import ToolContext
 
 
@@ -21,15 +21,7 @@ async def test_service_on_postgresql(pg_url: str) -> None:
     settings = Settings(database_url=pg_url, scheduler=SchedulerConfig(), anthropic_api_key=None)
     ctx = ToolContext(user_id="u1", conversation_id="c1")
     service = SchedulerService(settings)
-    import asyncio
-
-    queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
-
-    async def put(n: dict[str, object]) -> None:
-        queue.put_nowait(n)
-
-    service.add_notification_callback(put)
-    service.notification_queue = queue  # type: ignore[attr-defined]
+    watch_notifications(service)
     async with service:
         due = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
         created = await service.scheduler_tool.run(
