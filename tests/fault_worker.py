@@ -4,12 +4,19 @@ Runs a real ``SchedulerService`` on the SQLite file ``DB`` (other settings from 
 environment, e.g. ``SCHEDULER__MAX_CONCURRENT_TASKS``) with one test tool,
 ``side_effect``, that appends the side effect of each run — task id, fire time, attempt,
 pid — as a JSON line to ``SIDEFILE`` and fsyncs it before returning, so a ``kill -9`` can
-never lose a side effect that happened. With ``--create N`` it first creates N one-time
-tasks due over ``--spread`` seconds, starting ``--lead`` seconds from now; every
-``--fail-every``-th one fails its first attempt (so it is retried).
+never lose a side effect that happened.
 
-It prints ``ready`` once started, ``effect`` after each side effect, and ``finished``
-when no task is left scheduled, then stops and exits 0.
+With ``--create N`` it first creates N one-time tasks due over ``--spread`` seconds; every
+``--fail-every``-th one fails its first attempt (so it is retried). The burst must not
+begin before the last task is created, however loaded the machine is, so the first due
+time is not fixed in advance: the worker times a few throw-away creates first and starts
+the burst after twice the time the N creates should take (never sooner than ``--lead``
+seconds). Each task ``create_task`` acknowledged is appended (fsync) to ``--acks``, so the
+test checks exactly the tasks the service promised to run; a create refused because its
+time has passed anyway is reported on stdout (``past``), never a crash.
+
+It prints ``ready`` once the tasks are created, ``effect`` after each side effect, and
+``finished`` when no task is left scheduled, then stops and exits 0.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +39,8 @@ from scheduler_service.runner import current_run
 from tools import Tool, ToolContext, ToolError
 
 OWNER = ToolContext(user_id="fault", conversation_id="fault")
+CALIBRATOR = ToolContext(user_id="fault-calibration", conversation_id="fault")
+CALIBRATION_CREATES = 10
 
 
 class SideEffectTool(Tool):
@@ -56,41 +66,70 @@ class SideEffectTool(Tool):
             "attempt": run.attempt,
             "pid": os.getpid(),
         }
-        await asyncio.to_thread(self._append, json.dumps(line) + "\n")
+        await asyncio.to_thread(append_durably, self.path, json.dumps(line) + "\n")
         print("effect", flush=True)
         # Between the side effect and its record: where a kill leaves an interrupted run.
         await asyncio.sleep(float(args.get("hold", 0.05)))
         return {"message": "acted"}
 
-    def _append(self, text: str) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, text.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+
+def append_durably(path: str, text: str) -> None:
+    """Append ``text`` to ``path`` and fsync: what was written survives a ``kill -9``."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-async def create_tasks(
-    service: SchedulerService, count: int, spread: float, lead: float, fail_every: int
-) -> None:
+def side_effect_task(name: str, due: datetime, fail: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "frequency": "once",
+        "scheduled_time": due.isoformat(),
+        "tool_name": "side_effect",
+        "operation": "act",
+        "parameters": {"fail_attempts": fail},
+    }
+
+
+async def seconds_per_create(service: SchedulerService) -> float:
+    """Time a few creates of far-future tasks on this machine, now, then delete them."""
+    due = datetime.now(UTC) + timedelta(hours=1)
+    started = time.perf_counter()
+    ids = []
+    for i in range(CALIBRATION_CREATES):
+        out = await service.scheduler_tool.run(
+            "create_task", side_effect_task(f"calibration {i}", due, 0), context=CALIBRATOR
+        )
+        ids.append(out["task"]["id"])
+    elapsed = time.perf_counter() - started
+    for task_id in ids:
+        await service.scheduler_tool.run("delete_task", {"task_id": task_id}, context=CALIBRATOR)
+    return elapsed / CALIBRATION_CREATES
+
+
+async def create_tasks(service: SchedulerService, args: argparse.Namespace) -> None:
+    """Create ``args.create`` once tasks due over ``args.spread`` s, after a measured lead."""
+    count = args.create
+    lead = max(args.lead, 2 * count * await seconds_per_create(service) + 0.5)
     start = datetime.now(UTC) + timedelta(seconds=lead)
     start = start.replace(microsecond=start.microsecond // 1000 * 1000)  # whole ms
     for i in range(count):
-        due = start + timedelta(milliseconds=round(spread * 1000 * i / count))
-        fail = 1 if fail_every and i % fail_every == 0 else 0
-        await service.scheduler_tool.run(
-            "create_task",
-            {
-                "name": f"fault {i}",
-                "frequency": "once",
-                "scheduled_time": due.isoformat(),
-                "tool_name": "side_effect",
-                "operation": "act",
-                "parameters": {"fail_attempts": fail},
-            },
-            context=OWNER,
-        )
+        due = start + timedelta(milliseconds=round(args.spread * 1000 * i / count))
+        fail = 1 if args.fail_every and i % args.fail_every == 0 else 0
+        try:
+            out = await service.scheduler_tool.run(
+                "create_task", side_effect_task(f"fault {i}", due, fail), context=OWNER
+            )
+        except ToolError as error:
+            if error.code != "invalid_input" or "in the past" not in error.message:
+                raise
+            print("past", flush=True)  # the machine was slower than measured: not acked
+            continue
+        ack = {"task_id": out["task"]["id"], "due": due.isoformat()}
+        await asyncio.to_thread(append_durably, args.acks, json.dumps(ack) + "\n")
 
 
 async def scheduled_left(service: SchedulerService) -> int:
@@ -114,7 +153,7 @@ async def main(args: argparse.Namespace) -> None:
     service.tools.register(SideEffectTool(args.sidefile))
     async with service:
         if args.create:
-            await create_tasks(service, args.create, args.spread, args.lead, args.fail_every)
+            await create_tasks(service, args)
         print("ready", flush=True)
         while await scheduled_left(service):
             changed.clear()
@@ -129,7 +168,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("sidefile")
     parser.add_argument("--create", type=int, default=0)
     parser.add_argument("--spread", type=float, default=3.0)
-    parser.add_argument("--lead", type=float, default=1.5)
+    parser.add_argument("--lead", type=float, default=1.5, help="shortest lead, s")
+    parser.add_argument("--acks", default=os.devnull, help="file of acknowledged tasks")
     parser.add_argument("--fail-every", type=int, default=10)
     return parser.parse_args(argv)
 

@@ -2,8 +2,11 @@
 
 The service runs as a real subprocess (``tests.fault_worker``) on a real SQLite file. Its
 test tool appends each side effect (task, fire time, attempt, pid) to a separate file
-with fsync before returning. We kill the process with SIGKILL once a third of the runs
-have acted, start it again, let it finish, and check the invariants:
+with fsync before returning, and the worker appends each task ``create_task`` acknowledged
+to another. The worker starts the burst after a lead it measures on the machine as it is,
+so a loaded machine makes the test slower, not wrong. We kill the process with SIGKILL
+once every task is created and a third of the runs have acted, start it again, let it
+finish, and check the invariants on the acknowledged tasks:
 
 * every fire time has exactly one final outcome row (succeeded, failed, interrupted or
   missed) and no row is left queued or running — no fire time vanished;
@@ -21,6 +24,7 @@ import signal
 import sqlite3
 import sys
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,7 +65,9 @@ async def start_worker(db: Path, side: Path, *args: str) -> asyncio.subprocess.P
     )
 
 
-async def read_until(proc: asyncio.subprocess.Process, done: Any, timeout: float) -> Counter[str]:
+async def read_until(
+    proc: asyncio.subprocess.Process, done: Callable[[Counter[str]], bool], timeout: float
+) -> Counter[str]:
     """Read the worker's event lines until ``done(counts)`` is true."""
     assert proc.stdout is not None
     counts: Counter[str] = Counter()
@@ -87,15 +93,16 @@ def load_db(db: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     return tasks, runs
 
 
-def load_effects(side: Path) -> list[dict[str, Any]]:
-    lines = side.read_text().splitlines() if side.exists() else []
+def load_lines(path: Path) -> list[dict[str, Any]]:
+    lines = path.read_text().splitlines() if path.exists() else []
     return [json.loads(line) for line in lines]
 
 
-def check_invariants(db: Path, side: Path) -> dict[str, Any]:
+def check_invariants(db: Path, side: Path, acks: Path) -> dict[str, Any]:
     tasks, runs = load_db(db)
-    effects = load_effects(side)
-    assert len(tasks) == RUNS
+    effects = load_lines(side)
+    acked = {ack["task_id"] for ack in load_lines(acks)}
+    assert set(tasks) == acked, "the tasks stored are not the tasks acknowledged"
     assert not [t for t in tasks.values() if t["status"] == "scheduled"]
     assert not [r for r in runs if r["status"] not in FINAL], "a run was left queued/running"
 
@@ -124,26 +131,37 @@ def check_invariants(db: Path, side: Path) -> dict[str, Any]:
     }
 
 
+def created_and_acted(counts: Counter[str]) -> bool:
+    """All creates answered (``ready``) and a third of the burst has acted."""
+    return counts["ready"] > 0 and counts["effect"] >= KILL_AFTER
+
+
 async def test_kill_9_mid_burst_then_restart(tmp_path: Path) -> None:
-    db, side = tmp_path / "tasks.db", tmp_path / "effects.jsonl"
-    first = await start_worker(db, side, "--create", str(RUNS), "--spread", "3")
+    db, side, acks = tmp_path / "tasks.db", tmp_path / "effects.jsonl", tmp_path / "acks.jsonl"
+    create = ("--create", str(RUNS), "--spread", "3", "--acks", str(acks))
+    first = await start_worker(db, side, *create)
     try:
-        await read_until(first, lambda c: c["effect"] >= KILL_AFTER, timeout=20)
+        seen = await read_until(first, created_and_acted, timeout=90)
     finally:
         first.send_signal(signal.SIGKILL)
         await first.wait()
-    killed_at = len(load_effects(side))
-    assert killed_at < RUNS, "the burst finished before the kill"
+    acked, killed_at = len(load_lines(acks)), len(load_lines(side))
+    assert acked + seen["past"] == RUNS, "a create was neither acknowledged nor refused"
+    assert acked > KILL_AFTER, f"{seen['past']} of {RUNS} creates came too late to test"
+    assert killed_at < acked, "the burst finished before the kill"
 
     second = await start_worker(db, side)
     try:
-        await read_until(second, lambda c: c["finished"], timeout=25)
+        await read_until(second, lambda c: c["finished"] > 0, timeout=90)
         assert await asyncio.wait_for(second.wait(), 10) == 0
     finally:
         if second.returncode is None:
             second.kill()
             await second.wait()
 
-    summary = check_invariants(db, side)
+    summary = check_invariants(db, side, acks)
     assert summary["pids"][first.pid] == killed_at
-    print(f"killed after {killed_at} side effects; final outcomes {dict(summary['outcomes'])}")
+    print(
+        f"{acked} tasks acknowledged ({seen['past']} refused as past); killed after "
+        f"{killed_at} side effects; final outcomes {dict(summary['outcomes'])}"
+    )
