@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from config import ConfigError, load_settings
-from scheduler_service.db import SchemaError
 from scheduler_service.service import SchedulerService
+from scheduler_service.storage.db import SchemaError
 from tools import ToolContext
 
 log = logging.getLogger("scheduler_service.cli")

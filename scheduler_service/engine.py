@@ -37,8 +37,8 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import func, select
 
-from scheduler_service.db import retry_locked
 from scheduler_service.jobs import JOB_FUNCTION, RETRY_FUNCTION, FireContext, current_fire
+from scheduler_service.storage.retry import retry_locked
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from scheduler_service import SchedulerService
-from scheduler_service.models import ScheduledTask, TaskRun
+from scheduler_service.storage.models import ScheduledTask, TaskRun
 from tests.conftest import RecordingTool, ServiceFactory
 from tests.design_examples import INVENTORY, SALES
 from tools import ToolContext, ToolError

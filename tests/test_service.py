@@ -16,8 +16,8 @@ from sqlalchemy import select
 
 from config import ConfigError, Settings, load_settings
 from scheduler_service import SchedulerService, lifespan
-from scheduler_service.db import SchemaError, migrate_to_head, sync_url
-from scheduler_service.models import TaskNotification, TaskRun
+from scheduler_service.storage.db import SchemaError, migrate_to_head, sync_url
+from scheduler_service.storage.models import TaskNotification, TaskRun
 from tests.conftest import RecordingTool, ServiceFactory, make_settings, next_notification
 from tools import Tool, ToolContext
 

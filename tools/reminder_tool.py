@@ -14,9 +14,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
 
-from scheduler_service.db import Database
-from scheduler_service.inputs import validate
-from scheduler_service.models import Reminder, new_id, utcnow
+from scheduler_service.storage.db import Database
+from scheduler_service.storage.models import Reminder, new_id, utcnow
+from scheduler_service.tasks.inputs import validate
 from tools.base import Tool, ToolContext, ToolError, parse_kwargs
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")

@@ -1,7 +1,8 @@
 """scheduler_tool: how an LLM creates and manages scheduled tasks.
 
 A thin adapter: parse kwargs, validate them against the operation's pydantic model,
-call the service's TaskManager, and shape the answer the design document specifies.
+call the TaskManager, and shape the answer: the result fields plus a ``message`` the LLM
+can read back to the user.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from scheduler_service.inputs import (
+from scheduler_service.tasks.inputs import (
     CreateTask,
     ExecuteNow,
     ListTasks,
@@ -27,8 +28,7 @@ from tools.base import Tool, ToolContext, ToolError, parse_kwargs
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from scheduler_service.service import SchedulerService
-    from scheduler_service.tasks import TaskManager
+    from scheduler_service.tasks.manager import TaskManager
 
 DESCRIPTION = """\
 Schedule tasks that run later or repeatedly without the user present, and manage them.
@@ -155,14 +155,14 @@ def _next_run_words(task: dict[str, Any]) -> str:
 
 
 class SchedulerTool(Tool):
-    """The LLM-facing task management tool, bound to one service."""
+    """The LLM-facing task management tool, bound to one service's TaskManager."""
 
     name = "scheduler_tool"
     description = DESCRIPTION
     input_schema = INPUT_SCHEMA
 
-    def __init__(self, service: SchedulerService) -> None:
-        self.service = service
+    def __init__(self, tasks: TaskManager) -> None:
+        self._tasks = tasks
         self._ops: dict[str, Callable[[dict[str, Any], ToolContext], Awaitable[dict[str, Any]]]] = {
             "create_task": self._create,
             "get_tasks": self._list,
@@ -204,17 +204,13 @@ class SchedulerTool(Tool):
                 "unavailable",
                 f"the task database is unavailable ({type(exc).__name__}); try again shortly",
             ) from None
-        except Exception as exc:  # never a traceback to the caller (invariant 5)
+        except Exception as exc:  # never a traceback to the caller: every error is a ToolError
             log.exception("scheduler_tool %s failed unexpectedly", operation)
             raise ToolError(
                 "execution_failed",
                 f"{operation} failed unexpectedly ({type(exc).__name__}: {exc}); this is a "
                 "scheduler bug, not a problem with your input",
             ) from None
-
-    @property
-    def _tasks(self) -> TaskManager:
-        return self.service.tasks
 
     async def _create(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
         task, shown = await self._tasks.create_task(validate(CreateTask, kwargs), context)
@@ -276,7 +272,7 @@ class SchedulerTool(Tool):
         state = done if changed else f"was already {task.status}"
         message = f"Task '{task.name}' {state}."
         if status == "scheduled":
-            from scheduler_service.tasks import task_to_dict
+            from scheduler_service.tasks.views import task_to_dict
 
             message += " " + _next_run_words(task_to_dict(task))
         return {"task_id": task.id, "status": task.status, "message": message}

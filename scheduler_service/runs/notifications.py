@@ -9,8 +9,14 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from scheduler_service.db import Database
-from scheduler_service.models import ScheduledTask, TaskNotification, TaskRun, new_id, utcnow
+from scheduler_service.storage.db import Database
+from scheduler_service.storage.models import (
+    ScheduledTask,
+    TaskNotification,
+    TaskRun,
+    new_id,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
