@@ -1,6 +1,6 @@
 """APScheduler, adapted to this service.
 
-Two small subclasses fix what the notes call out in APScheduler 3.11:
+Two small subclasses fix what APScheduler 3.11 gets wrong for this service:
 
 * ``ResilientAsyncIOScheduler`` runs ``_process_jobs`` (which does synchronous job-store
   I/O) in a worker thread, so the event loop never blocks on the database; holds the

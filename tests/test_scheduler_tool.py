@@ -46,7 +46,7 @@ async def expect_error(
     return info.value
 
 
-# -- the design document's examples, as written ------------------------------------------
+# -- the example create_task calls, as written --------------------------------------------
 async def test_design_document_direct_example(service: SchedulerService, ctx: ToolContext) -> None:
     out = await call(service, "create_task", INVENTORY, ctx)
     task = out["task"]

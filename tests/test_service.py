@@ -34,7 +34,7 @@ async def runs_of(service: SchedulerService, task_id: str) -> list[TaskRun]:
 async def test_once_task_two_seconds_ahead_runs_once(
     service: SchedulerService, ctx: ToolContext
 ) -> None:
-    """The design document's reminder, as a `once` task really fired by APScheduler."""
+    """The example reminder, as a `once` task really fired by APScheduler."""
     due = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0) + timedelta(seconds=1)
     out = await service.scheduler_tool.run(
         "create_task",

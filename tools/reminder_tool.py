@@ -1,6 +1,6 @@
 """reminder_tool: the user's reminders, stored in the service's database.
 
-It makes the design document's example real: a direct task calls
+It makes the standard example real (a daily inventory reminder): a direct task calls
 ``add_reminder`` with ``{"title": ..., "date": "today", ...}``. Dates are read in the
 caller's timezone (the task's, for scheduled runs).
 """
