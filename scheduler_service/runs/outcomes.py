@@ -9,6 +9,7 @@ one notification.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -59,10 +60,11 @@ async def record_outcome(
     run: TaskRun,
     outcome: Outcome,
     *,
-    may_retry: bool,
+    stopping: Callable[[], bool],
 ) -> Recorded:
     """Record the outcome in one transaction: a retry time, or a settled task and its
-    notification. ``may_retry`` is False while the service is stopping."""
+    notification. No retry is scheduled once ``stopping()`` says the service is stopping
+    (asked inside the transaction, just before deciding)."""
     now = utcnow()
     async with db.write() as session:
         row = await session.get(TaskRun, run.id)
@@ -77,7 +79,7 @@ async def record_outcome(
         recorded = Recorded(row)
         write_run(row, outcome, now)
         if task is not None:
-            recorded.retry_at = retry_time(cfg, task, row, outcome, now) if may_retry else None
+            recorded.retry_at = None if stopping() else retry_time(cfg, task, row, outcome, now)
             if recorded.retry_at is not None:
                 row.details = {**(row.details or {}), "retry_at": recorded.retry_at.isoformat()}
             else:

@@ -232,7 +232,7 @@ class TaskRunner:
     async def finish(self, run: TaskRun, outcome: Outcome) -> TaskRun:
         """Record the outcome; then schedule a retry, or settle the task and notify."""
         recorded = await record_outcome(
-            self.db, self.cfg, run, outcome, may_retry=not self._stopping
+            self.db, self.cfg, run, outcome, stopping=lambda: self._stopping
         )
         run = recorded.run
         if recorded.retry_at is not None and self.jobs is not None:
