@@ -5,8 +5,8 @@ from logging.config import fileConfig
 from sqlalchemy import pool
 
 from alembic import context
-from scheduler_service.db import create_sync_engine, sync_url
-from scheduler_service.models import Base
+from scheduler_service.storage.db import create_sync_engine, sync_url
+from scheduler_service.storage.models import Base
 
 config = context.config
 if config.config_file_name and config.attributes.get("configure_logging", True):

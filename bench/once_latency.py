@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from config import SchedulerConfig, Settings
 from scheduler_service import SchedulerService
-from scheduler_service.models import TaskRun
+from scheduler_service.storage.models import TaskRun
 from tools import Tool, ToolContext
 
 

@@ -1,6 +1,6 @@
 """Run the service in the foreground: ``python -m scheduler_service`` (or ``task-scheduler``).
 
-``--demo`` schedules the design document's "Daily Inventory Check", runs it at once, and
+``--demo`` schedules an example task, "Daily Inventory Check", runs it at once, and
 adds a one-time task a few seconds ahead, so a new user sees real runs, real reminders
 and real notifications within seconds. Stops cleanly on Ctrl-C / SIGTERM.
 """
@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from config import ConfigError, load_settings
-from scheduler_service.db import SchemaError
 from scheduler_service.service import SchedulerService
+from scheduler_service.storage.db import SchemaError
 from tools import ToolContext
 
 log = logging.getLogger("scheduler_service.cli")

@@ -1,6 +1,6 @@
 """APScheduler, adapted to this service.
 
-Two small subclasses fix what the notes call out in APScheduler 3.11:
+Two small subclasses fix what APScheduler 3.11 gets wrong for this service:
 
 * ``ResilientAsyncIOScheduler`` runs ``_process_jobs`` (which does synchronous job-store
   I/O) in a worker thread, so the event loop never blocks on the database; holds the
@@ -37,8 +37,8 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import func, select
 
-from scheduler_service.db import retry_locked
 from scheduler_service.jobs import JOB_FUNCTION, RETRY_FUNCTION, FireContext, current_fire
+from scheduler_service.storage.retry import retry_locked
 
 log = logging.getLogger(__name__)
 

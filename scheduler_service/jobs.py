@@ -1,8 +1,9 @@
 """The job functions APScheduler stores by reference.
 
-APScheduler pickles a job's function as "module:qualname" and deletes any job whose
-function it cannot import, so these names are a storage format: never rename or move
-them. They take only plain arguments (ids, ISO times); the runner that does the work
+STORAGE FORMAT: APScheduler pickles a job's function as "module:qualname"
+(``scheduler_service.jobs:fire_task``, ``scheduler_service.jobs:retry_task``) and deletes
+any job whose function it cannot import. Existing databases depend on this module path
+and these names: never rename or move them. They take only plain arguments (ids, ISO times); the runner that does the work
 reaches them through a ContextVar set by ``FireTimeExecutor`` together with the fire
 times APScheduler computed, which the job function would otherwise never learn.
 """

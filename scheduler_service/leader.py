@@ -1,7 +1,7 @@
 """Which process runs the scheduler, and whether the worker behind a run is alive.
 
-ARCHITECTURE, "Several processes": one process per database holds the scheduling lock
-and fires jobs; the others serve ``scheduler_tool`` calls (writing the shared job store
+Several processes may share one database: one of them holds the scheduling lock and
+fires jobs; the others serve ``scheduler_tool`` calls (writing the shared job store
 through a paused scheduler) and stand by, retrying the lock. Every lock here is one the
 operating system or the database server drops when its holder dies — an ``flock`` on a
 file next to the SQLite database, a session advisory lock on PostgreSQL — so a kill -9

@@ -10,14 +10,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from config import Settings, load_settings
-from scheduler_service.db import Database, create_sync_engine
 from scheduler_service.engine import FireTimeExecutor, JobControl, build_scheduler
 from scheduler_service.leader import leadership_for
-from scheduler_service.notifications import NotificationCallback, Notifier
-from scheduler_service.orchestrate import OrchestratedExecution
-from scheduler_service.reconcile import reconcile
-from scheduler_service.runner import TaskRunner
-from scheduler_service.tasks import TaskManager
+from scheduler_service.runs.execution import Execution
+from scheduler_service.runs.notifications import NotificationCallback, Notifier
+from scheduler_service.runs.recovery import reconcile, recover_interrupted
+from scheduler_service.runs.runner import TaskRunner
+from scheduler_service.storage.db import Database, create_sync_engine
+from scheduler_service.tasks.manager import TaskManager
 from tools import Tool, ToolRegistry
 
 if TYPE_CHECKING:
@@ -74,13 +74,12 @@ class SchedulerService:
         if on_notification is not None:
             self.notifier.callbacks.append(on_notification)
         client = anthropic_client or default_anthropic_client(self.settings)
-        self.orchestrator = OrchestratedExecution(self.settings, self.tools, client)
+        self.execution = Execution(self.settings, self.tools, client)
         self.runner = TaskRunner(
             db=self.db,
             settings=self.settings,
-            registry=self.tools,
             notifier=self.notifier,
-            orchestrator=self.orchestrator,
+            execution=self.execution,
         )
         self._jobstore_engine = create_sync_engine(self.db.sync_url)
         self.scheduler = build_scheduler(
@@ -99,7 +98,7 @@ class SchedulerService:
             jobs=self.jobs,
             has_llm=client is not None,
         )
-        self.scheduler_tool: SchedulerTool = SchedulerTool(self)
+        self.scheduler_tool: SchedulerTool = SchedulerTool(self.tasks)
         self.tools.register(ReminderTool(self.db, self.settings.default_timezone))
         if self.settings.scheduler_tool.enabled:
             self.tools.register(self.scheduler_tool)
@@ -122,8 +121,9 @@ class SchedulerService:
         """Migrate, then lead (recover, reconcile, fire jobs) or stand by.
 
         Either way the scheduler is started paused, so this process's tool calls write
-        the shared job store; only the holder of the scheduling lock resumes it
-        (ARCHITECTURE, "Several processes"). A standby keeps retrying the lock.
+        the shared job store; only the holder of the scheduling lock resumes it (one
+        leader fires jobs, every process serves tool calls). A standby keeps retrying the
+        lock.
         """
         logging.getLogger("scheduler_service").setLevel(self.settings.scheduler.log_level.upper())
         try:
@@ -165,7 +165,14 @@ class SchedulerService:
 
     async def _recover(self) -> None:
         self._recovered_at = asyncio.get_running_loop().time()
-        await self.runner.recover_interrupted(self.leadership.is_alive)
+        await recover_interrupted(
+            self.db,
+            self.settings.scheduler,
+            self.notifier,
+            worker=self.runner.worker,
+            claimed_here=self.runner.is_claimed_here,
+            is_alive=self.leadership.is_alive,
+        )
 
     async def _hold_leadership(self) -> None:
         """Standby: retry the lock every ``leader_retry`` s. Leader: check that it still
@@ -252,7 +259,7 @@ class SchedulerService:
         await self.stop()
 
     async def reconcile(self) -> dict[str, int]:
-        """Make task rows and jobs agree (invariant 3); see ``scheduler_service.reconcile``."""
+        """Make task rows and jobs agree; see ``scheduler_service.runs.recovery``."""
         return await reconcile(self.db, self.jobs)
 
     # -- notifications -----------------------------------------------------------------

@@ -1,9 +1,12 @@
 """APScheduler triggers that follow the project's time rules.
 
-Pickled into the job store by module path: never rename this module or its classes
-(a job whose trigger class cannot be imported is deleted by APScheduler on load). Each
-class pickles a small versioned dict of plain values and rebuilds everything else on
-load, so the stored state does not depend on APScheduler's or dateutil's internals.
+STORAGE FORMAT: APScheduler pickles each trigger into the job store as a
+"module:qualname" reference (``scheduler_service.triggers:WallClockTrigger``,
+``…:LocalCronTrigger``, ``…:LocalRRuleTrigger``), and deletes any job whose trigger class
+it cannot import. Existing databases depend on this module path and these class names:
+never rename or move them. Each class pickles a small versioned dict of plain values and
+rebuilds everything else on load, so the stored state does not depend on APScheduler's or
+dateutil's internals. The time math itself lives in ``scheduler_service.clock``.
 
 Wall-clock rule (RFC 5545): a schedule fires once per scheduled local date and time. A
 local time that does not exist (spring forward) is read with the offset before the gap,
@@ -22,10 +25,7 @@ more than once within a day, nor by a day or more (true of every zone's future r
 
 from __future__ import annotations
 
-import calendar
-import re
 from abc import abstractmethod
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,111 +34,22 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from dateutil import rrule as du
 
+from scheduler_service.clock.cron import CronSpec, parse_cron
+from scheduler_service.clock.rrule import compile_rrule, parse_rrule
+from scheduler_service.clock.zones import (
+    ONE_DAY,
+    ONE_SECOND,
+    ceil_div,
+    clamp_day,
+    localize,
+    month_index,
+    offset_swing,
+    readings,
+    wall,
+)
+
 WALL_CLOCK_UNITS = ("days", "weeks", "months")
-ONE_DAY = timedelta(days=1)
-ONE_SECOND = timedelta(seconds=1)
 _MICROSECOND = timedelta(microseconds=1)
-
-
-# Fire times are returned in UTC: Python compares and subtracts two datetimes that share
-# a tzinfo object by wall time, which is wrong across a DST change (01:00 EDT and 01:00 EST
-# would be "equal"). ZoneInfo objects are cached, so any two in one zone share it.
-
-
-# -- local time helpers ----------------------------------------------------------------
-def localize(local: datetime, zone: ZoneInfo) -> datetime:
-    """A naive local wall time → the aware instant the wall-clock rule assigns to it."""
-    return local.replace(tzinfo=zone, fold=0).astimezone(UTC).astimezone(zone)
-
-
-def wall(instant: datetime, zone: tzinfo) -> datetime:
-    """The naive local wall time an aware instant shows in ``zone``."""
-    return instant.astimezone(zone).replace(tzinfo=None)
-
-
-def readings(local: datetime, zone: tzinfo) -> list[datetime]:
-    """Every real instant (UTC) whose local time is ``local``: none in a gap, two in an overlap."""
-    found: list[datetime] = []
-    for fold in (0, 1):
-        instant = local.replace(tzinfo=zone, fold=fold).astimezone(UTC)
-        if wall(instant, zone) == local and instant not in found:
-            found.append(instant)
-    return sorted(found)
-
-
-def offset_swing(zone: tzinfo, instant: datetime) -> timedelta:
-    """How far the zone's UTC offset moves within a day of ``instant`` (0 almost always)."""
-    offsets = [
-        (instant + k * ONE_DAY).astimezone(zone).utcoffset() or timedelta() for k in (-1, 0, 1)
-    ]
-    return max(offsets) - min(offsets)
-
-
-@dataclass(frozen=True)
-class Transition:
-    """A change of UTC offset: at ``at`` (UTC) the offset goes from ``before`` to ``after``."""
-
-    at: datetime
-    before: timedelta
-    after: timedelta
-
-    @property
-    def is_gap(self) -> bool:
-        return self.after > self.before
-
-    def local_span(self) -> tuple[datetime, datetime]:
-        """The naive local times that do not exist (gap) or occur twice (overlap)."""
-        start = (self.at + min(self.before, self.after)).replace(tzinfo=None)
-        return start, start + abs(self.after - self.before)
-
-
-def offset_transitions(zone: tzinfo, start: datetime, end: datetime) -> list[Transition]:
-    """The UTC offset changes of ``zone`` between two instants, found by scan and bisection."""
-    step = timedelta(hours=6)
-    found: list[Transition] = []
-    here = start.astimezone(UTC)
-    before = here.astimezone(zone).utcoffset()
-    while here < end:
-        there = min(here + step, end.astimezone(UTC))
-        after = there.astimezone(zone).utcoffset()
-        if after != before and before is not None and after is not None:
-            low, high = here, there
-            while high - low > ONE_SECOND:
-                middle = low + (high - low) / 2
-                low, high = (
-                    (middle, high)
-                    if middle.astimezone(zone).utcoffset() == before
-                    else (low, middle)
-                )
-            found.append(Transition(high.replace(microsecond=0), before, after))
-        here, before = there, after
-    return found
-
-
-def clamp_day(year: int, month: int, day: int) -> int:
-    """Day 29–31 → last day of a shorter month; -1 → last day."""
-    last = calendar.monthrange(year, month)[1]
-    return last if day == -1 else min(day, last)
-
-
-def _month_index(d: date) -> int:
-    return d.year * 12 + d.month - 1
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def scheduled_date(fire: datetime, at: time, zone: ZoneInfo) -> date:
-    """The local date a wall-clock fire belongs to.
-
-    Usually the fire's own local date; the day before when a gap reading pushed the run past
-    midnight (America/Nuuk: 23:30 on the spring-forward evening runs at 00:30 next day).
-    """
-    day = wall(fire, zone).date()
-    if localize(datetime.combine(day, at), zone).astimezone(UTC) == fire.astimezone(UTC):
-        return day
-    return day - ONE_DAY
 
 
 def _threshold(previous: datetime | None, now: datetime, not_before: datetime) -> datetime:
@@ -199,7 +110,7 @@ class WallClockTrigger(BaseTrigger):  # type: ignore[misc]
         d = max(d, self.anchor)
         if self.unit == "days":
             return self.anchor + timedelta(
-                days=_ceil_div((d - self.anchor).days, self.interval) * self.interval
+                days=ceil_div((d - self.anchor).days, self.interval) * self.interval
             )
         if self.unit == "weeks":
             return self._next_week_date(d)
@@ -220,8 +131,8 @@ class WallClockTrigger(BaseTrigger):  # type: ignore[misc]
 
     def _next_month_date(self, d: date) -> date:
         assert self.day_of_month is not None
-        first = _month_index(self.anchor)
-        index = first + max(0, _ceil_div(_month_index(d) - first, self.interval)) * self.interval
+        first = month_index(self.anchor)
+        index = first + max(0, ceil_div(month_index(d) - first, self.interval)) * self.interval
         while True:
             year, month = divmod(index, 12)
             candidate = date(year, month + 1, clamp_day(year, month + 1, self.day_of_month))
@@ -397,134 +308,30 @@ class _LocalRuleTrigger(BaseTrigger):  # type: ignore[misc]
 
 
 # -- cron ------------------------------------------------------------------------------
-_MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-_DOW_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-_CRON_MACROS = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
-# name, lowest, highest, names (index + lowest = value)
-_CRON_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
-    ("minute", 0, 59, ()),
-    ("hour", 0, 23, ()),
-    ("day of month", 1, 31, ()),
-    ("month", 1, 12, _MONTH_NAMES),
-    ("day of week", 0, 7, _DOW_NAMES),
-)
-_CRON_PART = re.compile(r"^(\*|[a-z0-9]+(?:-[a-z0-9]+)?)(?:/(\d+))?$")
-_MAX_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-
-
-@dataclass(frozen=True)
-class CronSpec:
-    """A standard 5-field cron expression, expanded. Weekdays here are 0=Monday … 6=Sunday."""
-
-    expression: str
-    minutes: tuple[int, ...]
-    hours: tuple[int, ...]
-    days: tuple[int, ...]
-    months: tuple[int, ...]
-    weekdays: tuple[int, ...]
-    days_star: bool  # the day-of-month field starts with "*" (Vixie cron's rule)
-    weekdays_star: bool
-
-    @property
-    def fixed_hours(self) -> bool:
-        return len(self.hours) < 24
-
-    def matchers(self) -> list[CronTrigger]:
-        """CronTriggers over naive wall time (as UTC). Two when both day fields restrict:
-        standard cron runs when *either* matches, APScheduler's CronTrigger needs both."""
-        names = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-        common = {
-            "second": "0",
-            "minute": _join(self.minutes, 60),
-            "hour": _join(self.hours, 24),
-            "month": _join(self.months, 12),
-            "timezone": UTC,
-        }
-        days = _join(self.days, 31)
-        weekdays = "*" if len(self.weekdays) == 7 else ",".join(names[d] for d in self.weekdays)
-        if self.days_star or self.weekdays_star:
-            return [CronTrigger(day=days, day_of_week=weekdays, **common)]
-        return [
-            CronTrigger(day=days, day_of_week="*", **common),
-            CronTrigger(day="*", day_of_week=weekdays, **common),
-        ]
+def cron_matchers(spec: CronSpec) -> list[CronTrigger]:
+    """CronTriggers over naive wall time (as UTC). Two when both day fields restrict:
+    standard cron runs when *either* matches, APScheduler's CronTrigger needs both."""
+    names = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    common = {
+        "second": "0",
+        "minute": _join(spec.minutes, 60),
+        "hour": _join(spec.hours, 24),
+        "month": _join(spec.months, 12),
+        "timezone": UTC,
+    }
+    days = _join(spec.days, 31)
+    weekdays = "*" if len(spec.weekdays) == 7 else ",".join(names[d] for d in spec.weekdays)
+    if spec.days_star or spec.weekdays_star:
+        return [CronTrigger(day=days, day_of_week=weekdays, **common)]
+    return [
+        CronTrigger(day=days, day_of_week="*", **common),
+        CronTrigger(day="*", day_of_week=weekdays, **common),
+    ]
 
 
 def _join(values: tuple[int, ...], every: int) -> str:
     """APScheduler field text; "*" for a full set (a 24-item list is much slower)."""
     return "*" if len(values) == every else ",".join(str(v) for v in values)
-
-
-def parse_cron(text: str) -> CronSpec:
-    """Parse standard cron (Vixie): 5 fields, names, ranges, steps, lists, @macros.
-
-    Raises ValueError saying which field is wrong and why.
-    """
-    source = " ".join(text.lower().split())
-    source = _CRON_MACROS.get(source, source)
-    fields = source.split(" ")
-    if len(fields) != 5:
-        raise ValueError(
-            f"a cron expression has 5 fields (minute hour day-of-month month day-of-week), "
-            f"got {len(fields)}"
-        )
-    values = [_cron_field(f, *spec) for f, spec in zip(fields, _CRON_FIELDS, strict=True)]
-    weekdays = tuple(sorted({(d + 6) % 7 for d in values[4]}))  # cron 0/7=Sunday → 6
-    spec = CronSpec(
-        expression=source,
-        minutes=values[0],
-        hours=values[1],
-        days=values[2],
-        months=values[3],
-        weekdays=weekdays,
-        days_star=fields[2].startswith("*"),
-        weekdays_star=fields[4].startswith("*"),
-    )
-    # With "*" as day of week the day of month must match: it must exist in some month.
-    if spec.weekdays_star and not any(
-        day <= _MAX_MONTH_DAYS[m - 1] for m in spec.months for day in spec.days
-    ):
-        raise ValueError("the day-of-month and month fields never meet (e.g. 30 2 is 30 February)")
-    return spec
-
-
-def _cron_field(
-    text: str, name: str, low: int, high: int, names: tuple[str, ...]
-) -> tuple[int, ...]:
-    found: set[int] = set()
-    for part in text.split(","):
-        match = _CRON_PART.match(part)
-        if not match:
-            raise ValueError(f"{name} field {text!r}: {part!r} is not a value, range or step")
-        step = int(match[2]) if match[2] else 1
-        if step < 1:
-            raise ValueError(f"{name} field {text!r}: the step must be at least 1")
-        if match[1] == "*":
-            first, last = low, high
-        else:
-            ends = [_cron_value(v, name, low, high, names) for v in match[1].split("-")]
-            first, last = ends[0], ends[-1] if len(ends) > 1 or not match[2] else high
-            if first > last:
-                raise ValueError(f"{name} field {text!r}: the range {match[1]} runs backwards")
-        found.update(range(first, last + 1, step))
-    return tuple(sorted(found))
-
-
-def _cron_value(token: str, name: str, low: int, high: int, names: tuple[str, ...]) -> int:
-    if token.isdigit() and low <= int(token) <= high:
-        return int(token)
-    if token[:3] in names and len(token) == 3:
-        return names.index(token) + low
-    accepted = f"{low}–{high}" + (f" or {names[0]}…{names[-1]}" if names else "")
-    raise ValueError(f"{name} field: {token!r} is not allowed; use {accepted}")
 
 
 class LocalCronTrigger(_LocalRuleTrigger):
@@ -534,7 +341,7 @@ class LocalCronTrigger(_LocalRuleTrigger):
         spec = parse_cron(self.expression)
         self.fixed_hours = spec.fixed_hours
         self._zone = ZoneInfo(self.timezone)
-        self._matchers = spec.matchers()
+        self._matchers = cron_matchers(spec)
 
     def next_wall_time(self, after: datetime) -> datetime | None:
         start = after.replace(tzinfo=UTC)
@@ -553,105 +360,8 @@ class LocalCronTrigger(_LocalRuleTrigger):
 
 
 # -- RRULE -----------------------------------------------------------------------------
-_DTSTART = re.compile(r"^DTSTART(?:;(?P<params>[^:]*))?:(?P<value>\d{8}(?:T\d{6}Z?)?)$")
-_UNTIL_UTC = re.compile(r"UNTIL=(\d{8}T\d{6})Z")
 _STEPS = {du.WEEKLY: timedelta(weeks=1), du.DAILY: ONE_DAY, du.HOURLY: timedelta(hours=1)}
 _STEPS |= {du.MINUTELY: timedelta(minutes=1), du.SECONDLY: ONE_SECOND}
-
-
-@dataclass(frozen=True)
-class RRuleSpec:
-    """``DTSTART`` (optional) and one ``RRULE``, as text parts.
-
-    ``dtstart`` is naive: wall time in the task's zone, or UTC when ``utc`` (a ``Z`` value).
-    """
-
-    rule: str
-    dtstart: datetime | None = None
-    utc: bool = False
-    tzid: str | None = None
-
-    def text(self) -> str:
-        """Canonical form, stored with the task (DTSTART first, no TZID: the task has it)."""
-        lines = [f"RRULE:{self.rule}"]
-        if self.dtstart is not None:
-            stamp = self.dtstart.strftime("%Y%m%dT%H%M%S") + ("Z" if self.utc else "")
-            lines.insert(0, f"DTSTART:{stamp}")
-        return "\n".join(lines)
-
-
-def parse_rrule(text: str) -> RRuleSpec:
-    """Split RFC 5545 text into DTSTART and RRULE; check the rule with dateutil.
-
-    Only DTSTART and one RRULE are accepted (no RDATE/EXDATE/EXRULE). Raises ValueError.
-    """
-    rule: str | None = None
-    dtstart: tuple[datetime, bool, str | None] | None = None
-    for token in text.split():
-        upper = token.upper()
-        if upper.startswith("DTSTART"):
-            dtstart = _parse_dtstart(token)
-        elif upper.startswith(("RRULE:", "FREQ=")):
-            if rule is not None:
-                raise ValueError("give one RRULE only")
-            rule = upper.removeprefix("RRULE:")
-        else:
-            raise ValueError(f"{token!r} is not understood; give DTSTART (optional) and one RRULE")
-    if rule is None:
-        raise ValueError("no RRULE found; give e.g. RRULE:FREQ=DAILY;BYHOUR=9;BYMINUTE=0")
-    for part in rule.split(";"):
-        name, _, value = part.partition("=")
-        if name == "INTERVAL" and not (value.isdigit() and int(value) >= 1):
-            raise ValueError(f"INTERVAL={value} must be a whole number of at least 1")
-    spec = RRuleSpec(rule, *(dtstart or (None, False, None)))
-    compile_rrule(spec, ZoneInfo("UTC"), default_start=datetime(2000, 1, 1))
-    return spec
-
-
-def _parse_dtstart(token: str) -> tuple[datetime, bool, str | None]:
-    match = _DTSTART.match(token.upper())
-    if not match:
-        raise ValueError(
-            f"{token!r} is not a DTSTART; use DTSTART:20260105T090000 (task timezone), "
-            "DTSTART;TZID=Europe/Paris:20260105T090000 or DTSTART:20260105T090000Z (UTC)"
-        )
-    value = match["value"]
-    stamp = datetime.strptime(value.rstrip("Z"), "%Y%m%dT%H%M%S" if "T" in value else "%Y%m%d")
-    # TZID is case-sensitive (Europe/Paris): read it from the original spelling.
-    tzid = re.search(r"TZID=([^:;]+)", token.split(":", 1)[0], flags=re.IGNORECASE)
-    return stamp, value.endswith("Z"), tzid[1] if tzid else None
-
-
-def compile_rrule(spec: RRuleSpec, zone: tzinfo, *, default_start: datetime | None = None) -> Any:
-    """The dateutil rrule over naive wall time; a ``Z`` UNTIL is turned into ``zone`` wall time."""
-    start = spec.dtstart or default_start
-    if start is None:
-        raise ValueError("the RRULE has no DTSTART")
-
-    def until_to_wall(match: re.Match[str]) -> str:
-        instant = datetime.strptime(match[1], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
-        return "UNTIL=" + wall(instant, zone).strftime("%Y%m%dT%H%M%S")
-
-    if "FREQ=" not in spec.rule:
-        raise ValueError("the RRULE needs FREQ=, e.g. RRULE:FREQ=WEEKLY;BYDAY=MO")
-    try:
-        rule_text = "RRULE:" + _UNTIL_UTC.sub(until_to_wall, spec.rule)
-        rule = du.rrulestr(rule_text, dtstart=start, cache=True)
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
-        raise ValueError(f"invalid RRULE ({exc})") from None
-    _check_days_exist(rule)
-    return rule
-
-
-def _check_days_exist(rule: Any) -> None:
-    """Refuse BYMONTHDAY/BYMONTH that never meet (30 February): dateutil would search for
-    them up to year 9999, which takes seconds. (Inherited values count: FREQ=YEARLY;
-    BYMONTH=2 from a DTSTART on the 31st means 31 February.)"""
-    days, months = rule._bymonthday, rule._bymonth
-    if not days or rule._bynmonthday or not months:
-        return
-    if not any(day <= _MAX_MONTH_DAYS[m - 1] for m in months for day in days):
-        raise ValueError("BYMONTHDAY and BYMONTH never meet (e.g. 30 February)")
 
 
 class LocalRRuleTrigger(_LocalRuleTrigger):

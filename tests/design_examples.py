@@ -1,5 +1,6 @@
-"""The design document's example create_task kwargs, exactly as written there
-(../shared/seed/task-scheduler-guide.md), shared by the tests that prove they work."""
+"""Example create_task kwargs (the "Daily Inventory Check" and its companions), exactly as
+an LLM following the tool's description would write them; shared by the tests that prove
+they work."""
 
 from __future__ import annotations
 

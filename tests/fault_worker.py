@@ -34,8 +34,8 @@ from sqlalchemy import func, select
 
 from config import load_settings
 from scheduler_service import SchedulerService
-from scheduler_service.models import ScheduledTask
-from scheduler_service.runner import current_run
+from scheduler_service.runs.runner import current_run
+from scheduler_service.storage.models import ScheduledTask
 from tools import Tool, ToolContext, ToolError
 
 OWNER = ToolContext(user_id="fault", conversation_id="fault")

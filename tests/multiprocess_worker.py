@@ -26,7 +26,7 @@ from typing import Any
 
 from config import load_settings
 from scheduler_service import SchedulerService
-from scheduler_service.runner import current_run
+from scheduler_service.runs.runner import current_run
 from tools import Tool, ToolContext
 
 OWNER = ToolContext(user_id="mp", conversation_id="mp")

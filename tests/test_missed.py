@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from scheduler_service import SchedulerService
-from scheduler_service.models import TaskRun
+from scheduler_service.storage.models import TaskRun
 from tests.conftest import RecordingTool, ServiceFactory, next_notification
 from tools import ToolContext
 

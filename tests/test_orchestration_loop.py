@@ -18,7 +18,7 @@ import httpx2
 import pytest
 import pytest_asyncio
 
-from scheduler_service.orchestration import (
+from scheduler_service.runs.orchestration import (
     OrchestrationLimits,
     OrchestrationResult,
     build_system_prompt,
@@ -516,7 +516,7 @@ async def test_no_tools_omits_tools_param(fake: FakeAnthropic) -> None:
 @pytest.mark.asyncio
 async def test_api_key_never_logged(fake: FakeAnthropic, caplog: pytest.LogCaptureFixture) -> None:
     fake.add(tool_use_message(("reminder_tool", {"text": "a"}))).add(text_message("ok"))
-    with caplog.at_level(logging.DEBUG, logger="scheduler_service.orchestration"):
+    with caplog.at_level(logging.DEBUG, logger="scheduler_service.runs.orchestration"):
         result = await run(fake)
 
     assert result.ok

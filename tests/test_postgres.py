@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from config import SchedulerConfig, Settings
 from scheduler_service import SchedulerService
-from scheduler_service.models import TaskRun
+from scheduler_service.storage.models import TaskRun
 from tests.conftest import next_notification, watch_notifications
 from tools import ToolContext
 
@@ -43,7 +43,9 @@ async def test_service_on_postgresql(pg_url: str) -> None:
             runs = (await session.scalars(select(TaskRun).where(TaskRun.task_id == task_id))).all()
         assert [r.status for r in runs] == ["succeeded"]
         # The fence: a second claim of the same fire time is refused by the database.
-        assert await service.runner._claim(task_id, runs[0].fire_time, "scheduled", 1) is None
+        assert (
+            await service.runner.claims.attempt(task_id, runs[0].fire_time, "scheduled", 1) is None
+        )
         reminders = await service.tools.call("reminder_tool", "get_reminders", {}, context=ctx)
         assert [r["title"] for r in reminders["reminders"]] == ["from postgres"]
     async with SchedulerService(settings) as again:

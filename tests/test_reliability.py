@@ -23,11 +23,17 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import delete, event, select, text, update
 
 from scheduler_service import SchedulerService
-from scheduler_service.db import Database
-from scheduler_service.models import ScheduledTask, TaskNotification, TaskRun, new_id, utcnow
-from scheduler_service.reconcile import same_trigger
-from scheduler_service.runner import INTERRUPTED, NOT_STARTED, RunInfo, current_run
+from scheduler_service.runs.recovery import same_trigger
+from scheduler_service.runs.runner import INTERRUPTED, NOT_STARTED, RunInfo, current_run
 from scheduler_service.schedules import Schedule, build_trigger
+from scheduler_service.storage.db import Database
+from scheduler_service.storage.models import (
+    ScheduledTask,
+    TaskNotification,
+    TaskRun,
+    new_id,
+    utcnow,
+)
 from tests.conftest import ServiceFactory, next_notification, wait_for
 from tools import Tool, ToolContext, ToolError
 
@@ -200,7 +206,7 @@ async def test_a_second_claim_of_a_fire_time_fails_cleanly(start_service: Servic
     )
     assert len(tools[0].runs) + len(tools[1].runs) == 1
     assert [(r.fire_time, r.status) for r in await runs_of(first, task_id)] == [(due, "succeeded")]
-    assert await first.runner._claim(task_id, due, "scheduled", 1) is None
+    assert await first.runner.claims.attempt(task_id, due, "scheduled", 1) is None
 
 
 async def test_manual_run_neither_blocks_nor_consumes_the_scheduled_one(
@@ -579,7 +585,7 @@ class _EventHandler(logging.Handler):
 
 @contextlib.contextmanager
 def _logging_to(handler: logging.Handler) -> Iterator[None]:
-    logger = logging.getLogger("scheduler_service.db")
+    logger = logging.getLogger("scheduler_service.storage.retry")
     logger.addHandler(handler)
     try:
         yield
@@ -634,11 +640,11 @@ async def test_a_fire_whose_claim_fails_is_recorded_at_the_next_fire(
     claims it too (recorded missed, as it is older than the due one)."""
     from sqlalchemy.exc import OperationalError
 
-    import scheduler_service.runner as runner_module
+    import scheduler_service.storage.retry as retry_module
 
-    monkeypatch.setattr(runner_module, "CLAIM_RETRY_DELAY", 0.01)
+    monkeypatch.setattr(retry_module, "TRANSIENT_DELAY_S", 0.01)
     service = await start_service(tools=[FlakyTool()], min_interval=1)
-    real_claim = service.runner._claim_fire
+    real_claim = service.runner.claims.fire
     failed: list[list[datetime]] = []
 
     async def failing_first_fire(task_id: str, run_times: list[datetime], now: datetime) -> Any:
@@ -647,7 +653,7 @@ async def test_a_fire_whose_claim_fails_is_recorded_at_the_next_fire(
             raise OperationalError("INSERT INTO task_runs", {}, Exception("disk I/O error"))
         return await real_claim(task_id, run_times, now)
 
-    monkeypatch.setattr(service.runner, "_claim_fire", failing_first_fire)
+    monkeypatch.setattr(service.runner.claims, "fire", failing_first_fire)
     t0 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
     rule = f"DTSTART:{t0:%Y%m%dT%H%M%SZ}\nRRULE:FREQ=SECONDLY;INTERVAL=2"
     out = await service.scheduler_tool.run(
@@ -680,11 +686,11 @@ async def test_recording_an_outcome_survives_a_database_error(
     (left ``running`` it would block execute_task_now and never notify)."""
     from sqlalchemy.exc import OperationalError
 
-    import scheduler_service.runner as runner_module
+    import scheduler_service.storage.retry as retry_module
 
-    monkeypatch.setattr(runner_module, "CLAIM_RETRY_DELAY", 0.01)
+    monkeypatch.setattr(retry_module, "TRANSIENT_DELAY_S", 0.01)
     service = await start_service(tools=[FlakyTool()])
-    real_finish = service.runner._finish
+    real_finish = service.runner.finish
     failures: list[str] = []
 
     async def finish_failing_once(run: TaskRun, outcome: Any) -> TaskRun:
@@ -693,7 +699,7 @@ async def test_recording_an_outcome_survives_a_database_error(
             raise OperationalError("UPDATE task_runs", {}, Exception("disk I/O error"))
         return await real_finish(run, outcome)
 
-    monkeypatch.setattr(service.runner, "_finish", finish_failing_once)
+    monkeypatch.setattr(service.runner, "finish", finish_failing_once)
     task_id = await create(service, "flaky", soon(3600), frequency="hourly")
     out = await service.scheduler_tool.run("execute_task_now", {"task_id": task_id}, context=CTX)
     assert failures and out["run"]["status"] == "succeeded"

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from scheduler_service import SchedulerService
-from scheduler_service.models import ScheduledTask, TaskRun
+from scheduler_service.storage.models import ScheduledTask, TaskRun
 from tests.conftest import RecordingTool, ServiceFactory
 from tests.design_examples import INVENTORY, SALES
 from tools import ToolContext, ToolError
@@ -46,7 +46,7 @@ async def expect_error(
     return info.value
 
 
-# -- the design document's examples, as written ------------------------------------------
+# -- the example create_task calls, as written --------------------------------------------
 async def test_design_document_direct_example(service: SchedulerService, ctx: ToolContext) -> None:
     out = await call(service, "create_task", INVENTORY, ctx)
     task = out["task"]

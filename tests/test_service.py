@@ -16,8 +16,8 @@ from sqlalchemy import select
 
 from config import ConfigError, Settings, load_settings
 from scheduler_service import SchedulerService, lifespan
-from scheduler_service.db import SchemaError, migrate_to_head, sync_url
-from scheduler_service.models import TaskNotification, TaskRun
+from scheduler_service.storage.db import SchemaError, migrate_to_head, sync_url
+from scheduler_service.storage.models import TaskNotification, TaskRun
 from tests.conftest import RecordingTool, ServiceFactory, make_settings, next_notification
 from tools import Tool, ToolContext
 
@@ -34,7 +34,7 @@ async def runs_of(service: SchedulerService, task_id: str) -> list[TaskRun]:
 async def test_once_task_two_seconds_ahead_runs_once(
     service: SchedulerService, ctx: ToolContext
 ) -> None:
-    """The design document's reminder, as a `once` task really fired by APScheduler."""
+    """The example reminder, as a `once` task really fired by APScheduler."""
     due = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0) + timedelta(seconds=1)
     out = await service.scheduler_tool.run(
         "create_task",

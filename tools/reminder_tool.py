@@ -1,6 +1,6 @@
 """reminder_tool: the user's reminders, stored in the service's database.
 
-It makes the design document's example real: a direct task calls
+It makes the standard example real (a daily inventory reminder): a direct task calls
 ``add_reminder`` with ``{"title": ..., "date": "today", ...}``. Dates are read in the
 caller's timezone (the task's, for scheduled runs).
 """
@@ -14,9 +14,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
 
-from scheduler_service.db import Database
-from scheduler_service.inputs import validate
-from scheduler_service.models import Reminder, new_id, utcnow
+from scheduler_service.storage.db import Database
+from scheduler_service.storage.models import Reminder, new_id, utcnow
+from scheduler_service.tasks.inputs import validate
 from tools.base import Tool, ToolContext, ToolError, parse_kwargs
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")

@@ -1,7 +1,8 @@
 """scheduler_tool: how an LLM creates and manages scheduled tasks.
 
 A thin adapter: parse kwargs, validate them against the operation's pydantic model,
-call the service's TaskManager, and shape the answer the design document specifies.
+call the TaskManager, and shape the answer: the result fields plus a ``message`` the LLM
+can read back to the user.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from scheduler_service.inputs import (
+from scheduler_service.statuses import ExecutionMode, Frequency, RunStatus, TaskStatus
+from scheduler_service.tasks.inputs import (
     CreateTask,
     ExecuteNow,
     ListTasks,
@@ -27,8 +29,7 @@ from tools.base import Tool, ToolContext, ToolError, parse_kwargs
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from scheduler_service.service import SchedulerService
-    from scheduler_service.tasks import TaskManager
+    from scheduler_service.tasks.manager import TaskManager
 
 DESCRIPTION = """\
 Schedule tasks that run later or repeatedly without the user present, and manage them.
@@ -96,10 +97,8 @@ def _kwargs_schema() -> dict[str, Any]:
         "task_prompt",
     ):
         properties[name]["type"] = "string"
-    properties["frequency"]["enum"] = list(
-        ("once", "minutely", "hourly", "daily", "weekly", "monthly", "custom")
-    )
-    properties["execution_mode"]["enum"] = ["direct", "orchestrated"]
+    properties["frequency"]["enum"] = [f.value for f in Frequency]
+    properties["execution_mode"]["enum"] = [m.value for m in ExecutionMode]
     for name in (
         "day_of_month",
         "max_runs",
@@ -122,7 +121,7 @@ def _kwargs_schema() -> dict[str, Any]:
     properties["available_tools"].update({"type": "array", "items": {"type": "string"}})
     properties["status"] = {
         "description": "get_tasks filter",
-        "enum": ["scheduled", "paused", "completed", "failed", "cancelled", "missed"],
+        "enum": [s.value for s in TaskStatus],
     }
     properties["wait"] = {"type": "boolean", "description": "execute_task_now: wait for result"}
     properties["count"] = {
@@ -155,14 +154,14 @@ def _next_run_words(task: dict[str, Any]) -> str:
 
 
 class SchedulerTool(Tool):
-    """The LLM-facing task management tool, bound to one service."""
+    """The LLM-facing task management tool, bound to one service's TaskManager."""
 
     name = "scheduler_tool"
     description = DESCRIPTION
     input_schema = INPUT_SCHEMA
 
-    def __init__(self, service: SchedulerService) -> None:
-        self.service = service
+    def __init__(self, tasks: TaskManager) -> None:
+        self._tasks = tasks
         self._ops: dict[str, Callable[[dict[str, Any], ToolContext], Awaitable[dict[str, Any]]]] = {
             "create_task": self._create,
             "get_tasks": self._list,
@@ -204,7 +203,7 @@ class SchedulerTool(Tool):
                 "unavailable",
                 f"the task database is unavailable ({type(exc).__name__}); try again shortly",
             ) from None
-        except Exception as exc:  # never a traceback to the caller (invariant 5)
+        except Exception as exc:  # never a traceback to the caller: every error is a ToolError
             log.exception("scheduler_tool %s failed unexpectedly", operation)
             raise ToolError(
                 "execution_failed",
@@ -212,17 +211,13 @@ class SchedulerTool(Tool):
                 "scheduler bug, not a problem with your input",
             ) from None
 
-    @property
-    def _tasks(self) -> TaskManager:
-        return self.service.tasks
-
     async def _create(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
         task, shown = await self._tasks.create_task(validate(CreateTask, kwargs), context)
         message = (
             f"Created task '{task['name']}' ({task['task_id']}): {task['schedule']}. "
             f"{_next_run_words(task)}{_warning_words(shown)}"
         )
-        if task["execution_mode"] == "orchestrated" and not self._tasks.has_llm:
+        if task["execution_mode"] == ExecutionMode.ORCHESTRATED and not self._tasks.has_llm:
             message += (
                 " Note: orchestrated runs need an Anthropic API key (ANTHROPIC_API_KEY); "
                 "none is configured, so its runs will fail until one is set."
@@ -275,20 +270,24 @@ class SchedulerTool(Tool):
         task, changed = await self._tasks.set_status(ref.task_id, context, status)
         state = done if changed else f"was already {task.status}"
         message = f"Task '{task.name}' {state}."
-        if status == "scheduled":
-            from scheduler_service.tasks import task_to_dict
+        if status == TaskStatus.SCHEDULED:
+            from scheduler_service.tasks.views import task_to_dict
 
             message += " " + _next_run_words(task_to_dict(task))
         return {"task_id": task.id, "status": task.status, "message": message}
 
     async def _cancel(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
-        return await self._status(kwargs, context, "cancelled", "cancelled; its history is kept")
+        return await self._status(
+            kwargs, context, TaskStatus.CANCELLED, "cancelled; its history is kept"
+        )
 
     async def _pause(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
-        return await self._status(kwargs, context, "paused", "paused; resume it with resume_task")
+        return await self._status(
+            kwargs, context, TaskStatus.PAUSED, "paused; resume it with resume_task"
+        )
 
     async def _resume(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
-        return await self._status(kwargs, context, "scheduled", "resumed")
+        return await self._status(kwargs, context, TaskStatus.SCHEDULED, "resumed")
 
     async def _execute_now(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
         args = validate(ExecuteNow, kwargs)
@@ -297,7 +296,7 @@ class SchedulerTool(Tool):
         name = out["task"]["name"]
         if run is None:
             message = f"Started task '{name}'; its result will arrive as a notification."
-        elif run["status"] == "succeeded":
+        elif run["status"] == RunStatus.SUCCEEDED:
             after = (
                 "The regular schedule is unchanged."
                 if out["task"]["next_run_time"]

@@ -10,12 +10,12 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from scheduler_service.schedules import FREQUENCIES
+from scheduler_service.statuses import FREQUENCIES, FrequencyName, ModeName, TaskStatus
 from tools import ToolError
 
-TASK_STATUSES = ("scheduled", "paused", "completed", "failed", "cancelled", "missed")
-Frequency = Literal["once", "minutely", "hourly", "daily", "weekly", "monthly", "custom"]
-Mode = Literal["direct", "orchestrated"]
+TASK_STATUSES = tuple(status.value for status in TaskStatus)
+Frequency = FrequencyName
+Mode = ModeName
 Model = TypeVar("Model", bound=BaseModel)
 
 

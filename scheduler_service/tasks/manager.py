@@ -18,9 +18,22 @@ from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import delete, func, select, update
 
 from config import Settings
-from scheduler_service.db import Database
 from scheduler_service.engine import JobControl
-from scheduler_service.inputs import (
+from scheduler_service.runs.execution import SCHEDULER_TOOL
+from scheduler_service.runs.runner import TaskRunner
+from scheduler_service.schedules import (
+    Schedule,
+    ScheduleError,
+    ScheduleInput,
+    build_trigger,
+    parse_schedule,
+    preview,
+    preview_input,
+)
+from scheduler_service.statuses import FINISHED_TASK, LIVE_TASK, ExecutionMode, TaskStatus
+from scheduler_service.storage.db import Database
+from scheduler_service.storage.models import ScheduledTask, TaskRun, new_id, utcnow
+from scheduler_service.tasks.inputs import (
     OPTION_FIELDS,
     SCHEDULE_FIELDS,
     CreateTask,
@@ -29,32 +42,10 @@ from scheduler_service.inputs import (
     TaskFields,
     UpdateTask,
 )
-from scheduler_service.models import ScheduledTask, TaskRun, new_id, utcnow
-from scheduler_service.orchestrate import SCHEDULER_TOOL
-from scheduler_service.runner import ACTIVE_RUN, LIVE_TASK, TaskRunner
-from scheduler_service.schedules import (
-    Schedule,
-    ScheduleError,
-    ScheduleInput,
-    build_trigger,
-    describe,
-    parse_schedule,
-    preview,
-    preview_input,
-)
+from scheduler_service.tasks.views import run_to_dict, task_to_dict
 from tools import ToolContext, ToolError, ToolRegistry
 
 log = logging.getLogger(__name__)
-
-FINISHED_STATUSES = ("completed", "failed", "cancelled", "missed")
-
-
-def _iso(value: datetime | None, zone: str) -> str | None:
-    if value is None:
-        return None
-    from zoneinfo import ZoneInfo
-
-    return value.astimezone(ZoneInfo(zone)).isoformat()
 
 
 def schedule_input(fields: dict[str, Any]) -> ScheduleInput:
@@ -75,64 +66,6 @@ def plan(schedule: Schedule, now: datetime) -> tuple[BaseTrigger, datetime | Non
 
 # Changing only these keeps the schedule's phase ("every 2 weeks" stays on its weeks).
 LIMIT_FIELDS = ("end_time", "max_runs")
-
-
-def task_to_dict(task: ScheduledTask) -> dict[str, Any]:
-    """The task as scheduler_tool returns it: plain JSON, times in the task's zone."""
-    tz = task.timezone
-    return {
-        "id": task.id,
-        "task_id": task.id,
-        "name": task.name,
-        "description": task.description,
-        "status": task.status,
-        "frequency": task.frequency,
-        "schedule": describe(Schedule.from_dict(task.schedule)),
-        "scheduled_time": task.scheduled_time,
-        "day_of_week": task.day_of_week,
-        "day_of_month": task.day_of_month,
-        "custom_schedule": task.custom_schedule,
-        "timezone": tz,
-        "end_time": _iso(task.end_time, tz),
-        "max_runs": task.max_runs,
-        "next_run_time": _iso(task.next_run_at, tz) if task.status == "scheduled" else None,
-        "execution_mode": task.execution_mode,
-        "tool_name": task.tool_name,
-        "operation": task.operation,
-        "parameters": task.parameters,
-        "task_description": task.task_description,
-        "task_prompt": task.task_prompt,
-        "available_tools": task.available_tools,
-        "timeout": task.timeout,
-        "max_retries": task.max_retries,
-        "run_count": task.run_count,
-        "success_count": task.success_count,
-        "failure_count": task.failure_count,
-        "last_run_time": _iso(task.last_run_at, tz),
-        "last_status": task.last_status,
-        "last_result": task.last_result,
-        "last_error": task.last_error,
-        "conversation_id": task.conversation_id,
-        "created_at": _iso(task.created_at, tz),
-        "updated_at": _iso(task.updated_at, tz),
-    }
-
-
-def run_to_dict(run: TaskRun, zone: str) -> dict[str, Any]:
-    return {
-        "run_id": run.id,
-        "kind": run.kind,
-        "status": run.status,
-        "fire_time": _iso(run.fire_time, zone),
-        "attempt": run.attempt,
-        "started_at": _iso(run.started_at, zone),
-        "finished_at": _iso(run.finished_at, zone),
-        "duration_ms": run.duration_ms,
-        "result": run.result,
-        "error": run.error,
-        "usage": run.usage,
-        "details": run.details,
-    }
 
 
 class TaskManager:
@@ -199,16 +132,16 @@ class TaskManager:
         mode = fields.get("execution_mode")
         if mode is None:
             if fields.get("tool_name"):
-                mode = "direct"
+                mode = ExecutionMode.DIRECT
             elif fields.get("task_description"):
-                mode = "orchestrated"
+                mode = ExecutionMode.ORCHESTRATED
             else:
                 raise ToolError(
                     "invalid_input",
                     "execution_mode: required; use 'direct' (with tool_name, operation and "
                     "parameters) or 'orchestrated' (with task_description)",
                 )
-        if mode == "direct":
+        if mode == ExecutionMode.DIRECT:
             self._check_direct(fields)
         else:
             self._check_orchestrated(fields)
@@ -331,7 +264,7 @@ class TaskManager:
             conversation_id=context.conversation_id,
             schedule=schedule.to_dict(),
             start_at=schedule.start_at,
-            status="scheduled",
+            status=TaskStatus.SCHEDULED,
             execution_mode=mode,
             next_run_at=next_run,
             run_count=0,
@@ -406,7 +339,7 @@ class TaskManager:
         task.timezone = schedule.timezone
         task.end_time = schedule.end_time
         task.max_runs = schedule.max_runs
-        if task.execution_mode == "direct":
+        if task.execution_mode == ExecutionMode.DIRECT:
             task.parameters = dict(task.parameters or {})
 
     def _merged(self, task: ScheduledTask, changes: dict[str, Any]) -> dict[str, Any]:
@@ -434,7 +367,7 @@ class TaskManager:
     ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
         """Returns the task, the names of the fields that changed, and its preview."""
         task = await self._owned(data.task_id, context)
-        if task.status in FINISHED_STATUSES:
+        if task.status in FINISHED_TASK:
             raise ToolError(
                 "conflict",
                 f"task_id: task {task.id!r} is {task.status} and can no longer change; "
@@ -474,7 +407,7 @@ class TaskManager:
             if reschedule:
                 row.schedule = schedule.to_dict()
                 row.start_at = schedule.start_at
-                row.next_run_at = next_run if row.status == "scheduled" else None
+                row.next_run_at = next_run if row.status == TaskStatus.SCHEDULED else None
             columns = {c.key: getattr(row, c.key) for c in ScheduledTask.__table__.columns}
             self._apply(row, {**changes, "execution_mode": merged.get("execution_mode")})
             row.updated_at = now
@@ -483,7 +416,7 @@ class TaskManager:
         if reschedule:
             try:
                 await self.jobs.schedule(
-                    task.id, trigger, next_run if task.status == "scheduled" else None
+                    task.id, trigger, next_run if task.status == TaskStatus.SCHEDULED else None
                 )
             except Exception as exc:
                 log.exception("could not reschedule task %s; undoing the update", task.id)
@@ -540,16 +473,25 @@ class TaskManager:
         task = await self._owned(task_id, context)
         if task.status == status:
             return task, False
-        allowed = {"cancelled": LIVE_TASK, "paused": ("scheduled",), "scheduled": ("paused",)}
+        allowed: dict[str, tuple[str, ...]] = {
+            TaskStatus.CANCELLED: LIVE_TASK,
+            TaskStatus.PAUSED: (TaskStatus.SCHEDULED,),
+            TaskStatus.SCHEDULED: (TaskStatus.PAUSED,),
+        }
         if task.status not in allowed[status]:
-            verb = {"cancelled": "cancel", "paused": "pause", "scheduled": "resume"}[status]
+            verbs: dict[str, str] = {
+                TaskStatus.CANCELLED: "cancel",
+                TaskStatus.PAUSED: "pause",
+                TaskStatus.SCHEDULED: "resume",
+            }
+            verb = verbs[status]
             raise ToolError(
                 "conflict",
                 f"task_id: cannot {verb} task {task.id!r} because it is {task.status}",
             )
         now = utcnow()
         next_run: datetime | None = None
-        if status == "scheduled":
+        if status == TaskStatus.SCHEDULED:
             next_run = build_trigger(Schedule.from_dict(task.schedule)).get_next_fire_time(
                 None, now
             )
@@ -565,7 +507,7 @@ class TaskManager:
             if row is None:
                 raise ToolError("not_found", f"task_id: task {task.id!r} was deleted meanwhile")
             row.status, row.next_run_at, row.updated_at = status, next_run, now
-            if status == "scheduled":
+            if status == TaskStatus.SCHEDULED:
                 row.consecutive_failures = 0
             task = row
         try:
@@ -590,9 +532,9 @@ class TaskManager:
     async def _apply_status_to_job(
         self, task: ScheduledTask, status: str, next_run: datetime | None
     ) -> None:
-        if status == "cancelled":
+        if status == TaskStatus.CANCELLED:
             await self._remove_jobs(task.id)
-        elif status == "paused":
+        elif status == TaskStatus.PAUSED:
             await self.jobs.pause(task.id)
         else:
             trigger = build_trigger(Schedule.from_dict(task.schedule))
@@ -631,13 +573,7 @@ class TaskManager:
 
     async def _execute_now(self, task_id: str, context: ToolContext, wait: bool) -> dict[str, Any]:
         task = await self._owned(task_id, context)
-        async with self.db.read() as session:
-            active = await session.scalar(
-                select(func.count())
-                .select_from(TaskRun)
-                .where(TaskRun.task_id == task_id, TaskRun.status.in_(ACTIVE_RUN))
-            )
-        if active or self.runner.is_running(task_id):
+        if await self.runner.is_running(task_id):
             raise self._already_running(task_id)
         if not wait:
             job = asyncio.get_running_loop().create_task(self._run_reserved(task))

@@ -1,8 +1,9 @@
-"""Schedules: user input → a validated ``Schedule`` → an APScheduler trigger.
+"""Parsing schedules: user input → a validated ``Schedule`` → an APScheduler trigger.
 
 Pure domain logic: no I/O, ``now`` is always passed in, so every rule here is testable
 with computed instants. The time rules themselves (DST gaps and overlaps, month ends)
-live in ``triggers``; docs/time.md explains them with examples.
+live in ``scheduler_service.clock`` and the trigger classes in ``triggers``;
+docs/time.md explains them with examples.
 """
 
 from __future__ import annotations
@@ -20,22 +21,16 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from dateutil.relativedelta import relativedelta
 
-from scheduler_service.triggers import (
-    CronSpec,
-    LocalCronTrigger,
-    LocalRRuleTrigger,
-    Transition,
-    WallClockTrigger,
+from scheduler_service.clock.cron import parse_cron
+from scheduler_service.clock.rrule import parse_rrule
+from scheduler_service.clock.zones import (
     localize,
-    offset_transitions,
-    parse_cron,
-    parse_rrule,
-    readings,
     scheduled_date,
     wall,
 )
+from scheduler_service.statuses import FREQUENCIES, Frequency
+from scheduler_service.triggers import LocalCronTrigger, LocalRRuleTrigger, WallClockTrigger
 
-FREQUENCIES = ("once", "minutely", "hourly", "daily", "weekly", "monthly", "custom")
 ELAPSED_UNITS = {"minutes": 60, "hours": 3600}
 WALL_UNITS = ("days", "weeks", "months")
 MAX_INTERVAL = {"minutes": 527_040, "hours": 8784, "days": 3660, "weeks": 520, "months": 120}
@@ -49,7 +44,7 @@ CUSTOM_EXAMPLES = (
 GAP_SAMPLE = 300  # fire times checked against the minimum interval (cron, RRULE)
 PREVIEW_HORIZON = timedelta(days=366)
 
-_TIME_RE = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
+TIME_OF_DAY = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
 _EVERY_UNIT = re.compile(
     r"^every\s+(?:(?P<n>\d+|other)\s+)?(?P<unit>minute|hour|day|week|month)s?\b\s*(?P<rest>.*)$"
 )
@@ -167,7 +162,7 @@ def parse_timezone(value: str | None, default: str, field_name: str = "timezone"
 
 
 def parse_time_of_day(value: str, field_name: str = "scheduled_time") -> time:
-    match = _TIME_RE.match(value.strip())
+    match = TIME_OF_DAY.match(value.strip())
     if match:
         hour, minute, second = int(match[1]), int(match[2]), int(match[3] or 0)
         if hour < 24 and minute < 60 and second < 60:
@@ -310,7 +305,7 @@ def parse_schedule(
             "frequency",
             f"{data.frequency!r} is not a frequency; use one of {', '.join(FREQUENCIES)}",
         )
-    zone = ZoneInfo(_task_timezone(data, frequency, default_timezone))
+    zone = ZoneInfo(task_timezone(data, frequency, default_timezone))
     now = now.astimezone(UTC)
     end_time = parse_datetime(data.end_time, zone, "end_time") if data.end_time else None
     if end_time is not None and end_time <= now and not allow_past:
@@ -320,19 +315,23 @@ def parse_schedule(
     ):
         raise ScheduleError("max_runs", f"{data.max_runs!r} must be a whole number >= 1")
     ctx = _Context(data, zone, now, min_interval, allow_past, end_time)
-    if frequency == "once":
+    if frequency == Frequency.ONCE:
         return _once(ctx)
-    if frequency in ("minutely", "hourly"):
-        return _elapsed(ctx, frequency, "minutes" if frequency == "minutely" else "hours", 1)
-    if frequency in ("daily", "weekly", "monthly"):
-        unit = {"daily": "days", "weekly": "weeks", "monthly": "months"}[frequency]
+    if frequency in (Frequency.MINUTELY, Frequency.HOURLY):
+        return _elapsed(
+            ctx, frequency, "minutes" if frequency == Frequency.MINUTELY else "hours", 1
+        )
+    if frequency in (Frequency.DAILY, Frequency.WEEKLY, Frequency.MONTHLY):
+        unit = {Frequency.DAILY: "days", Frequency.WEEKLY: "weeks", Frequency.MONTHLY: "months"}[
+            Frequency(frequency)
+        ]
         return _wall_clock(ctx, frequency, _WallSpec(unit))
     return _custom(ctx)
 
 
-def _task_timezone(data: ScheduleInput, frequency: str, default: str) -> str:
+def task_timezone(data: ScheduleInput, frequency: str, default: str) -> str:
     """The timezone field, else an RRULE's DTSTART;TZID=…, else the default."""
-    if data.timezone or frequency != "custom":
+    if data.timezone or frequency != Frequency.CUSTOM:
         return parse_timezone(data.timezone, default)
     tzid = _TZID.search(data.custom_schedule or "")
     if tzid:
@@ -342,7 +341,7 @@ def _task_timezone(data: ScheduleInput, frequency: str, default: str) -> str:
 
 def _first_instant(value: str, zone: ZoneInfo, now: datetime) -> datetime:
     """HH:MM → its next occurrence (today if still ahead); ISO → that instant."""
-    if _TIME_RE.match(value.strip()):
+    if TIME_OF_DAY.match(value.strip()):
         at = parse_time_of_day(value)
         today = now.astimezone(zone).date()
         candidate = localize(datetime.combine(today, at), zone)
@@ -362,7 +361,7 @@ def _once(ctx: _Context) -> Schedule:
     run_at = _first_instant(text, ctx.zone, ctx.now)
     if run_at <= ctx.now and not ctx.allow_past:
         raise ScheduleError("scheduled_time", _past_once_message(text, run_at, ctx.zone))
-    schedule = Schedule(frequency="once", start_at=run_at, **ctx.common)
+    schedule = Schedule(frequency=Frequency.ONCE, start_at=run_at, **ctx.common)
     _check_end(ctx, schedule, run_at)
     return schedule
 
@@ -377,9 +376,9 @@ def _past_once_message(text: str, run_at: datetime, zone: ZoneInfo) -> str:
 def _elapsed(ctx: _Context, frequency: str, unit: str, interval: int) -> Schedule:
     seconds = interval * ELAPSED_UNITS[unit]
     if seconds < ctx.min_interval:
-        given = ctx.data.custom_schedule if frequency == "custom" else frequency
+        given = ctx.data.custom_schedule if frequency == Frequency.CUSTOM else frequency
         raise ScheduleError(
-            "custom_schedule" if frequency == "custom" else "frequency",
+            "custom_schedule" if frequency == Frequency.CUSTOM else "frequency",
             f"{given!r} runs every {seconds} s, more often than the minimum interval of "
             f"{ctx.min_interval} s; choose a longer interval, e.g. 'every "
             f"{_ceil_minutes(ctx.min_interval)} minutes'",
@@ -391,7 +390,7 @@ def _elapsed(ctx: _Context, frequency: str, unit: str, interval: int) -> Schedul
     schedule = Schedule(
         frequency=frequency, start_at=start, unit=unit, interval=interval, **ctx.common
     )
-    _check_end(ctx, schedule, _first_fire(schedule, ctx.now))
+    _check_end(ctx, schedule, first_fire(schedule, ctx.now))
     return schedule
 
 
@@ -469,13 +468,13 @@ def _time_and_start(
     """
     text = (ctx.data.scheduled_time or "").strip()
     at, start = phrase_at, ctx.now
-    if text and _TIME_RE.match(text):
+    if text and TIME_OF_DAY.match(text):
         at = at or parse_time_of_day(text)
     elif text:
         instant, local = parse_local_datetime(text, ctx.zone, "scheduled_time")
         start = max(ctx.now, instant)
         at = at or local.time().replace(microsecond=0)
-    if at is None and frequency != "custom":
+    if at is None and frequency != Frequency.CUSTOM:
         raise ScheduleError(
             "scheduled_time", f"required for {frequency} schedules; give HH:MM such as 09:00"
         )
@@ -490,7 +489,7 @@ def _days_of(
     if spec.unit == "weeks":
         if spec.weekdays is not None:
             return spec.weekdays, None
-        if data.day_of_week is None and frequency == "weekly":
+        if data.day_of_week is None and frequency == Frequency.WEEKLY:
             raise ScheduleError(
                 "day_of_week", "required for weekly schedules; give 0=Monday … 6=Sunday or a list"
             )
@@ -498,7 +497,7 @@ def _days_of(
     if spec.unit == "months":
         if spec.day_of_month is not None:
             return (), spec.day_of_month
-        if data.day_of_month is None and frequency == "monthly":
+        if data.day_of_month is None and frequency == Frequency.MONTHLY:
             raise ScheduleError(
                 "day_of_month", "required for monthly schedules; give 1–31, or -1 for the last day"
             )
@@ -508,7 +507,7 @@ def _days_of(
     return (), None
 
 
-def _first_fire(schedule: Schedule, now: datetime) -> datetime | None:
+def first_fire(schedule: Schedule, now: datetime) -> datetime | None:
     """The first fire time ignoring end_time (to compare end_time with)."""
     fire: datetime | None = build_trigger(replace(schedule, end_time=None)).get_next_fire_time(
         None, now
@@ -573,8 +572,8 @@ def _phrase(ctx: _Context, text: str, lowered: str) -> Schedule:
                     "cannot say 'at' or 'on' with minutes or hours (give the first run in "
                     "scheduled_time, or use cron such as '*/15 9-17 * * 1-5')",
                 )
-            return _elapsed(ctx, "custom", unit, interval)
-        return _wall_clock(ctx, "custom", _wall_spec(text, unit, interval, clauses))
+            return _elapsed(ctx, Frequency.CUSTOM, unit, interval)
+        return _wall_clock(ctx, Frequency.CUSTOM, _wall_spec(text, unit, interval, clauses))
     match = _EVERY_DAYS.match(lowered)
     weekdays = _day_list(match["days"]) if match else None
     if match is None or weekdays is None:
@@ -583,7 +582,7 @@ def _phrase(ctx: _Context, text: str, lowered: str) -> Schedule:
     if "on" in clauses:
         raise _custom_error(text, "names its days twice")
     spec = _wall_spec(text, "weeks", 1, clauses)
-    return _wall_clock(ctx, "custom", replace(spec, weekdays=weekdays))
+    return _wall_clock(ctx, Frequency.CUSTOM, replace(spec, weekdays=weekdays))
 
 
 def _phrase_interval(text: str, n: str | None, unit: str) -> int:
@@ -654,7 +653,7 @@ def _day_list(text: str) -> tuple[int, ...] | None:
 def _rule_start(ctx: _Context) -> datetime:
     """Rules start now, or at an ISO scheduled_time still ahead (HH:MM does not apply)."""
     text = (ctx.data.scheduled_time or "").strip()
-    if text and not _TIME_RE.match(text):
+    if text and not TIME_OF_DAY.match(text):
         return max(ctx.now, parse_datetime(text, ctx.zone, "scheduled_time"))
     return ctx.now
 
@@ -703,7 +702,7 @@ def _rule_schedule(
         raise _custom_error(" ".join(text.split()), "has no run after now")
     _check_min_gap(ctx, text, trigger, first)
     schedule = Schedule(
-        frequency="custom",
+        frequency=Frequency.CUSTOM,
         start_at=first.astimezone(UTC),
         expression=trigger.expression,
         syntax=syntax,
@@ -715,7 +714,7 @@ def _rule_schedule(
 
 def _check_min_gap(ctx: _Context, text: str, trigger: BaseTrigger, first: datetime) -> None:
     """Refuse a rule whose fire times come closer than min_interval (next few hundred)."""
-    fires = list(_fires(trigger, first, GAP_SAMPLE, first + PREVIEW_HORIZON))
+    fires = list(upcoming_fires(trigger, first, GAP_SAMPLE, first + PREVIEW_HORIZON))
     pairs = list(pairwise(fires))
     if not pairs:
         return
@@ -731,7 +730,7 @@ def _check_min_gap(ctx: _Context, text: str, trigger: BaseTrigger, first: dateti
         )
 
 
-def _fires(
+def upcoming_fires(
     trigger: BaseTrigger, first: datetime, count: int, until: datetime
 ) -> Iterator[datetime]:
     """``first`` and the fire times after it, at most ``count``, none after ``until``."""
@@ -746,7 +745,7 @@ def _fires(
 # -- triggers --------------------------------------------------------------------------
 def build_trigger(schedule: Schedule) -> BaseTrigger:
     """The APScheduler trigger that fires this schedule."""
-    if schedule.frequency == "once":
+    if schedule.frequency == Frequency.ONCE:
         return DateTrigger(run_date=schedule.start_at, timezone=UTC)
     common: dict[str, Any] = {
         "timezone": schedule.timezone,
@@ -789,327 +788,3 @@ def next_runs(schedule: Schedule, count: int, now: datetime) -> list[datetime]:
         out.append(nxt)
         previous = nxt
     return out
-
-
-# -- words -----------------------------------------------------------------------------
-def _plural(n: int, unit: str) -> str:
-    return f"{unit[:-1]}" if n == 1 else f"{n} {unit}"
-
-
-def _weekday_words(days: tuple[int, ...]) -> str:
-    if days == (0, 1, 2, 3, 4):
-        return "weekday (Monday–Friday)"
-    return ", ".join(WEEKDAY_NAMES[d].capitalize() for d in days)
-
-
-def _hhmm(at: time) -> str:
-    return at.strftime("%H:%M" if at.second == 0 else "%H:%M:%S")
-
-
-def describe(schedule: Schedule) -> str:
-    """The schedule in words, with its zone, e.g. 'every Monday at 08:00 (Europe/Paris)'."""
-    zone = schedule.timezone
-    if schedule.frequency == "once":
-        return f"once at {schedule.start_at.astimezone(schedule.zone):%Y-%m-%d %H:%M:%S} ({zone})"
-    if schedule.expression is not None:
-        text = _describe_rule(schedule)
-    elif schedule.elapsed:
-        assert schedule.unit is not None
-        start = schedule.start_at.astimezone(schedule.zone)
-        every = f"every {_plural(schedule.interval, schedule.unit)}"
-        text = f"{every}, starting {start:%Y-%m-%d %H:%M:%S} ({zone})"
-    else:
-        text = f"{_describe_wall(schedule)} ({zone})"
-    if schedule.end_time:
-        text += f", until {schedule.end_time.astimezone(schedule.zone):%Y-%m-%d %H:%M}"
-    if schedule.max_runs:
-        text += f", at most {schedule.max_runs} run{'s' if schedule.max_runs != 1 else ''}"
-    return text
-
-
-def _describe_wall(schedule: Schedule) -> str:
-    assert schedule.unit is not None and schedule.at is not None
-    every = f"every {_plural(schedule.interval, schedule.unit)}"
-    if schedule.unit == "weeks":
-        days = _weekday_words(schedule.weekdays)
-        every = f"every {days}" if schedule.interval == 1 else f"{every} on {days}"
-    elif schedule.unit == "months":
-        day = schedule.day_of_month
-        every += " on the last day" if day == -1 else f" on day {day}"
-        if day is not None and day > 28:
-            every += " (the last day of shorter months)"
-    return f"{every} at {_hhmm(schedule.at)}"
-
-
-def _describe_rule(schedule: Schedule) -> str:
-    assert schedule.expression is not None
-    if schedule.syntax == "cron":
-        spec = parse_cron(schedule.expression)
-        detail = _describe_cron(spec)
-        return f"cron '{spec.expression}'{f' ({detail})' if detail else ''} ({schedule.timezone})"
-    rule = parse_rrule(schedule.expression)
-    start = f"{rule.dtstart:%Y-%m-%d %H:%M:%S}" + (" UTC" if rule.utc else "")
-    return f"RRULE {rule.rule} from {start} ({schedule.timezone})"
-
-
-def _describe_cron(spec: CronSpec) -> str:
-    parts: list[str] = []
-    if len(spec.minutes) == 1 and len(spec.hours) == 1:
-        parts.append(f"at {spec.hours[0]:02d}:{spec.minutes[0]:02d}")
-    if not spec.weekdays_star:
-        parts.append(f"on {_weekday_words(spec.weekdays)}")
-    return ", ".join(parts)
-
-
-# -- preview ---------------------------------------------------------------------------
-def preview(schedule: Schedule, *, now: datetime, count: int = 5) -> dict[str, Any]:
-    """What a schedule will do: its words, next ``count`` runs (ISO, task zone), warnings.
-
-    Warnings cover a local time in a DST gap or overlap within the next year, a day
-    clamped to a month's end, an end_time before the first run, and a once time past.
-    """
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100:
-        raise ScheduleError("count", f"{count!r} is not a number of runs; give 1–100")
-    now = now.astimezone(UTC)
-    zone = schedule.zone
-    runs = [] if _is_past_once(schedule, now) else next_runs(schedule, count, now)
-    return {
-        "description": describe(schedule),
-        "next_runs": [r.astimezone(zone).isoformat() for r in runs],
-        "warnings": schedule_warnings(schedule, now=now),
-    }
-
-
-def schedule_warnings(schedule: Schedule, *, now: datetime) -> list[str]:
-    """Everything ``preview`` warns about, in plain sentences."""
-    trigger = build_trigger(schedule)
-    horizon = _horizon(schedule, trigger, now)
-    warnings = _end_warnings(schedule, now)
-    if schedule.frequency == "once":
-        return warnings + ([past_once_warning(schedule)] if _is_past_once(schedule, now) else [])
-    if isinstance(trigger, IntervalTrigger):
-        return warnings + _elapsed_dst_warnings(schedule, trigger, now, horizon)
-    warnings += _dst_warnings(schedule, trigger, now, horizon)
-    if isinstance(trigger, WallClockTrigger):
-        warnings += _clamp_warnings(schedule, trigger, now, horizon)
-    return warnings + _rule_warnings(schedule)
-
-
-def _is_past_once(schedule: Schedule, now: datetime) -> bool:
-    return schedule.frequency == "once" and schedule.start_at <= now
-
-
-def past_once_warning(schedule: Schedule) -> str:
-    local = schedule.start_at.astimezone(schedule.zone).isoformat()
-    return (
-        f"scheduled_time {local} is in the past: a once task never runs; "
-        "create_task refuses it — give a future time"
-    )
-
-
-def _horizon(schedule: Schedule, trigger: BaseTrigger, now: datetime) -> datetime:
-    """Look a year ahead, but not past end_time or the last run max_runs allows."""
-    horizon = now + PREVIEW_HORIZON
-    if schedule.end_time is not None:
-        horizon = min(horizon, schedule.end_time)
-    if schedule.max_runs is not None and schedule.max_runs <= 1000:
-        first = trigger.get_next_fire_time(None, now)
-        if first is not None:
-            fires = list(_fires(trigger, first, schedule.max_runs, horizon))
-            horizon = min(horizon, fires[-1]) if len(fires) == schedule.max_runs else horizon
-    return horizon
-
-
-def _end_warnings(schedule: Schedule, now: datetime) -> list[str]:
-    end = schedule.end_time
-    if end is None:
-        return []
-    local_end = end.astimezone(schedule.zone).isoformat()
-    if end <= now:
-        return [f"end_time {local_end} is in the past: the task would never run"]
-    first = _first_fire(schedule, now)
-    if first is not None and first > end:
-        first_local = first.astimezone(schedule.zone).isoformat()
-        return [
-            f"end_time {local_end} is before the first run ({first_local}): "
-            "the task would never run"
-        ]
-    return []
-
-
-def _walls_in(trigger: Any, low: datetime, high: datetime) -> list[datetime]:
-    """The schedule's local wall times in [low, high) (at most a few)."""
-    found: list[datetime] = []
-    candidate = trigger.next_wall_time(low)
-    while candidate is not None and candidate < high and len(found) < 8:
-        found.append(candidate)
-        candidate = trigger.next_wall_time(candidate + timedelta(seconds=1))
-    return found
-
-
-def _dst_warnings(schedule: Schedule, trigger: Any, now: datetime, horizon: datetime) -> list[str]:
-    """Scheduled local times that fall in a gap or an overlap before ``horizon``."""
-    zone = trigger.zone
-    out: list[str] = []
-    for change in offset_transitions(zone, max(now, schedule.start_at), horizon):
-        low, high = change.local_span()
-        walls = [
-            w
-            for w in _walls_in(trigger, low, high)
-            if any(max(now, schedule.start_at) <= r <= horizon for r in _instants(w, zone))
-        ]
-        if walls:
-            out.append(_dst_sentence(change, walls, zone, trigger.fixed_hours))
-    return out
-
-
-def _instants(local: datetime, zone: Any) -> list[datetime]:
-    """The real instants a local time could fire at (its fold=0 reading and its readings)."""
-    return [localize(local, zone).astimezone(UTC), *readings(local, zone)]
-
-
-def _dst_sentence(change: Transition, walls: list[datetime], zone: Any, fixed: bool) -> str:
-    low, high = change.local_span()
-    day, name = f"{low:%Y-%m-%d}", getattr(zone, "key", str(zone))
-    times = ", ".join(f"{w:%H:%M}" for w in walls)
-    one = len(walls) == 1
-    if change.is_gap:
-        what = f"On {day} {times} {'does' if one else 'do'} not exist in {name} "
-        what += f"(clocks jump from {low:%H:%M} to {high:%H:%M})"
-        if not fixed:
-            return f"{what}: {'that run is' if one else 'those runs are'} skipped."
-        moved = ", ".join(localize(w, zone).isoformat() for w in walls)
-        return f"{what}: {'the run happens' if one else 'the runs happen'} at {moved} instead."
-    what = f"On {day} {times} {'occurs' if one else 'occur'} twice in {name} "
-    what += f"(clocks go back from {high:%H:%M} to {low:%H:%M})"
-    if not fixed:
-        return f"{what}: runs happen at both occurrences."
-    first = ", ".join(localize(w, zone).isoformat() for w in walls)
-    return f"{what}: runs happen at the first occurrence only ({first})."
-
-
-def _elapsed_dst_warnings(
-    schedule: Schedule, trigger: IntervalTrigger, now: datetime, horizon: datetime
-) -> list[str]:
-    """Elapsed schedules keep real time, so their clock times move at a DST change."""
-    assert schedule.unit is not None
-    step = schedule.interval * ELAPSED_UNITS[schedule.unit]
-    out: list[str] = []
-    for change in offset_transitions(schedule.zone, max(now, schedule.start_at), horizon):
-        shift = change.after - change.before
-        fire = trigger.get_next_fire_time(None, change.at)
-        if int(abs(shift).total_seconds()) % step == 0 or fire is None or fire > horizon:
-            continue
-        before = (fire + change.before).replace(tzinfo=None)
-        after = wall(fire, schedule.zone)
-        out.append(
-            f"Runs count real time: after the clock change on {change.at.astimezone(schedule.zone):%Y-%m-%d} "
-            f"in {schedule.timezone} the local run times shift by {_signed(shift)} "
-            f"(e.g. {before:%H:%M} becomes {after:%H:%M})."
-        )
-    return out
-
-
-def _signed(delta: timedelta) -> str:
-    """+1 h, -30 min, +1 h 30 min."""
-    minutes = int(delta.total_seconds() // 60)
-    hours, rest = divmod(abs(minutes), 60)
-    parts = [f"{hours} h"] * bool(hours) + [f"{rest} min"] * bool(rest)
-    return ("+" if minutes >= 0 else "-") + " ".join(parts)
-
-
-def _clamp_warnings(
-    schedule: Schedule, trigger: WallClockTrigger, now: datetime, horizon: datetime
-) -> list[str]:
-    """Runs moved to the last day of a month that lacks the scheduled day (29–31)."""
-    day = schedule.day_of_month
-    if schedule.unit != "months" or day is None or day <= 28:
-        return []
-    clamped: list[date] = []
-    d = trigger.next_date(wall(max(now, schedule.start_at), trigger.zone).date())
-    while trigger.fire_on(d) <= horizon:
-        if d.day < day:
-            clamped.append(d)
-        d = trigger.next_date(d + timedelta(days=1))
-    if not clamped:
-        return []
-    months = ", ".join(f"{d:%B %Y}" for d in clamped)
-    dates = ", ".join(d.isoformat() for d in clamped)
-    return [f"Day {day} does not exist in {months}: those runs happen on the last day ({dates})."]
-
-
-def _rule_warnings(schedule: Schedule) -> list[str]:
-    """Traps of cron and RRULE that are valid but rarely meant."""
-    if schedule.expression is None:
-        return []
-    if schedule.syntax == "cron":
-        spec = parse_cron(schedule.expression)
-        long_days = [d for d in spec.days if d > 28]
-        if spec.weekdays_star and len(spec.days) < 28 and long_days:
-            return [
-                f"cron day {', '.join(map(str, long_days))} runs only in months that have it "
-                "(standard cron); for the last day of every month use frequency monthly with "
-                "day_of_month -1"
-            ]
-        return []
-    rule = parse_rrule(schedule.expression)
-    if "BYHOUR=" in rule.rule and "BYMINUTE=" not in rule.rule and rule.dtstart is not None:
-        return [
-            f"the RRULE has BYHOUR but no BYMINUTE, so runs take DTSTART's minute "
-            f"(:{rule.dtstart:%M}, RFC 5545); add BYMINUTE=0 for runs on the hour"
-        ]
-    return []
-
-
-# -- input-level helpers for previews ------------------------------------------------
-def first_run_in_past_warning(
-    data: ScheduleInput, *, now: datetime, default_timezone: str
-) -> str | None:
-    """A warning when scheduled_time is an ISO datetime already past, else None.
-
-    parse_schedule refuses this for once tasks and silently starts recurring ones from now;
-    a preview should say so. Input errors are left to parse_schedule.
-    """
-    text = (data.scheduled_time or "").strip()
-    if not text or _TIME_RE.match(text):
-        return None
-    try:
-        frequency = (data.frequency or "").strip().lower()
-        zone = ZoneInfo(_task_timezone(data, frequency, default_timezone))
-        instant = parse_datetime(text, zone, "scheduled_time")
-    except ScheduleError:
-        return None
-    if instant > now:
-        return None
-    if frequency == "once":
-        return past_once_warning(Schedule("once", zone.key, instant))
-    return (
-        f"scheduled_time {instant.astimezone(zone).isoformat()} is in the past: "
-        "the first run is the next one after now"
-    )
-
-
-def preview_input(
-    data: ScheduleInput,
-    *,
-    now: datetime,
-    default_timezone: str,
-    min_interval: int = 60,
-    count: int = 5,
-) -> dict[str, Any]:
-    """preview_schedule for raw input: parse (past times allowed), preview, add input warnings.
-
-    Raises ScheduleError for input that is wrong in itself (as create_task would).
-    """
-    schedule = parse_schedule(
-        data,
-        now=now,
-        default_timezone=default_timezone,
-        min_interval=min_interval,
-        allow_past=True,
-    )
-    result = preview(schedule, now=now, count=count)
-    extra = first_run_in_past_warning(data, now=now, default_timezone=default_timezone)
-    if extra is not None and extra not in result["warnings"]:
-        result["warnings"].insert(0, extra)
-    return result

@@ -9,24 +9,35 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from scheduler_service.db import Database
-from scheduler_service.models import ScheduledTask, TaskNotification, TaskRun, new_id, utcnow
+from scheduler_service.statuses import RunStatus, TaskStatus
+from scheduler_service.storage.db import Database
+from scheduler_service.storage.models import (
+    ScheduledTask,
+    TaskNotification,
+    TaskRun,
+    new_id,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
 NotificationCallback = Callable[[dict[str, Any]], Awaitable[None]]
 
 # Most urgent first: failures before misses before successes.
-PRIORITY = {
-    "failed": 3,
-    "timed_out": 3,
-    "interrupted": 3,
-    "paused": 3,
-    "missed": 2,
-    "skipped": 1,
-    "succeeded": 0,
+PRIORITY: dict[str, int] = {
+    RunStatus.FAILED: 3,
+    RunStatus.TIMED_OUT: 3,
+    RunStatus.INTERRUPTED: 3,
+    TaskStatus.PAUSED: 3,  # a task paused after too many failures
+    RunStatus.MISSED: 2,
+    RunStatus.SKIPPED: 1,
+    RunStatus.SUCCEEDED: 0,
 }
-_ICONS = {"succeeded": "✅", "missed": "⏭️", "skipped": "⏭️"}
+_ICONS: dict[str, str] = {
+    RunStatus.SUCCEEDED: "✅",
+    RunStatus.MISSED: "⏭️",
+    RunStatus.SKIPPED: "⏭️",
+}
 _SUMMARY_CHARS = 600
 
 

@@ -8,7 +8,8 @@ so concurrent runs queue for the file instead of failing with "database is locke
 Another process can still hold the SQLite write lock (a second worker, a CLI). A write
 transaction therefore takes the lock up front (``BEGIN IMMEDIATE``): that is the only
 statement that can then meet "database is locked", and it can be retried safely because
-nothing has been done yet. ``retry_locked`` does the same for job-store calls.
+nothing has been done yet. ``storage.retry.retry_locked`` does the same for job-store
+calls.
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -30,15 +30,13 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from scheduler_service.storage.retry import retry_locked
+
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS_DIR = PROJECT_ROOT / "alembic"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-LOCKED_ATTEMPTS = 5  # tries of a write that meets "database is locked"
-LOCKED_BACKOFF_S = (0.05, 0.2, 0.5, 1.0)  # waits between them (after each busy timeout)
-
-T = TypeVar("T")
 
 
 class SchemaError(RuntimeError):
@@ -68,33 +66,6 @@ def sqlite_pragmas(busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> Callable[[A
         cursor.close()
 
     return apply
-
-
-def is_locked(exc: BaseException) -> bool:
-    """SQLite's "database is locked" / "database table is locked" (SQLITE_BUSY/LOCKED)."""
-    return isinstance(exc, OperationalError) and "is locked" in str(exc.orig or exc)
-
-
-def _backoff(attempt: int) -> float:
-    return LOCKED_BACKOFF_S[min(attempt, len(LOCKED_BACKOFF_S) - 1)]
-
-
-async def retry_locked(call: Callable[[], Awaitable[T]], what: str) -> T:
-    """Run ``call``; if SQLite says the database is locked, try again a few times.
-
-    Only for calls that are safe to repeat (a failed SQLite statement changed nothing).
-    """
-    for attempt in range(LOCKED_ATTEMPTS):
-        try:
-            return await call()
-        except OperationalError as exc:
-            if not is_locked(exc) or attempt == LOCKED_ATTEMPTS - 1:
-                raise
-            log.warning(
-                "%s: database is locked; retry %d of %d", what, attempt + 1, LOCKED_ATTEMPTS - 1
-            )
-            await asyncio.sleep(_backoff(attempt))
-    raise AssertionError("unreachable")
 
 
 def create_sync_engine(

@@ -1,0 +1,316 @@
+"""Claims: a fire time becomes a ``task_runs`` row before anything runs.
+
+Every execution starts by inserting its ``task_runs`` row keyed by (task_id, fire_time,
+attempt). The key is unique in the database, so a fire time that two processes (or a
+restart) both try to run is executed by whichever inserts first; the other sees the
+conflict and does nothing: no fire time runs twice.
+
+When a scheduled fire time is claimed, the task's ``next_run_at`` moves past it in the
+same transaction. So ``next_run_at`` always names the oldest fire time not yet claimed,
+and start-up can put back any fire time the job store consumed but nobody claimed (a
+crash between the two): see ``recovery.reconcile``.
+
+Fire times too late to run (beyond the misfire grace time) are recorded as one
+``missed`` row; a fire time that would overlap a run of the same task still in flight
+is recorded ``skipped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from config import SchedulerConfig
+from scheduler_service.runs import notifications
+from scheduler_service.runs.notifications import Notifier
+from scheduler_service.runs.outcomes import Outcome, update_task
+from scheduler_service.schedules import Schedule, build_trigger
+from scheduler_service.statuses import Frequency, RunKind, RunStatus, TaskStatus
+from scheduler_service.storage.db import Database
+from scheduler_service.storage.models import (
+    ScheduledTask,
+    TaskNotification,
+    TaskRun,
+    new_id,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BACKFILL = 1000  # at most this many earlier fire times recovered by one claim
+SAME_INSTANT = timedelta(milliseconds=1)  # job-store times are floats: allow rounding
+
+
+@dataclass
+class FireClaim:
+    """What claiming one APScheduler fire produced (written in one transaction)."""
+
+    run: TaskRun | None = None
+    published: list[TaskNotification] = field(default_factory=list)
+    job: str | None = None  # "remove" | "pause": what to do with the task's job afterwards
+
+
+def schedule_of(task: ScheduledTask) -> Schedule:
+    return Schedule.from_dict(task.schedule)
+
+
+def _fire_plan(
+    schedule: dict[str, Any],
+    next_run_at: datetime | None,
+    run_times: list[datetime],
+    now: datetime,
+) -> tuple[list[datetime], datetime | None]:
+    """(fire times the task still names before ``run_times``, the next fire after them).
+
+    ``next_run_at`` names the oldest unclaimed fire time. If it is earlier than what
+    APScheduler hands us, a fire was consumed by the job store but never claimed (a
+    database error or a crash in between): those times are claimed now too — run or
+    recorded missed — instead of vanishing."""
+    trigger = build_trigger(Schedule.from_dict(schedule))
+    earlier: list[datetime] = []
+    fire = next_run_at
+    while fire is not None and fire < run_times[0] - SAME_INSTANT and len(earlier) < MAX_BACKFILL:
+        earlier.append(fire)
+        fire = trigger.get_next_fire_time(fire, now)
+    return earlier, trigger.get_next_fire_time(run_times[-1], now)
+
+
+class Claims:
+    """Claims fire times and attempts for one runner.
+
+    ``overlaps(task_id)`` says whether a scheduled or retry run of the task is in flight
+    in this process: such runs never overlap, so a new one is recorded skipped.
+    """
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        cfg: SchedulerConfig,
+        notifier: Notifier,
+        overlaps: Callable[[str], bool],
+    ) -> None:
+        self.db = db
+        self.cfg = cfg
+        self.notifier = notifier
+        self.overlaps = overlaps
+        self.worker: str | None = None  # recorded on every run claimed here
+
+    async def fire(self, task_id: str, run_times: list[datetime], now: datetime) -> FireClaim:
+        """One transaction: move next_run_at on, record missed times, claim the due one."""
+        try:
+            async with self.db.write() as session:
+                task = await session.get(ScheduledTask, task_id)
+                if task is None:
+                    log.warning("job for deleted task %s fired; removing the job", task_id)
+                    return FireClaim(job="remove")
+                if task.status != TaskStatus.SCHEDULED:
+                    log.warning("task %s is %s but its job fired", task_id, task.status)
+                    return FireClaim(job="pause" if task.status == TaskStatus.PAUSED else "remove")
+                # Off the loop: a sparse RRULE can take dateutil a noticeable moment.
+                earlier, next_run = await asyncio.to_thread(
+                    _fire_plan, task.schedule, task.next_run_at, run_times, now
+                )
+                fresh = await self._unclaimed(session, task_id, earlier + run_times)
+                if not fresh:
+                    log.info("fire of task %s at %s already claimed", task_id, run_times[-1])
+                    return FireClaim()
+                return self._claim_due(session, task, fresh, next_run, now)
+        except IntegrityError:
+            log.info("fire of task %s at %s already claimed", task_id, run_times[-1])
+            return FireClaim()
+
+    @staticmethod
+    async def _unclaimed(
+        session: AsyncSession, task_id: str, run_times: list[datetime]
+    ) -> list[datetime]:
+        """The fire times no row claims yet, whatever its attempt: a fire time that comes
+        round again (a job store that did not record its firing) is never run or missed
+        twice. The unique key still decides between two processes racing."""
+        query = select(TaskRun.fire_time).where(
+            TaskRun.task_id == task_id, TaskRun.fire_time.in_(run_times)
+        )
+        claimed = set((await session.scalars(query)).all())
+        return [t for t in run_times if t not in claimed]
+
+    def _claim_due(
+        self,
+        session: AsyncSession,
+        task: ScheduledTask,
+        run_times: list[datetime],
+        next_run: datetime | None,
+        now: datetime,
+    ) -> FireClaim:
+        """Missed and due fire times among ``run_times``; next_run_at moves to ``next_run``."""
+        grace = task.misfire_grace_time
+        grace = self.cfg.misfire_grace_time if grace is None else grace
+        due: datetime | None = run_times[-1]
+        missed = run_times[:-1]
+        assert due is not None
+        if (now - due).total_seconds() > grace:
+            missed, due = run_times, None
+        task.next_run_at = next_run
+        if due is None and next_run is None and task.frequency != Frequency.ONCE:
+            task.status = TaskStatus.COMPLETED
+        claim = FireClaim()
+        if missed:
+            claim.published.append(self._add_missed(session, task, missed, next_run))
+        if due is not None:
+            if self.overlaps(task.id):
+                claim.published.append(self._add_skip(session, task, due, RunKind.SCHEDULED, 1))
+            else:
+                claim.run = self.new_run(task, due, RunKind.SCHEDULED, 1)
+                session.add(claim.run)
+        session.add_all(claim.published)
+        return claim
+
+    def new_run(
+        self, task: ScheduledTask, fire_time: datetime, kind: str, attempt: int, **fields: Any
+    ) -> TaskRun:
+        """A run row claimed by this worker (so recovery can tell whether it is alive)."""
+        now = utcnow()
+        values: dict[str, Any] = {"status": RunStatus.QUEUED, "queued_at": now, **fields}
+        return TaskRun(
+            id=new_id("run"),
+            task_id=task.id,
+            user_id=task.user_id,
+            kind=kind,
+            fire_time=fire_time,
+            attempt=attempt,
+            worker=self.worker,
+            **values,
+        )
+
+    async def attempt(
+        self, task_id: str, fire_time: datetime, kind: str, attempt: int
+    ) -> TaskRun | None:
+        """Claim one attempt (a retry or a manual run); a retry that overlaps a run of its
+        task is recorded skipped. None when nothing is to run."""
+        published: list[TaskNotification] = []
+        try:
+            async with self.db.write() as session:
+                task = await session.get(ScheduledTask, task_id)
+                if task is None:
+                    return None
+                if kind == RunKind.RETRY and task.status != TaskStatus.SCHEDULED:
+                    log.info("not retrying task %s: it is %s", task_id, task.status)
+                    note = await self._abandon_retry(session, task, fire_time, attempt - 1)
+                    published.extend([note] if note else [])
+                    session.add_all(published)
+                    run = None
+                elif kind != RunKind.MANUAL and self.overlaps(task_id):
+                    published.append(self._add_skip(session, task, fire_time, kind, attempt))
+                    session.add_all(published)
+                    run = None
+                else:
+                    run = self.new_run(task, fire_time, kind, attempt)
+                    session.add(run)
+        except IntegrityError:
+            log.info(
+                "fire time %s of task %s (attempt %d) already claimed", fire_time, task_id, attempt
+            )
+            return None
+        if published:
+            await self.notifier.publish(published)
+        return run
+
+    async def _abandon_retry(
+        self, session: AsyncSession, task: ScheduledTask, fire_time: datetime, attempt: int
+    ) -> TaskNotification | None:
+        """The user paused or cancelled the task (or it completed) while a retry was
+        pending: the failed attempt becomes final, with the one failure notification the
+        fire time is owed."""
+        last = await session.scalar(
+            select(TaskRun).where(
+                TaskRun.task_id == task.id,
+                TaskRun.fire_time == fire_time,
+                TaskRun.attempt == attempt,
+            )
+        )
+        if last is None or (last.details or {}).get("retry_abandoned"):
+            return None
+        last.details = {**(last.details or {}), "retry_abandoned": True}
+        error = f"{last.error or last.status} (not retried: the task is {task.status})"
+        outcome = Outcome(last.status, result=last.result, error=error, error_kind=last.error_kind)
+        _job, note = update_task(self.cfg, task, last, outcome, utcnow())
+        return note
+
+    def _add_missed(
+        self,
+        session: AsyncSession,
+        task: ScheduledTask,
+        missed: list[datetime],
+        next_run: datetime | None,
+    ) -> TaskNotification:
+        now = utcnow()
+        row = self.new_run(
+            task,
+            missed[0],
+            RunKind.MISSED,
+            0,
+            status=RunStatus.MISSED,
+            finished_at=now,
+            details={"missed_times": [t.isoformat() for t in missed], "count": len(missed)},
+        )
+        session.add(row)
+        zone = schedule_of(task).zone
+        count = len(missed)
+        when = ", ".join(f"{t.astimezone(zone):%Y-%m-%d %H:%M %Z}" for t in missed[:3])
+        more = f" and {count - 3} more" if count > 3 else ""
+        message = (
+            f"missed {count} run{'s' if count != 1 else ''} while the service was down or "
+            f"busy ({when}{more})"
+        )
+        if task.frequency == Frequency.ONCE and next_run is None:
+            task.status, task.next_run_at, task.last_status = (
+                TaskStatus.MISSED,
+                None,
+                RunStatus.MISSED,
+            )
+            message += "; this one-time task will not run"
+        elif next_run is not None:
+            message += f"; next run at {next_run.astimezone(zone).isoformat()}"
+        return notifications.build(task, row, RunStatus.MISSED, message)
+
+    def _add_skip(
+        self,
+        session: AsyncSession,
+        task: ScheduledTask,
+        fire_time: datetime,
+        kind: str,
+        attempt: int,
+    ) -> TaskNotification:
+        now = utcnow()
+        error = "the previous run of this task was still running"
+        row = self.new_run(
+            task,
+            fire_time,
+            kind,
+            attempt,
+            status=RunStatus.SKIPPED,
+            finished_at=now,
+            error=error,
+            error_kind="overlap",
+        )
+        session.add(row)
+        message = f"skipped the run due at {fire_time.isoformat()}: {error}"
+        return notifications.build(task, row, RunStatus.SKIPPED, message)
+
+    async def mark_running(self, run: TaskRun) -> ScheduledTask | None:
+        """The claimed run got its slot: record it ``running``; None if the task is gone."""
+        async with self.db.write() as session:
+            task = await session.get(ScheduledTask, run.task_id)
+            row = await session.get(TaskRun, run.id)
+            if task is None or row is None:
+                return None
+            row.status = RunStatus.RUNNING
+            row.started_at = run.started_at = utcnow()
+            return task

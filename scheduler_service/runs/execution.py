@@ -1,0 +1,184 @@
+"""Execution: run one claimed attempt in its mode, within its timeout.
+
+Two modes. **Direct**: call one registered tool with the task's fixed operation and
+parameters. **Orchestrated**: give Claude the task's description and exactly the tools the
+task allows, and let the Messages API tool-use loop (``orchestration``) decide the calls.
+Either way the result is an ``Outcome``; nothing here writes to the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from config import Settings
+from scheduler_service.runs.orchestration import (
+    OrchestrationLimits,
+    build_system_prompt,
+    run_orchestration,
+)
+from scheduler_service.runs.outcomes import Outcome
+from scheduler_service.schedules import Schedule, describe
+from scheduler_service.statuses import ExecutionMode, RunStatus
+from scheduler_service.storage.models import ScheduledTask, TaskRun, utcnow
+from tools import ToolContext, ToolError, ToolRegistry
+
+if TYPE_CHECKING:
+    import anthropic
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_TOOL = "scheduler_tool"
+RETRYABLE_TOOL_ERRORS = ("unavailable", "execution_failed")
+
+
+def allowed_tool_names(task: ScheduledTask, registry: ToolRegistry) -> list[str]:
+    """The task's available_tools, or every registered tool except scheduler_tool."""
+    if task.available_tools:
+        return [name for name in task.available_tools if name in registry]
+    return [name for name in registry.names() if name != SCHEDULER_TOOL]
+
+
+class Execution:
+    """Executes one attempt of a task, direct or orchestrated."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ToolRegistry,
+        client: anthropic.AsyncAnthropic | None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.client = client
+
+    def limits(self, task: ScheduledTask, timeout: float) -> OrchestrationLimits:
+        cfg = self.settings.scheduler
+        options = task.options or {}
+        return OrchestrationLimits(
+            max_iterations=int(options.get("max_iterations") or cfg.max_iterations),
+            max_tokens=int(options.get("max_tokens") or cfg.max_tokens),
+            token_budget=options.get("token_budget") or cfg.token_budget,
+            timeout=timeout,
+        )
+
+    async def run(self, task: ScheduledTask, run: TaskRun) -> Outcome:
+        """Execute ``run`` of ``task`` as the task's user, within the task's timeout."""
+        context = ToolContext(
+            user_id=task.user_id,
+            conversation_id=task.conversation_id,
+            scheduled_run=True,
+            task_id=task.id,
+            run_id=run.id,
+            timezone=task.timezone,
+        )
+        timeout = float(task.timeout or self.settings.scheduler.task_timeout)
+        if task.execution_mode == ExecutionMode.ORCHESTRATED:
+            return await self.orchestrated(task, context, timeout)
+        return await self.direct(task, context, timeout)
+
+    async def direct(self, task: ScheduledTask, context: ToolContext, timeout: float) -> Outcome:
+        """One tool call with the task's fixed operation and parameters."""
+        assert task.tool_name and task.operation
+        try:
+            async with asyncio.timeout(timeout):
+                result = await self.registry.call(
+                    task.tool_name, task.operation, dict(task.parameters or {}), context=context
+                )
+        except TimeoutError:
+            return self._timed_out(task, timeout)
+        except ToolError as exc:
+            return Outcome(
+                RunStatus.FAILED,
+                error=exc.message,
+                error_kind=exc.code,
+                retryable=exc.code in RETRYABLE_TOOL_ERRORS,
+            )
+        except Exception as exc:
+            log.exception("task %s: tool %s raised", task.id, task.tool_name)
+            return Outcome(
+                RunStatus.FAILED,
+                error=f"{task.tool_name}.{task.operation} raised {type(exc).__name__}: {exc}",
+                error_kind="exception",
+                retryable=True,
+            )
+        return Outcome(RunStatus.SUCCEEDED, result=result)
+
+    def _timed_out(self, task: ScheduledTask, timeout: float) -> Outcome:
+        """A sync tool's thread cannot be cancelled: say that it was left running."""
+        assert task.tool_name
+        tool = self.registry.get(task.tool_name) if task.tool_name in self.registry else None
+        thread = tool is not None and not inspect.iscoroutinefunction(tool.run)
+        note = " (the tool runs in a thread that cannot be cancelled; it was abandoned)"
+        return Outcome(
+            RunStatus.TIMED_OUT,
+            error=f"the run exceeded its timeout of {timeout:g} s{note if thread else ''}",
+            error_kind="timeout",
+            retryable=True,
+            details={"abandoned_thread": thread},
+        )
+
+    async def orchestrated(
+        self, task: ScheduledTask, context: ToolContext, timeout: float
+    ) -> Outcome:
+        """Claude works through the task with the tools it allows (see ``orchestration``)."""
+        names = allowed_tool_names(task, self.registry)
+        definitions = [self.registry.get(name).definition() for name in names]
+
+        async def call_tool(name: str, tool_input: dict[str, Any]) -> dict[str, Any]:
+            operation = tool_input.get("operation")
+            if not isinstance(operation, str) or not operation:
+                raise ToolError(
+                    "invalid_input",
+                    'operation: required; call the tool as {"operation": "<name>", '
+                    '"kwargs": {...}}',
+                )
+            return await self.registry.call(
+                name, operation, tool_input.get("kwargs"), context=context
+            )
+
+        zone = ZoneInfo(task.timezone)
+        system = build_system_prompt(
+            task.task_prompt or self.settings.scheduler.default_system_prompt,
+            task_name=task.name,
+            schedule=describe(Schedule.from_dict(task.schedule)),
+            run_number=task.run_count + 1,
+            local_now=utcnow().astimezone(zone),
+        )
+        result = await run_orchestration(
+            self.client,
+            model=self.settings.scheduler.orchestration_model,
+            system=system,
+            task_description=task.task_description or "",
+            tools=definitions,
+            call_tool=call_tool,
+            limits=self.limits(task, timeout),
+        )
+        record = result.to_dict()
+        details = {
+            "model": result.model,
+            "iterations": result.iterations,
+            "tool_calls": record.get("tool_calls", []),
+            "tools_offered": names,
+        }
+        if result.ok:
+            return Outcome(
+                RunStatus.SUCCEEDED,
+                result={"message": result.final_text, "text": result.final_text},
+                usage=result.usage,
+                details=details,
+            )
+        status = RunStatus.TIMED_OUT if result.error_kind == "timeout" else RunStatus.FAILED
+        return Outcome(
+            status,
+            result={"text": result.final_text} if result.final_text else None,
+            error=result.error,
+            error_kind=result.error_kind,
+            retryable=result.retryable or result.error_kind == "timeout",
+            usage=result.usage,
+            details=json.loads(json.dumps(details, default=str)),
+        )

@@ -1,0 +1,170 @@
+"""Outcomes: what one execution produced, and what follows from it.
+
+After an attempt the run row is written, and then either a retry time is set (the task
+stays as it is) or the attempt is final: the task's counters move and the task is
+settled (completed, paused after too many failures, or left to its next fire), with
+one notification.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from config import SchedulerConfig
+from scheduler_service.runs import notifications
+from scheduler_service.runs.notifications import summarize
+from scheduler_service.statuses import ACTIVE_RUN, Frequency, RunKind, RunStatus, TaskStatus
+from scheduler_service.storage.db import Database
+from scheduler_service.storage.models import ScheduledTask, TaskNotification, TaskRun, utcnow
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = "the service stopped while this run was in progress"
+NOT_STARTED = "the service stopped before this run started; it did not run"
+
+
+@dataclass
+class Outcome:
+    """What one execution produced, before it is written down."""
+
+    status: str  # succeeded | failed | timed_out | interrupted | skipped
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    retryable: bool = False
+    usage: dict[str, Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def interrupted(error: str) -> Outcome:
+    return Outcome(RunStatus.INTERRUPTED, error=error, error_kind="interrupted")
+
+
+@dataclass
+class Recorded:
+    """What recording an outcome decided, for the runner to carry out after the commit."""
+
+    run: TaskRun
+    retry_at: datetime | None = None
+    job: str | None = None  # "remove" | "pause": what to do with the task's job
+    published: list[TaskNotification] = field(default_factory=list)
+
+
+async def record_outcome(
+    db: Database,
+    cfg: SchedulerConfig,
+    run: TaskRun,
+    outcome: Outcome,
+    *,
+    stopping: Callable[[], bool],
+) -> Recorded:
+    """Record the outcome in one transaction: a retry time, or a settled task and its
+    notification. No retry is scheduled once ``stopping()`` says the service is stopping
+    (asked inside the transaction, just before deciding)."""
+    now = utcnow()
+    async with db.write() as session:
+        row = await session.get(TaskRun, run.id)
+        task = await session.get(ScheduledTask, run.task_id)
+        if row is None:  # the task was deleted meanwhile, with its history
+            return Recorded(run)
+        if row.status not in ACTIVE_RUN:
+            # Already final: another process judged this worker dead and recorded the
+            # run interrupted. Settling it again would notify the user twice.
+            log.warning("run %s was already recorded %s; keeping that", row.id, row.status)
+            return Recorded(row)
+        recorded = Recorded(row)
+        write_run(row, outcome, now)
+        if task is not None:
+            recorded.retry_at = None if stopping() else retry_time(cfg, task, row, outcome, now)
+            if recorded.retry_at is not None:
+                row.details = {**(row.details or {}), "retry_at": recorded.retry_at.isoformat()}
+            else:
+                recorded.job, note = update_task(cfg, task, row, outcome, now)
+                recorded.published.append(note)
+                session.add(note)
+    return recorded
+
+
+def write_run(row: TaskRun, outcome: Outcome, now: datetime) -> None:
+    row.status = outcome.status
+    row.finished_at = now
+    if row.started_at is not None:
+        row.duration_ms = int((now - row.started_at).total_seconds() * 1000)
+    row.result = outcome.result
+    row.error = outcome.error
+    row.error_kind = outcome.error_kind
+    row.usage = outcome.usage
+    row.details = outcome.details or None
+
+
+def retry_time(
+    cfg: SchedulerConfig, task: ScheduledTask, row: TaskRun, outcome: Outcome, now: datetime
+) -> datetime | None:
+    """When the next attempt of this fire time runs, or None if this one is final."""
+    if outcome.status in (RunStatus.SUCCEEDED, RunStatus.SKIPPED) or not outcome.retryable:
+        return None
+    if row.kind == RunKind.MANUAL:
+        return None
+    max_retries = cfg.max_retries if task.max_retries is None else task.max_retries
+    if row.attempt > max_retries:
+        return None
+    delay = min(
+        cfg.retry_backoff_cap,
+        cfg.retry_backoff_base * cfg.retry_backoff_factor ** (row.attempt - 1),
+    )
+    return now + timedelta(seconds=delay)
+
+
+def update_task(
+    cfg: SchedulerConfig, task: ScheduledTask, row: TaskRun, outcome: Outcome, now: datetime
+) -> tuple[str | None, TaskNotification]:
+    """Counters, last result and status after a final attempt; returns the job action
+    ("remove" / "pause" / None) and the notification."""
+    ok = outcome.status == RunStatus.SUCCEEDED
+    if row.kind != RunKind.MANUAL:
+        task.run_count += 1
+    task.success_count += ok
+    task.failure_count += not ok
+    task.last_run_at = now
+    task.last_status = outcome.status
+    task.last_result = outcome.result
+    task.last_error = outcome.error
+    message = summarize(outcome.result) if ok else (outcome.error or outcome.status)
+    if row.attempt > 1:
+        message += f" (after {row.attempt} attempts)"
+    job, status = None, outcome.status
+    if row.kind != RunKind.MANUAL and task.status == TaskStatus.SCHEDULED:
+        job, status, message = settle(cfg, task, outcome, message)
+    return job, notifications.build(task, row, status, message)
+
+
+def settle(
+    cfg: SchedulerConfig, task: ScheduledTask, outcome: Outcome, message: str
+) -> tuple[str | None, str, str]:
+    """A scheduled fire time is final: complete, pause or carry on the task."""
+    ok = outcome.status == RunStatus.SUCCEEDED
+    if outcome.status != RunStatus.INTERRUPTED:  # a crash is not the task's failure
+        task.consecutive_failures = 0 if ok else task.consecutive_failures + 1
+    # A once task's job is gone once it fired; only recurring jobs need removing.
+    once = task.frequency == Frequency.ONCE
+    remove = None if once else "remove"
+    if once or task.next_run_at is None:
+        task.status = TaskStatus.COMPLETED if ok or not once else TaskStatus.FAILED
+        task.next_run_at = None
+        return remove, outcome.status, message
+    if task.max_runs is not None and task.run_count >= task.max_runs:
+        task.status, task.next_run_at = TaskStatus.COMPLETED, None
+        message += f" — that was run {task.run_count} of {task.max_runs}; the task is complete"
+        return remove, outcome.status, message
+    if task.consecutive_failures >= cfg.max_consecutive_failures:
+        task.status, task.next_run_at = TaskStatus.PAUSED, None
+        message += (
+            f" — the task failed {task.consecutive_failures} times in a row and was paused; "
+            f"fix the cause, then resume it with resume_task (task_id {task.id})"
+        )
+        return "pause", TaskStatus.PAUSED, message
+    return None, outcome.status, message

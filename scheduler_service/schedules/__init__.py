@@ -1,0 +1,38 @@
+"""Schedules: what users ask for, as triggers (``parse``) and as words (``describe``).
+
+Other modules import from here; the two submodules are the implementation.
+"""
+
+from scheduler_service.schedules.describe import (
+    describe,
+    first_run_in_past_warning,
+    past_once_warning,
+    preview,
+    preview_input,
+    schedule_warnings,
+)
+from scheduler_service.schedules.parse import (
+    CUSTOM_EXAMPLES,
+    Schedule,
+    ScheduleError,
+    ScheduleInput,
+    build_trigger,
+    next_runs,
+    parse_schedule,
+)
+
+__all__ = [
+    "CUSTOM_EXAMPLES",
+    "Schedule",
+    "ScheduleError",
+    "ScheduleInput",
+    "build_trigger",
+    "describe",
+    "first_run_in_past_warning",
+    "next_runs",
+    "parse_schedule",
+    "past_once_warning",
+    "preview",
+    "preview_input",
+    "schedule_warnings",
+]

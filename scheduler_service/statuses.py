@@ -1,0 +1,71 @@
+"""Every status, run kind, frequency and execution mode, defined once.
+
+They are ``StrEnum``: a member equals the plain string stored in the database and
+serialises to it in JSON, so stored rows and tool answers keep their exact values.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+
+class TaskStatus(StrEnum):
+    """Where a task is in its life. ``scheduled`` and ``paused`` are live (the task has a
+    job); the others are final."""
+
+    SCHEDULED = "scheduled"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    MISSED = "missed"
+
+
+class RunStatus(StrEnum):
+    """The state of one ``task_runs`` row. ``queued`` and ``running`` are active."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    INTERRUPTED = "interrupted"
+    MISSED = "missed"
+    SKIPPED = "skipped"
+
+
+class RunKind(StrEnum):
+    """Why a run row exists: a scheduled fire time, a retry of one, a manual run, or a
+    record of fire times that were missed."""
+
+    SCHEDULED = "scheduled"
+    RETRY = "retry"
+    MANUAL = "manual"
+    MISSED = "missed"
+
+
+class Frequency(StrEnum):
+    ONCE = "once"
+    MINUTELY = "minutely"
+    HOURLY = "hourly"
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+    CUSTOM = "custom"
+
+
+class ExecutionMode(StrEnum):
+    DIRECT = "direct"
+    ORCHESTRATED = "orchestrated"
+
+
+ACTIVE_RUN = (RunStatus.QUEUED, RunStatus.RUNNING)  # a run in progress somewhere
+LIVE_TASK = (TaskStatus.SCHEDULED, TaskStatus.PAUSED)  # a task that keeps its job
+FINISHED_TASK = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.MISSED)
+FREQUENCIES = tuple(Frequency)
+
+# The same values as ``Literal`` types, for pydantic input models (their JSON schema lists
+# the plain strings). Keep them equal to the enums above.
+FrequencyName = Literal["once", "minutely", "hourly", "daily", "weekly", "monthly", "custom"]
+ModeName = Literal["direct", "orchestrated"]
