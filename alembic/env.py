@@ -19,7 +19,7 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from config import load_settings
+    from scheduler_service.config import load_settings
 
     return sync_url(load_settings().database_url)
 

@@ -32,9 +32,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from config import SchedulerConfig, SchedulerToolConfig, Settings
 from scheduler_service import SchedulerService
-from tools import Tool, ToolContext
+from scheduler_service.config import SchedulerConfig, SchedulerToolConfig, Settings
+from scheduler_service.tools import Tool, ToolContext
 
 SAMPLE_S = 0.01
 

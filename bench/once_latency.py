@@ -19,10 +19,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from config import SchedulerConfig, Settings
 from scheduler_service import SchedulerService
+from scheduler_service.config import SchedulerConfig, Settings
 from scheduler_service.storage.models import TaskRun
-from tools import Tool, ToolContext
+from scheduler_service.tools import Tool, ToolContext
 
 
 class NoopTool(Tool):

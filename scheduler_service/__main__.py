@@ -17,10 +17,10 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from config import ConfigError, load_settings
+from scheduler_service.config import ConfigError, load_settings
 from scheduler_service.service import SchedulerService
 from scheduler_service.storage.db import SchemaError
-from tools import ToolContext
+from scheduler_service.tools import ToolContext
 
 log = logging.getLogger("scheduler_service.cli")
 

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from config import Settings
+from scheduler_service.config import Settings
 
 
 @contextlib.asynccontextmanager

@@ -9,7 +9,7 @@ import logging
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from config import Settings, load_settings
+from scheduler_service.config import Settings, load_settings
 from scheduler_service.engine import FireTimeExecutor, JobControl, build_scheduler
 from scheduler_service.leader import leadership_for
 from scheduler_service.runs.execution import Execution
@@ -18,12 +18,12 @@ from scheduler_service.runs.recovery import reconcile, recover_interrupted
 from scheduler_service.runs.runner import TaskRunner
 from scheduler_service.storage.db import Database, create_sync_engine
 from scheduler_service.tasks.manager import TaskManager
-from tools import Tool, ToolRegistry
+from scheduler_service.tools import Tool, ToolRegistry
 
 if TYPE_CHECKING:
     import anthropic
 
-    from tools.scheduler_tool import SchedulerTool
+    from scheduler_service.tools.scheduler_tool import SchedulerTool
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ class SchedulerService:
         on_notification: NotificationCallback | None = None,
         leader_retry: float = LEADER_RETRY_S,
     ) -> None:
-        from tools.reminder_tool import ReminderTool
-        from tools.scheduler_tool import SchedulerTool
+        from scheduler_service.tools.reminder_tool import ReminderTool
+        from scheduler_service.tools.scheduler_tool import SchedulerTool
 
         self.settings = settings or load_settings()
         self.db = Database(self.settings.database_url)

@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from config import Settings
+from scheduler_service.config import Settings
 from scheduler_service.runs.orchestration import (
     OrchestrationLimits,
     build_system_prompt,
@@ -25,7 +25,7 @@ from scheduler_service.runs.outcomes import Outcome
 from scheduler_service.schedules import Schedule, describe
 from scheduler_service.statuses import ExecutionMode, RunStatus
 from scheduler_service.storage.models import ScheduledTask, TaskRun, utcnow
-from tools import ToolContext, ToolError, ToolRegistry
+from scheduler_service.tools import ToolContext, ToolError, ToolRegistry
 
 if TYPE_CHECKING:
     import anthropic

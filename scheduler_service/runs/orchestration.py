@@ -37,7 +37,7 @@ from anthropic.types import (
     ToolUseBlock,
 )
 
-from tools.base import ToolError
+from scheduler_service.tools.base import ToolError
 
 __all__ = [
     "ERROR_KINDS",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from config import SchedulerConfig
+from scheduler_service.config import SchedulerConfig
 from scheduler_service.runs import notifications
 from scheduler_service.runs.notifications import summarize
 from scheduler_service.statuses import ACTIVE_RUN, Frequency, RunKind, RunStatus, TaskStatus

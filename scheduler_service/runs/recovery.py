@@ -21,7 +21,7 @@ from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
-from config import SchedulerConfig
+from scheduler_service.config import SchedulerConfig
 from scheduler_service.engine import JobControl, retry_job_id, task_of_job
 from scheduler_service.runs.claims import SAME_INSTANT, schedule_of
 from scheduler_service.runs.notifications import Notifier

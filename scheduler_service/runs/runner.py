@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from config import Settings
+from scheduler_service.config import Settings
 from scheduler_service.engine import JobControl
 from scheduler_service.runs.claims import Claims, FireClaim
 from scheduler_service.runs.execution import Execution

@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from scheduler_service.statuses import FREQUENCIES, FrequencyName, ModeName, TaskStatus
-from tools import ToolError
+from scheduler_service.tools import ToolError
 
 TASK_STATUSES = tuple(status.value for status in TaskStatus)
 Frequency = FrequencyName

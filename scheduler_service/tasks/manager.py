@@ -17,7 +17,7 @@ from typing import Any
 from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import delete, func, select, update
 
-from config import Settings
+from scheduler_service.config import Settings
 from scheduler_service.engine import JobControl
 from scheduler_service.runs.execution import SCHEDULER_TOOL
 from scheduler_service.runs.runner import TaskRunner
@@ -43,7 +43,7 @@ from scheduler_service.tasks.inputs import (
     UpdateTask,
 )
 from scheduler_service.tasks.views import run_to_dict, task_to_dict
-from tools import ToolContext, ToolError, ToolRegistry
+from scheduler_service.tools import ToolContext, ToolError, ToolRegistry
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,308 @@
+"""scheduler_tool: how an LLM creates and manages scheduled tasks.
+
+A thin adapter: parse kwargs, validate them against the operation's pydantic model,
+call the TaskManager, and shape the answer: the result fields plus a ``message`` the LLM
+can read back to the user.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from scheduler_service.statuses import ExecutionMode, Frequency, RunStatus, TaskStatus
+from scheduler_service.tasks.inputs import (
+    CreateTask,
+    ExecuteNow,
+    ListTasks,
+    PreviewSchedule,
+    TaskFields,
+    TaskRef,
+    UpdateTask,
+    validate,
+)
+from scheduler_service.tools.base import Tool, ToolContext, ToolError, parse_kwargs
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from scheduler_service.tasks.manager import TaskManager
+
+DESCRIPTION = """\
+Schedule tasks that run later or repeatedly without the user present, and manage them.
+Use it when the user asks for something to happen at a time ("remind me every Monday at 9",
+"send me a sales summary each week", "in 2 hours check ..."). Each call is
+{"operation": <name>, "kwargs": {...}}.
+
+Operations:
+- create_task: name, frequency (once|minutely|hourly|daily|weekly|monthly|custom),
+  scheduled_time ("HH:MM" = next occurrence in the task's timezone, or ISO 8601 datetime),
+  day_of_week (weekly: 0=Monday..6=Sunday or a list), day_of_month (monthly: 1-31, -1 = last
+  day), custom_schedule (custom: "every 3 days at 09:00", "every 2 hours", "every weekday at
+  08:00", "every 2 weeks on monday, thursday at 08:00", cron "30 8 * * 1-5", or
+  "RRULE:FREQ=..."), timezone (IANA,
+  e.g. "Europe/Paris"; ask the user if unsure), optional end_time, max_runs.
+  Then either execution_mode "direct" with tool_name, operation, parameters (one fixed tool
+  call), or "orchestrated" with task_description (plain-language instructions an assistant
+  will follow at run time) and optional available_tools, task_prompt.
+- get_tasks: optional status, frequency, execution_mode, limit, offset. Ordered by next run.
+- get_task: task_id. Includes recent runs.
+- update_task: task_id plus any create_task fields to change; the schedule is recomputed.
+- delete_task: task_id. Removes the task and its history.
+- cancel_task: task_id. Stops future runs, keeps the task and its history.
+- pause_task / resume_task: task_id.
+- execute_task_now: task_id, optional wait (default true). Runs it once now; the schedule is
+  not changed. Use it to test a task right after creating it.
+- preview_schedule: the schedule fields of create_task (or a task_id, plus fields to change)
+  and count (default 5, max 100). Stores nothing; returns description, next_runs and
+  warnings (DST gaps/overlaps, days clamped to month end, times in the past). Use it when
+  unsure, and read the schedule back to the user before creating.
+Answers carry next_run_time (ISO 8601 with offset, in the task's timezone); tell the user
+the schedule in words and the next run so they can catch mistakes. Errors name the field
+to fix and the accepted values.
+"""
+
+OPERATIONS = (
+    "create_task",
+    "get_tasks",
+    "get_task",
+    "update_task",
+    "delete_task",
+    "execute_task_now",
+    "cancel_task",
+    "pause_task",
+    "resume_task",
+    "preview_schedule",
+)
+
+
+def _kwargs_schema() -> dict[str, Any]:
+    properties: dict[str, Any] = {"task_id": {"type": "string", "description": "The task's id"}}
+    for name, info in TaskFields.model_fields.items():
+        prop: dict[str, Any] = {"description": info.description or name}
+        properties[name] = prop
+    for name in (
+        "name",
+        "description",
+        "scheduled_time",
+        "custom_schedule",
+        "timezone",
+        "end_time",
+        "tool_name",
+        "operation",
+        "task_description",
+        "task_prompt",
+    ):
+        properties[name]["type"] = "string"
+    properties["frequency"]["enum"] = [f.value for f in Frequency]
+    properties["execution_mode"]["enum"] = [m.value for m in ExecutionMode]
+    for name in (
+        "day_of_month",
+        "max_runs",
+        "timeout",
+        "max_retries",
+        "misfire_grace_time",
+        "max_iterations",
+        "max_tokens",
+        "token_budget",
+        "limit",
+        "offset",
+    ):
+        properties.setdefault(name, {"description": name})["type"] = "integer"
+    properties["day_of_week"]["anyOf"] = [
+        {"type": "integer", "minimum": 0, "maximum": 6},
+        {"type": "string"},
+        {"type": "array", "items": {"type": ["integer", "string"]}},
+    ]
+    properties["parameters"]["type"] = "object"
+    properties["available_tools"].update({"type": "array", "items": {"type": "string"}})
+    properties["status"] = {
+        "description": "get_tasks filter",
+        "enum": [s.value for s in TaskStatus],
+    }
+    properties["wait"] = {"type": "boolean", "description": "execute_task_now: wait for result"}
+    properties["count"] = {
+        "type": "integer",
+        "description": "preview_schedule: how many next runs (1-100, default 5)",
+    }
+    properties["limit"]["description"] = "get_tasks: page size (1-100, default 20)"
+    properties["offset"]["description"] = "get_tasks: rows to skip"
+    return {"type": "object", "properties": properties}
+
+
+INPUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "operation": {"type": "string", "enum": list(OPERATIONS)},
+        "kwargs": {**_kwargs_schema(), "description": "The operation's arguments"},
+    },
+    "required": ["operation"],
+}
+
+
+def _warning_words(shown: dict[str, Any]) -> str:
+    warnings = shown.get("warnings") or []
+    return (" Warnings: " + " ".join(warnings)) if warnings else ""
+
+
+def _next_run_words(task: dict[str, Any]) -> str:
+    nxt = task.get("next_run_time")
+    return f"Next run: {nxt}." if nxt else "No run is scheduled."
+
+
+class SchedulerTool(Tool):
+    """The LLM-facing task management tool, bound to one service's TaskManager."""
+
+    name = "scheduler_tool"
+    description = DESCRIPTION
+    input_schema = INPUT_SCHEMA
+
+    def __init__(self, tasks: TaskManager) -> None:
+        self._tasks = tasks
+        self._ops: dict[str, Callable[[dict[str, Any], ToolContext], Awaitable[dict[str, Any]]]] = {
+            "create_task": self._create,
+            "get_tasks": self._list,
+            "get_task": self._get,
+            "update_task": self._update,
+            "delete_task": self._delete,
+            "execute_task_now": self._execute_now,
+            "cancel_task": self._cancel,
+            "pause_task": self._pause,
+            "resume_task": self._resume,
+            "preview_schedule": self._preview,
+        }
+
+    async def run(
+        self,
+        operation: str,
+        kwargs: dict[str, Any] | str | None,
+        *,
+        context: ToolContext,
+    ) -> dict[str, Any]:
+        handler = self._ops.get(operation)
+        if handler is None:
+            raise ToolError(
+                "invalid_input",
+                f"operation: {operation!r} is not an operation of scheduler_tool; use one of "
+                f"{', '.join(OPERATIONS)}",
+            )
+        if not isinstance(context, ToolContext) or not context.user_id:
+            raise ToolError(
+                "forbidden", "context: the host must supply a ToolContext with a user_id"
+            )
+        try:
+            return await handler(parse_kwargs(kwargs), context)
+        except ToolError:
+            raise
+        except SQLAlchemyError as exc:
+            log.exception("scheduler_tool %s: database error", operation)
+            raise ToolError(
+                "unavailable",
+                f"the task database is unavailable ({type(exc).__name__}); try again shortly",
+            ) from None
+        except Exception as exc:  # never a traceback to the caller: every error is a ToolError
+            log.exception("scheduler_tool %s failed unexpectedly", operation)
+            raise ToolError(
+                "execution_failed",
+                f"{operation} failed unexpectedly ({type(exc).__name__}: {exc}); this is a "
+                "scheduler bug, not a problem with your input",
+            ) from None
+
+    async def _create(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        task, shown = await self._tasks.create_task(validate(CreateTask, kwargs), context)
+        message = (
+            f"Created task '{task['name']}' ({task['task_id']}): {task['schedule']}. "
+            f"{_next_run_words(task)}{_warning_words(shown)}"
+        )
+        if task["execution_mode"] == ExecutionMode.ORCHESTRATED and not self._tasks.has_llm:
+            message += (
+                " Note: orchestrated runs need an Anthropic API key (ANTHROPIC_API_KEY); "
+                "none is configured, so its runs will fail until one is set."
+            )
+        return {"task": task, "message": message, **shown}
+
+    async def _list(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        query = validate(ListTasks, kwargs)
+        tasks, total = await self._tasks.list_tasks(query, context)
+        shown = f"{len(tasks)} of {total}" if total > len(tasks) else f"{total}"
+        message = f"Found {shown} task{'s' if total != 1 else ''}."
+        if query.offset + len(tasks) < total:
+            message += f" Use offset={query.offset + len(tasks)} for more."
+        return {"tasks": tasks, "count": len(tasks), "total": total, "message": message}
+
+    async def _get(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        ref = validate(TaskRef, kwargs)
+        task = await self._tasks.get_task(ref.task_id, context)
+        return {
+            "task": task,
+            "message": f"Task '{task['name']}' is {task['status']}. {_next_run_words(task)}",
+        }
+
+    async def _update(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        task, changed, shown = await self._tasks.update_task(validate(UpdateTask, kwargs), context)
+        what = ", ".join(changed) if changed else "nothing changed"
+        message = (
+            f"Updated task '{task['name']}' ({what}): {task['schedule']}. "
+            f"{_next_run_words(task)}{_warning_words(shown)}"
+        )
+        return {"task": task, "message": message, **shown}
+
+    async def _preview(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        shown = await self._tasks.preview(validate(PreviewSchedule, kwargs), context)
+        runs = shown["next_runs"]
+        message = f"{shown['description']}. " + (
+            f"Next runs: {', '.join(runs)}." if runs else "No run would happen."
+        )
+        return {**shown, "message": message + _warning_words(shown)}
+
+    async def _delete(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        ref = validate(TaskRef, kwargs)
+        task = await self._tasks.delete_task(ref.task_id, context)
+        return {"task_id": task.id, "message": f"Deleted task '{task.name}' and its history."}
+
+    async def _status(
+        self, kwargs: dict[str, Any], context: ToolContext, status: str, done: str
+    ) -> dict[str, Any]:
+        ref = validate(TaskRef, kwargs)
+        task, changed = await self._tasks.set_status(ref.task_id, context, status)
+        state = done if changed else f"was already {task.status}"
+        message = f"Task '{task.name}' {state}."
+        if status == TaskStatus.SCHEDULED:
+            from scheduler_service.tasks.views import task_to_dict
+
+            message += " " + _next_run_words(task_to_dict(task))
+        return {"task_id": task.id, "status": task.status, "message": message}
+
+    async def _cancel(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        return await self._status(
+            kwargs, context, TaskStatus.CANCELLED, "cancelled; its history is kept"
+        )
+
+    async def _pause(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        return await self._status(
+            kwargs, context, TaskStatus.PAUSED, "paused; resume it with resume_task"
+        )
+
+    async def _resume(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        return await self._status(kwargs, context, TaskStatus.SCHEDULED, "resumed")
+
+    async def _execute_now(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        args = validate(ExecuteNow, kwargs)
+        out = await self._tasks.execute_now(args.task_id, context, args.wait)
+        run = out["run"]
+        name = out["task"]["name"]
+        if run is None:
+            message = f"Started task '{name}'; its result will arrive as a notification."
+        elif run["status"] == RunStatus.SUCCEEDED:
+            after = (
+                "The regular schedule is unchanged."
+                if out["task"]["next_run_time"]
+                else f"The task is {out['task']['status']} and has no upcoming run."
+            )
+            message = f"Ran task '{name}' now: succeeded. {after}"
+        else:
+            message = f"Ran task '{name}' now: {run['status']} — {run['error']}."
+        return {"task_id": args.task_id, "run": run, "task": out["task"], "message": message}
