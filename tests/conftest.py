@@ -1,4 +1,9 @@
-"""Shared fixtures: a real service on a real SQLite file per test."""
+"""Shared fixtures: a real service on a real database per test.
+
+``start_service`` and ``service`` run each test twice: on a fresh SQLite file and on a
+fresh PostgreSQL database (cloned from a template migrated once per session). In CI a
+missing PostgreSQL server fails the run instead of skipping half of every promise.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from config import SchedulerConfig, Settings
 from scheduler_service import SchedulerService
+from scheduler_service.storage.db import create_sync_engine, sync_url
 from tools import Tool, ToolContext, ToolError
 
 ServiceFactory = Callable[..., Awaitable[SchedulerService]]
 
 
-def make_settings(db_path: Path, **scheduler: Any) -> Settings:
+def make_settings(database: Path | str, **scheduler: Any) -> Settings:
+    """Settings for a SQLite file (a path) or any database (an async URL)."""
+    url = database if isinstance(database, str) else f"sqlite+aiosqlite:///{database}"
     return Settings(
-        database_url=f"sqlite+aiosqlite:///{db_path}",
+        database_url=url,
         scheduler=SchedulerConfig(**scheduler),
         anthropic_api_key=None,
     )
@@ -37,9 +46,18 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "tasks.db"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """The test's database: a fresh SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{db_path}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
 @pytest.fixture
-async def start_service(db_path: Path) -> AsyncIterator[ServiceFactory]:
-    """Start services on the test's SQLite file; each is stopped at the end."""
+async def start_service(database_url: str) -> AsyncIterator[ServiceFactory]:
+    """Start services on the test's database; each is stopped at the end."""
     started: list[SchedulerService] = []
 
     async def start(
@@ -49,7 +67,7 @@ async def start_service(db_path: Path) -> AsyncIterator[ServiceFactory]:
         **scheduler: Any,
     ) -> SchedulerService:
         service = SchedulerService(
-            make_settings(db_path, **scheduler), anthropic_client=anthropic_client
+            make_settings(database_url, **scheduler), anthropic_client=anthropic_client
         )
         for tool in tools:
             service.tools.register(tool)
@@ -72,28 +90,69 @@ async def service(start_service: ServiceFactory) -> SchedulerService:
 PG_ADMIN_URL = os.environ.get("PG_TEST_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database (async URL), dropped afterwards.
-
-    Skipped when no server answers — except in CI, where .ci/run starts one, so a
-    missing server fails instead of silently skipping the scale-out tests.
-    """
+def _pg_admin() -> Any:
+    """An autocommit connection to the PostgreSQL server; skip (fail in CI) without one."""
     psycopg = pytest.importorskip("psycopg")
     try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+        return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
         if os.environ.get("CI"):
             raise
         pytest.skip(f"no PostgreSQL server at {PG_ADMIN_URL}: {exc}")
-    name = f"sched_test_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
+
+
+def _async_pg_url(name: str) -> str:
     base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A database migrated to head once per session; each test's database is a copy."""
+    from scheduler_service.storage.db import migrate_to_head
+
+    admin = _pg_admin()
+    name = f"sched_template_{uuid.uuid4().hex[:10]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"{base}/{name}"
+        migrate_to_head(sync_url(_async_pg_url(name)))
+        yield name
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def pg_url(pg_template: str) -> Iterator[str]:
+    """A fresh PostgreSQL database at schema head (async URL), dropped afterwards."""
+    admin = _pg_admin()
+    name = f"sched_test_{uuid.uuid4().hex[:10]}"
+    admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    try:
+        yield _async_pg_url(name)
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def database_rows(url: str, sql: str) -> list[dict[str, Any]]:
+    """The rows of ``sql`` read on a connection of its own (the service may be stopped)."""
+    engine = create_sync_engine(sync_url(url))
+    try:
+        with engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
+def database_execute(url: str, sql: str) -> None:
+    """Run ``sql`` in a transaction of its own: what another process (or a crash) does."""
+    engine = create_sync_engine(sync_url(url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(sql))
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
