@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 Serializer = Callable[[], contextlib.AbstractAsyncContextManager[None]]
 POLL_INTERVAL_S = 1.0  # how soon the leader sees a job another process scheduled earlier
+PG_POLL_INTERVAL_S = 5.0  # PostgreSQL announces changes (wakeups): the poll is a safety net
 EARLIER_BY_S = 0.05  # job-store times are floats: ignore rounding against the armed timer
 
 
@@ -217,9 +218,19 @@ def task_of_job(job_id: str) -> str:
 class JobControl:
     """Async, lock-holding access to APScheduler's job store for the rest of the service."""
 
-    def __init__(self, scheduler: ResilientAsyncIOScheduler, serialize: Serializer) -> None:
+    def __init__(
+        self,
+        scheduler: ResilientAsyncIOScheduler,
+        serialize: Serializer,
+        announce: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.scheduler = scheduler
         self._serialize = serialize
+        self._announce = announce  # tells the leader (maybe another process) at once
+
+    async def _changed(self) -> None:
+        if self._announce is not None:
+            await self._announce()
 
     @contextlib.asynccontextmanager
     async def _locked(self) -> AsyncIterator[None]:
@@ -252,6 +263,7 @@ class JobControl:
             )
 
         await self._call(add)
+        await self._changed()
 
     async def modify(
         self, job_id: str, trigger: BaseTrigger, next_run_time: datetime | None
@@ -264,6 +276,7 @@ class JobControl:
         await self._call(
             self.scheduler.modify_job, job_id, trigger=trigger, next_run_time=next_run_time
         )
+        await self._changed()
 
     async def states(self) -> dict[str, tuple[datetime | None, BaseTrigger]]:
         """Every job's next run and trigger (unpickles every job: for start-up only)."""
@@ -313,6 +326,7 @@ class JobControl:
             )
 
         await self._call(add)
+        await self._changed()
 
     @staticmethod
     def _ignore_missing(fn: Callable[[str], Any]) -> Callable[[str], None]:

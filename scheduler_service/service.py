@@ -10,7 +10,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from scheduler_service.config import Settings, load_settings
-from scheduler_service.engine import FireTimeExecutor, JobControl, build_scheduler
+from scheduler_service.engine import (
+    PG_POLL_INTERVAL_S,
+    POLL_INTERVAL_S,
+    FireTimeExecutor,
+    JobControl,
+    build_scheduler,
+)
 from scheduler_service.leader import leadership_for
 from scheduler_service.runs.execution import Execution
 from scheduler_service.runs.notifications import NotificationCallback, Notifier
@@ -19,6 +25,7 @@ from scheduler_service.runs.runner import TaskRunner
 from scheduler_service.storage.db import Database, create_sync_engine
 from scheduler_service.tasks.manager import TaskManager
 from scheduler_service.tools import Tool, ToolRegistry
+from scheduler_service.wakeups import wakeups_for
 
 if TYPE_CHECKING:
     import anthropic
@@ -27,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LEADER_RETRY_S = 2.0  # how often a standby retries the scheduling lock (and a leader checks it)
+LEADER_RETRY_S = 0.5  # how often a standby retries the scheduling lock (and a leader checks it)
 
 
 def load_tool(path: str) -> Tool:
@@ -82,13 +89,15 @@ class SchedulerService:
             execution=self.execution,
         )
         self._jobstore_engine = create_sync_engine(self.db.sync_url)
+        self.wakeups = wakeups_for(self.db.engine)
         self.scheduler = build_scheduler(
             serialize=self.db.serialized,
             max_sleep=float(self.settings.scheduler.check_interval),
             executor=FireTimeExecutor(self.runner.on_fire, self.runner.on_retry),
             engine=self._jobstore_engine,
+            poll_interval=POLL_INTERVAL_S if self.db.sqlite else PG_POLL_INTERVAL_S,
         )
-        self.jobs = JobControl(self.scheduler, self.db.serialized)
+        self.jobs = JobControl(self.scheduler, self.db.serialized, self.wakeups.announce)
         self.runner.jobs = self.jobs
         self.tasks = TaskManager(
             db=self.db,
@@ -149,6 +158,7 @@ class SchedulerService:
     async def _abandon_start(self) -> None:
         """A failed start leaves no lock, task or running scheduler behind."""
         await self._stop_standby()
+        await self.wakeups.stop_listening()
         if self.scheduler.running:
             self.scheduler.shutdown()
         self.leading.clear()
@@ -161,18 +171,27 @@ class SchedulerService:
         await self._recover()
         await self.reconcile()
         self.scheduler.resume()
+        self.wakeups.listen(self.scheduler.wakeup)
         self.leading.set()
 
-    async def _recover(self) -> None:
+    async def _recover(self, *, own_only: bool = False) -> None:
+        """Settle runs nobody will finish and run those that never started (see
+        ``runs.recovery``). The leader does it for every dead worker; a standby only
+        for its own rows (``own_only``)."""
         self._recovered_at = asyncio.get_running_loop().time()
-        await recover_interrupted(
+
+        async def alive_unless_dead(worker: str | None) -> bool:
+            return own_only or await self.leadership.is_alive(worker)
+
+        recovered = await recover_interrupted(
             self.db,
             self.settings.scheduler,
             self.notifier,
             worker=self.runner.worker,
             claimed_here=self.runner.is_claimed_here,
-            is_alive=self.leadership.is_alive,
+            is_alive=alive_unless_dead,
         )
+        self.runner.adopt(recovered.adopted)
 
     async def _hold_leadership(self) -> None:
         """Standby: retry the lock every ``leader_retry`` s. Leader: check that it still
@@ -184,6 +203,8 @@ class SchedulerService:
                     await self._check_leadership()
                 elif await self.leadership.try_acquire():
                     await self._take_over()
+                elif self._recovery_due():
+                    await self._recover(own_only=True)
             except Exception:
                 log.exception("leadership check failed; retrying in %.1f s", self._leader_retry)
 
@@ -195,9 +216,14 @@ class SchedulerService:
         if not await self.leadership.held():
             await self._step_down("the scheduling lock was lost")
             return
-        since = asyncio.get_running_loop().time() - self._recovered_at
-        if since >= self.settings.scheduler.check_interval:
+        if self._recovery_due():
             await self._recover()
+
+    def _recovery_due(self) -> bool:
+        """Recovery runs every ``check_interval``: after an outage, or a worker's death,
+        no run stays queued or running longer than that."""
+        since = asyncio.get_running_loop().time() - self._recovered_at
+        return since >= self.settings.scheduler.check_interval
 
     async def _take_over(self) -> None:
         log.warning("taking over the scheduler on %s", self._where())
@@ -215,6 +241,7 @@ class SchedulerService:
         self.leading.clear()
         if self.scheduler.running:
             self.scheduler.pause()
+        await self.wakeups.stop_listening()
         await self.leadership.release()
 
     async def _stop_standby(self) -> None:
@@ -234,10 +261,12 @@ class SchedulerService:
             await self.db.dispose()
             return
         self.started = False
+        self.runner.stop_starting()
         await self._stop_standby()
         if self.scheduler.running:
             self.scheduler.shutdown()
         self.leading.clear()
+        await self.wakeups.stop_listening()
         await self.leadership.release()
         await self.runner.drain(self.settings.scheduler.shutdown_grace)
         await self.tasks.drain_background()

@@ -91,11 +91,13 @@ async def test_missed_beyond_grace_are_recorded_and_the_schedule_goes_on(
     regular = await next_notification(service)  # the next fire time runs on schedule
     assert regular["status"] == "succeeded"
     rows = await runs(service, task_id)
-    assert [(r.kind, r.fire_time, r.status) for r in rows[:2]] == [
+    assert [(r.kind, r.fire_time, r.status) for r in rows[:3]] == [  # one row a fire time
         ("missed", t0, "missed"),
+        ("missed", t0 + timedelta(seconds=4), "missed"),
         ("scheduled", t0 + timedelta(seconds=8), "succeeded"),
     ]
     assert rows[0].details is not None and rows[0].details["count"] == 2
+    assert rows[1].details == {"missed_with": rows[0].id}
 
 
 async def test_once_task_missed_beyond_grace_ends_missed(start_service: ServiceFactory) -> None:

@@ -403,3 +403,26 @@ async def test_the_leader_keeps_interrupting_runs_of_workers_that_die(db_path: P
         async with leader.db.read() as session:
             row = await session.get(TaskRun, live)
         assert row is not None and row.status == "running"
+
+
+async def test_a_task_created_on_a_standby_starts_on_time_on_postgresql(pg_url: str) -> None:
+    """The standby's job-store change is announced (NOTIFY): the leader wakes at once,
+    instead of at its next poll of the job store (seconds on PostgreSQL)."""
+    settings = Settings(database_url=pg_url, scheduler=SchedulerConfig(), anthropic_api_key=None)
+    async with services(settings, 2) as (leader, standby):
+        assert leader.is_leader and not standby.is_leader
+        notes = Notifications(leader)
+        late: list[float] = []
+        for _ in range(5):
+            task_id = await create_once(standby, 0.5)
+            note = await notes.next()
+            assert (note["task_id"], note["status"]) == (task_id, "succeeded")
+            async with leader.db.read() as session:
+                run = await session.scalar(select(TaskRun).where(TaskRun.task_id == task_id))
+            assert run is not None and run.started_at is not None
+            late.append((run.started_at - run.fire_time).total_seconds())
+        assert not tool_of(standby).calls
+        print(
+            f"\nstandby-created tasks start late by median {median(late):.3f} s, max {max(late):.3f} s"
+        )
+        assert max(late) < 0.5, late

@@ -10,9 +10,15 @@ same transaction. So ``next_run_at`` always names the oldest fire time not yet c
 and start-up can put back any fire time the job store consumed but nobody claimed (a
 crash between the two): see ``recovery.reconcile``.
 
-Fire times too late to run (beyond the misfire grace time) are recorded as one
-``missed`` row; a fire time that would overlap a run of the same task still in flight
-is recorded ``skipped``.
+Every claim first locks the task row (``Database.lock_task``), so two claims of one task
+— a slow claim overlapping the next fire, a catch-up overlapping a regular fire, two
+processes — run one after the other, and the second sees what the first wrote.
+
+Fire times too late to run (beyond the misfire grace time) are recorded ``missed``, one
+row per fire time under the same key a run would take (attempt 1), so the database
+itself refuses to run a fire time that was recorded missed, however it comes round
+again; a fire time that would overlap a run of the same task still in flight is recorded
+``skipped``.
 """
 
 from __future__ import annotations
@@ -108,7 +114,7 @@ class Claims:
         """One transaction: move next_run_at on, record missed times, claim the due one."""
         try:
             async with self.db.write() as session:
-                task = await session.get(ScheduledTask, task_id)
+                task = await self.db.lock_task(session, task_id)
                 if task is None:
                     log.warning("job for deleted task %s fired; removing the job", task_id)
                     return FireClaim(job="remove")
@@ -197,7 +203,7 @@ class Claims:
         published: list[TaskNotification] = []
         try:
             async with self.db.write() as session:
-                task = await session.get(ScheduledTask, task_id)
+                task = await self.db.lock_task(session, task_id)
                 if task is None:
                     return None
                 if kind == RunKind.RETRY and task.status != TaskStatus.SCHEDULED:
@@ -250,17 +256,23 @@ class Claims:
         missed: list[datetime],
         next_run: datetime | None,
     ) -> TaskNotification:
+        """One ``missed`` row per fire time (the first lists them all), one notification."""
         now = utcnow()
-        row = self.new_run(
-            task,
-            missed[0],
-            RunKind.MISSED,
-            0,
-            status=RunStatus.MISSED,
-            finished_at=now,
-            details={"missed_times": [t.isoformat() for t in missed], "count": len(missed)},
-        )
-        session.add(row)
+        rows = [
+            self.new_run(
+                task,
+                fire_time,
+                RunKind.MISSED,
+                1,
+                status=RunStatus.MISSED,
+                finished_at=now,
+            )
+            for fire_time in missed
+        ]
+        rows[0].details = {"missed_times": [t.isoformat() for t in missed], "count": len(missed)}
+        for row in rows[1:]:
+            row.details = {"missed_with": rows[0].id}
+        session.add_all(rows)
         zone = schedule_of(task).zone
         count = len(missed)
         when = ", ".join(f"{t.astimezone(zone):%Y-%m-%d %H:%M %Z}" for t in missed[:3])
@@ -278,7 +290,7 @@ class Claims:
             message += "; this one-time task will not run"
         elif next_run is not None:
             message += f"; next run at {next_run.astimezone(zone).isoformat()}"
-        return notifications.build(task, row, RunStatus.MISSED, message)
+        return notifications.build(task, rows[0], RunStatus.MISSED, message)
 
     def _add_skip(
         self,
@@ -307,7 +319,7 @@ class Claims:
     async def mark_running(self, run: TaskRun) -> ScheduledTask | None:
         """The claimed run got its slot: record it ``running``; None if the task is gone."""
         async with self.db.write() as session:
-            task = await session.get(ScheduledTask, run.task_id)
+            task = await self.db.lock_task(session, run.task_id)
             row = await session.get(TaskRun, run.id)
             if task is None or row is None:
                 return None

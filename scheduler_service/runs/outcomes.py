@@ -67,8 +67,8 @@ async def record_outcome(
     (asked inside the transaction, just before deciding)."""
     now = utcnow()
     async with db.write() as session:
+        task = await db.lock_task(session, run.task_id)
         row = await session.get(TaskRun, run.id)
-        task = await session.get(ScheduledTask, run.task_id)
         if row is None:  # the task was deleted meanwhile, with its history
             return Recorded(run)
         if row.status not in ACTIVE_RUN:

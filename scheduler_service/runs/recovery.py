@@ -1,8 +1,9 @@
 """Recovery: what the leader puts right before it fires jobs (and keeps putting right).
 
-* ``recover_interrupted``: runs a dead worker left queued or running become
-  ``interrupted`` (final, never re-run: the tool may have acted), and their tasks are
-  settled as after any final attempt.
+* ``recover_interrupted``: runs a dead worker left queued or running (or this worker's
+  own rows it lost track of) are settled: one that never started is taken over and run
+  while within its grace time; any other becomes ``interrupted`` (final, never re-run:
+  the tool may have acted), and its task is settled as after any final attempt.
 * ``reconcile``: the task row and its job agree — a live task has exactly one job, at the
   task's next unclaimed fire time, with the task's trigger; a job without a live task is
   removed; a retry job lost in a crash is put back.
@@ -15,7 +16,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import select
@@ -33,7 +35,7 @@ from scheduler_service.runs.outcomes import (
     write_run,
 )
 from scheduler_service.schedules import build_trigger
-from scheduler_service.statuses import ACTIVE_RUN, LIVE_TASK, RunStatus, TaskStatus
+from scheduler_service.statuses import ACTIVE_RUN, LIVE_TASK, RunKind, RunStatus, TaskStatus
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskNotification, TaskRun, utcnow
 
@@ -43,6 +45,18 @@ IsAlive = Callable[[str | None], Awaitable[bool]]  # is the worker that recorded
 
 
 # -- runs dead workers left ----------------------------------------------------------------
+ORPHAN_AGE = timedelta(seconds=2)  # own rows younger than this may be a claim in progress
+
+
+@dataclass
+class Recovered:
+    """What one recovery pass did: runs settled ``interrupted``, and runs never started
+    that this worker took over to run now (still within their grace time)."""
+
+    interrupted: int = 0
+    adopted: list[TaskRun] = field(default_factory=list)
+
+
 async def recover_interrupted(
     db: Database,
     cfg: SchedulerConfig,
@@ -51,61 +65,98 @@ async def recover_interrupted(
     worker: str | None,
     claimed_here: Callable[[str], bool],
     is_alive: IsAlive | None = None,
-) -> int:
-    """Runs a dead worker left queued/running become ``interrupted`` (final, never
-    re-run: the tool may have acted), with a notification; their tasks are settled
-    as after any final attempt. Runs of a worker ``is_alive`` says is alive (a
-    standby executing a manual run) are left to it; without ``is_alive`` every
-    other worker counts as dead, which is only safe while no other process runs.
-    ``worker`` is this process's worker id; ``claimed_here(run_id)`` says whether this
-    process is executing the run (it is then never interrupted here)."""
-    dead = await _runs_of_dead_workers(db, worker, is_alive)
-    if not dead:
-        return 0
+) -> Recovered:
+    """Settle the runs nobody will finish: those of dead workers, and this worker's own
+    rows it no longer tracks (a claim whose commit succeeded while the connection broke).
+
+    A run that never started (``queued``) never acted: while its fire time is within the
+    grace time it is adopted — recorded as this worker's — and returned for the caller
+    to run. Any other becomes ``interrupted`` (final, never re-run: the tool may have
+    acted), with a notification, and its task is settled as after any final attempt.
+    Runs of a worker ``is_alive`` says is alive (a standby executing a manual run) are
+    left to it; without ``is_alive`` every other worker counts as dead, which is only
+    safe while no other process runs. ``claimed_here(run_id)`` says whether this process
+    is executing the run (it is then never touched here)."""
+    orphans = await _orphaned_runs(db, worker, claimed_here, is_alive)
+    if not orphans:
+        return Recovered()
+    recovered = Recovered()
     published: list[TaskNotification] = []
     now = utcnow()
     async with db.write() as session:
+        for task_id in sorted({task_id for _, task_id in orphans}):  # the lock order
+            await db.lock_task(session, task_id)
         rows = (
             await session.scalars(
                 select(TaskRun)
-                .where(TaskRun.id.in_(dead), TaskRun.status.in_(ACTIVE_RUN))
+                .where(TaskRun.id.in_([run_id for run_id, _ in orphans]))
+                .where(TaskRun.status.in_(ACTIVE_RUN))
                 .order_by(TaskRun.queued_at)
             )
         ).all()
         for row in rows:
             if claimed_here(row.id):
                 continue
+            task = await session.get(ScheduledTask, row.task_id)
+            if task is not None and _may_run_late(cfg, task, row, now):
+                row.worker = worker
+                recovered.adopted.append(row)
+                continue
             error = INTERRUPTED if row.status == RunStatus.RUNNING else NOT_STARTED
             outcome = interrupted(error)
             write_run(row, outcome, now)
-            task = await session.get(ScheduledTask, row.task_id)
+            recovered.interrupted += 1
             if task is not None:
                 _job, note = update_task(cfg, task, row, outcome, now)
                 published.append(note)
         session.add_all(published)
     if published:
         await notifier.publish(published)
-    return len(rows)
+    return recovered
 
 
-async def _runs_of_dead_workers(
-    db: Database, worker: str | None, is_alive: IsAlive | None
-) -> list[str]:
-    """Ids of queued/running runs whose worker is dead (asked once per worker, outside
-    any write transaction: on PostgreSQL the answer is a query)."""
+def _may_run_late(cfg: SchedulerConfig, task: ScheduledTask, row: TaskRun, now: datetime) -> bool:
+    """A claimed fire time that never started, of a task still scheduled, within grace."""
+    if row.status != RunStatus.QUEUED or row.kind not in (RunKind.SCHEDULED, RunKind.RETRY):
+        return False
+    if task.status != TaskStatus.SCHEDULED:
+        return False
+    grace = cfg.misfire_grace_time if task.misfire_grace_time is None else task.misfire_grace_time
+    return (now - row.fire_time).total_seconds() <= grace
+
+
+async def _orphaned_runs(
+    db: Database,
+    worker: str | None,
+    claimed_here: Callable[[str], bool],
+    is_alive: IsAlive | None,
+) -> list[tuple[str, str]]:
+    """(run id, task id) of queued/running runs whose worker is dead, or which are this
+    worker's own but not in flight here. Liveness is asked once per worker, outside any
+    write transaction: on PostgreSQL the answer is a query."""
     async with db.read() as session:
         active = (
             await session.execute(
-                select(TaskRun.id, TaskRun.worker).where(TaskRun.status.in_(ACTIVE_RUN))
+                select(TaskRun.id, TaskRun.task_id, TaskRun.worker, TaskRun.queued_at).where(
+                    TaskRun.status.in_(ACTIVE_RUN)
+                )
             )
         ).all()
     alive: dict[str | None, bool] = {}
-    for _run_id, owner in active:
+    for _run_id, _task_id, owner, _queued in active:
         if owner not in alive:
             alive[owner] = is_alive is not None and await is_alive(owner)
     for owner in (w for w, live in alive.items() if live and w != worker):
         log.info("leaving the runs of live worker %s to it", owner)
-    return [run_id for run_id, owner in active if not alive[owner]]
+    settled_before = utcnow() - ORPHAN_AGE
+    orphans = []
+    for run_id, task_id, owner, queued_at in active:
+        mine = worker is not None and owner == worker
+        if mine and (claimed_here(run_id) or (queued_at or settled_before) > settled_before):
+            continue
+        if mine or not alive[owner]:
+            orphans.append((run_id, task_id))
+    return orphans
 
 
 # -- task rows and jobs agree --------------------------------------------------------------

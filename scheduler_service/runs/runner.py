@@ -6,8 +6,14 @@ Read top to bottom, a fire time goes: ``on_fire`` (APScheduler fired a job, via
 → the notifier. Retries (``on_retry``) and manual runs (``run_now``) take the same path
 from a claim of one attempt.
 
-The runner also keeps the set of runs in flight in this process: it answers whether a
-task is running, and ``drain`` stops it cleanly.
+The runner also keeps the set of runs in flight in this process, from the claim's commit
+to the recorded outcome: it answers whether a task is running, tells recovery which of
+this worker's rows are still being handled, and ``drain`` stops it cleanly.
+
+Every database write on this path is retried for as long as the service runs
+(``storage.retry.retry_transient``): an outage delays claims, starts and records, and
+loses none — a run whose tool acted is recorded with what it did once the database is
+back.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import itertools
 import logging
 import time as monotonic
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +41,7 @@ from scheduler_service.runs.outcomes import (
     INTERRUPTED,
     NOT_STARTED,
     Outcome,
+    Recorded,
     interrupted,
     record_outcome,
 )
@@ -87,6 +94,8 @@ class TaskRunner:
         self._tickets = itertools.count()
         self._entries: set[asyncio.Task[Any]] = set()  # every fire/retry/manual in progress
         self._active: dict[str, asyncio.Task[Any]] = {}  # claimed run id → its task
+        self._in_flight: set[str] = set()  # run ids claimed here and not yet recorded
+        self._adopted: set[asyncio.Task[Any]] = set()  # runs taken over from recovery
         self._started: set[str] = set()  # claimed run ids that hold a slot
         self._scheduled: Counter[str] = Counter()  # task id → scheduled/retry runs in flight
         self._manual: Counter[str] = Counter()  # task id → manual runs in flight
@@ -122,6 +131,8 @@ class TaskRunner:
             claim = await self._claim_fire_retrying(task_id, run_times)
             if claim is None:
                 return
+            if claim.run is not None:
+                self._in_flight.add(claim.run.id)  # no await since the commit: see recovery
             await self._apply_job_action(task_id, claim.job)
             await self._publish(claim.published)
             if claim.run is not None:
@@ -142,24 +153,51 @@ class TaskRunner:
             if self._stopping:  # a retry stays restorable: see recovery.restore_retries
                 log.warning("not starting %s of task %s: the service is stopping", kind, task_id)
                 return None
-            run = await self.claims.attempt(task_id, fire_time, kind, attempt)
+            run = await retry_transient(
+                lambda: self.claims.attempt(task_id, fire_time, kind, attempt),
+                f"claiming {kind} attempt {attempt} of task {task_id}",
+                keep_trying=self._running,
+            )
             if run is None or run.status == RunStatus.SKIPPED:
                 return run
+            self._in_flight.add(run.id)
             return await self._execute_claimed(run, ticket)
+
+    def adopt(self, runs: list[TaskRun]) -> None:
+        """Run claimed runs recovery took over (they never started; now this worker's)."""
+        for run in runs:
+            self._in_flight.add(run.id)
+            task = asyncio.get_running_loop().create_task(self._run_adopted(run))
+            self._adopted.add(task)
+            task.add_done_callback(self._adopted.discard)
+
+    async def _run_adopted(self, run: TaskRun) -> None:
+        with self._entry() as ticket:
+            if self._stopping:
+                self._in_flight.discard(run.id)  # still queued: recovered again later
+                return
+            log.warning("running %s, claimed by a worker that stopped before starting it", run.id)
+            await self._execute_claimed(run, ticket)
+
+    def _running(self) -> bool:
+        """Whether database writes on the run path are still worth retrying."""
+        return not self._stopping
 
     async def _claim_fire_retrying(
         self, task_id: str, run_times: list[datetime]
     ) -> FireClaim | None:
-        """Claim a fire, retrying a database error a few times.
+        """Claim a fire, retrying a database error until it succeeds or the service stops.
 
-        APScheduler has already moved the job on, so giving up must not lose the time:
-        the task's ``next_run_at`` (untouched by the failed transaction) still names it,
-        and the task's next fire, or the next start, claims it (see ``claims._fire_plan``).
-        """
+        APScheduler has already moved the job on, so giving up (at stop) must not lose
+        the time: the task's ``next_run_at`` (untouched by the failed transaction) still
+        names it, and the task's next fire, or the next start, claims it (see
+        ``claims._fire_plan``)."""
         what = f"claiming the fire of task {task_id} at {run_times[-1]}"
         try:
             return await retry_transient(
-                lambda: self.claims.fire(task_id, run_times, utcnow()), what
+                lambda: self.claims.fire(task_id, run_times, utcnow()),
+                what,
+                keep_trying=self._running,
             )
         except Exception:
             log.exception("%s failed", what)
@@ -207,7 +245,15 @@ class TaskRunner:
             self._slots.release()
 
     async def _run_started(self, run: TaskRun) -> Outcome:
-        task = await self.claims.mark_running(run)
+        try:
+            task = await retry_transient(
+                lambda: self.claims.mark_running(run),
+                f"starting run {run.id}",
+                keep_trying=self._running,
+            )
+        except Exception:  # stopping while the database is unreachable: it never started
+            log.exception("run %s could not be recorded as started", run.id)
+            return interrupted(NOT_STARTED)
         if task is None:
             return Outcome(RunStatus.SKIPPED, error="the task was deleted before its run started")
         started = monotonic.perf_counter()
@@ -217,39 +263,58 @@ class TaskRunner:
 
     # -- finishing -----------------------------------------------------------------------
     async def _finish_retrying(self, run: TaskRun, outcome: Outcome) -> TaskRun:
-        """Record the outcome, retrying a database error: a run left ``running`` by a live
-        process is never recovered, would block execute_task_now and never notify."""
-        what = f"recording run {run.id} ({outcome.status})"
+        """Record the outcome, retrying a database error for as long as the service runs:
+        a run left ``running`` by a live process would block execute_task_now and never
+        notify, and the work its tool did would be reported as interrupted. Then carry
+        out what the record decided (a retry job, the task's job, notifications), each
+        job-store call retried on its own: the record is not written twice."""
         try:
-            return await retry_transient(lambda: self.finish(run, outcome), what)
+            recorded = await retry_transient(
+                lambda: self.record(run, outcome),
+                f"recording run {run.id} ({outcome.status})",
+                keep_trying=self._running,
+            )
         except Exception:
-            log.exception("%s failed", what)
-        log.error(
-            "gave up recording run %s; it stays %s until this worker restarts", run.id, run.status
-        )
-        return run
+            log.exception("gave up recording run %s at stop; the next leader settles it", run.id)
+            return run
+        finally:
+            self._in_flight.discard(run.id)
+        await self._carry_out(recorded)
+        return recorded.run
 
-    async def finish(self, run: TaskRun, outcome: Outcome) -> TaskRun:
-        """Record the outcome; then schedule a retry, or settle the task and notify."""
-        recorded = await record_outcome(
+    async def record(self, run: TaskRun, outcome: Outcome) -> Recorded:
+        """Write the outcome in one transaction: a retry time, or the settled task."""
+        return await record_outcome(
             self.db, self.cfg, run, outcome, stopping=lambda: self._stopping
         )
+
+    async def _carry_out(self, recorded: Recorded) -> None:
         run = recorded.run
         if recorded.retry_at is not None and self.jobs is not None:
-            await self.jobs.schedule_retry(
-                run.task_id, run.fire_time, run.attempt + 1, recorded.retry_at
+            retry_at, jobs = recorded.retry_at, self.jobs
+            await self._job_store_call(
+                lambda: jobs.schedule_retry(run.task_id, run.fire_time, run.attempt + 1, retry_at),
+                f"storing the retry of run {run.id}",
             )
         await self._apply_job_action(run.task_id, recorded.job)
         await self._publish(recorded.published)
-        return run
+
+    async def _job_store_call(self, call: Callable[[], Awaitable[None]], what: str) -> None:
+        """A job-store change after a commit, retried while the service runs. If it still
+        fails (at stop), the next leader's reconciliation makes the job agree."""
+        try:
+            await retry_transient(call, what, keep_trying=self._running)
+        except Exception:
+            log.exception("%s failed; reconciliation at the next start will repair it", what)
 
     async def _apply_job_action(self, task_id: str, job: str | None) -> None:
-        if self.jobs is None:
+        jobs = self.jobs
+        if jobs is None or job is None:
             return
         if job == "remove":
-            await self.jobs.remove(task_id)
+            await self._job_store_call(lambda: jobs.remove(task_id), f"removing job {task_id}")
         elif job == "pause":
-            await self.jobs.pause(task_id)
+            await self._job_store_call(lambda: jobs.pause(task_id), f"pausing job {task_id}")
 
     async def _publish(self, published: list[TaskNotification]) -> None:
         if published:
@@ -262,8 +327,8 @@ class TaskRunner:
         return bool(self._scheduled[task_id])
 
     def is_claimed_here(self, run_id: str) -> bool:
-        """Whether this process is executing (or about to execute) the run."""
-        return run_id in self._active
+        """Whether this process claimed the run and has not finished recording it."""
+        return run_id in self._in_flight
 
     async def is_running(self, task_id: str) -> bool:
         """Is this task running? Yes if any process recorded a run of it queued or running,
@@ -277,6 +342,11 @@ class TaskRunner:
         return bool(active) or bool(self._scheduled[task_id] or self._manual[task_id])
 
     # -- stop ------------------------------------------------------------------------------
+    def stop_starting(self) -> None:
+        """From now on no claim is made and no claimed run starts (they are recorded
+        interrupted, never started): the first step of a stop, before anything awaits."""
+        self._stopping = True
+
     async def drain(self, grace: float) -> None:
         """Stop starting runs; wait up to ``grace`` s for those running, then cancel them.
 

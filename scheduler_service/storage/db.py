@@ -10,6 +10,18 @@ transaction therefore takes the lock up front (``BEGIN IMMEDIATE``): that is the
 statement that can then meet "database is locked", and it can be retried safely because
 nothing has been done yet. ``storage.retry.retry_locked`` does the same for job-store
 calls.
+
+Locks inside a write transaction, one order for all of them (so two transactions never
+wait for each other in a circle — PostgreSQL would abort one with "deadlock detected"):
+
+1. a user's quota lock (``lock_user``), when creating a task;
+2. the task row (``lock_task``), before reading or writing the task or any of its runs;
+   several tasks in ascending id order;
+3. then its runs and notifications.
+
+On SQLite ``BEGIN IMMEDIATE`` already holds the one write lock for the whole
+transaction, so both calls only read; on PostgreSQL they are ``SELECT … FOR UPDATE``
+and a transaction-scoped advisory lock.
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from scheduler_service.storage.models import ScheduledTask
 from scheduler_service.storage.retry import retry_locked
 
 log = logging.getLogger(__name__)
@@ -121,6 +134,27 @@ class Database:
                 except BaseException:
                     await session.rollback()
                     raise
+
+    async def lock_task(self, session: AsyncSession, task_id: str) -> ScheduledTask | None:
+        """The task row, locked until the transaction ends (None if it is gone).
+
+        Every transaction that claims, starts, records or deletes a run of a task, or
+        changes the task, takes this first: two of them on one task never interleave."""
+        task: ScheduledTask | None = await session.get(
+            ScheduledTask, task_id, with_for_update=not self.sqlite, populate_existing=True
+        )
+        return task
+
+    async def lock_user(self, session: AsyncSession, user_id: str) -> None:
+        """Serialise transactions that count and add a user's tasks (the quota).
+
+        A row lock cannot guard rows that do not exist yet, so PostgreSQL takes a
+        transaction-scoped advisory lock keyed by the user."""
+        if not self.sqlite:
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                {"key": f"task_scheduler:quota:{user_id}"},
+            )
 
     async def _begin_immediate(self) -> AsyncSession:
         """A session holding SQLite's write lock, so nothing later in it meets SQLITE_BUSY."""

@@ -6,15 +6,18 @@ Two policies use the same loop:
   lock). Only that error is retried, five times with a short backoff; the call must be
   safe to repeat (a failed SQLite statement changed nothing).
 * ``retry_transient``: any error of a whole write transaction on the run path (claiming a
-  fire time, recording an outcome), three times with 0.5 s doubled per attempt. The
-  transaction rolled back, so repeating it is safe; giving up is the caller's decision.
+  fire time, starting a run, recording an outcome), with 0.5 s doubled per attempt up to
+  2 s, for as long as the caller's ``keep_trying()`` says so — the runner says so until
+  the service stops, so a database outage of any length delays runs but loses none. The
+  transaction rolled back, so repeating it is safe.
 
-The loop re-raises the last error once the attempts are used up.
+The loop re-raises the last error once it stops trying.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -27,8 +30,8 @@ T = TypeVar("T")
 
 LOCKED_ATTEMPTS = 5  # tries of a write that meets "database is locked"
 LOCKED_BACKOFF_S = (0.05, 0.2, 0.5, 1.0)  # waits between them (after each busy timeout)
-TRANSIENT_ATTEMPTS = 3  # tries of a run-path transaction that failed
 TRANSIENT_DELAY_S = 0.5  # wait before the second try, doubled per attempt
+TRANSIENT_MAX_DELAY_S = 2.0  # ... up to this: the database is noticed back within 2 s
 
 
 def is_locked(exc: BaseException) -> bool:
@@ -41,25 +44,26 @@ def _locked_backoff(attempt: int) -> float:
 
 
 def _transient_backoff(attempt: int) -> float:
-    return float(TRANSIENT_DELAY_S * 2**attempt)
+    return float(min(TRANSIENT_MAX_DELAY_S, TRANSIENT_DELAY_S * 2 ** min(attempt, 16)))
 
 
 async def retrying(
     call: Callable[[], Awaitable[T]],
     what: str,
     *,
-    attempts: int,
+    attempts: int | None,
     backoff: Callable[[int], float],
     retry_if: Callable[[Exception], bool],
     log_error: Callable[[Exception, int], None],
 ) -> T:
     """Run ``call``; while it raises an error ``retry_if`` accepts, wait and try again,
-    at most ``attempts`` times in all. ``log_error`` reports each failure that is retried."""
-    for attempt in range(attempts):
+    at most ``attempts`` times in all (None: no limit; ``retry_if`` decides).
+    ``log_error`` reports each failure that is retried."""
+    for attempt in itertools.count():
         try:
             return await call()
         except Exception as exc:
-            if not retry_if(exc) or attempt == attempts - 1:
+            if not retry_if(exc) or (attempts is not None and attempt >= attempts - 1):
                 raise
             log_error(exc, attempt)
             await asyncio.sleep(backoff(attempt))
@@ -87,18 +91,24 @@ async def retry_locked(call: Callable[[], Awaitable[T]], what: str) -> T:
     )
 
 
-async def retry_transient(call: Callable[[], Awaitable[T]], what: str) -> T:
-    """Run a whole write transaction, retrying any error; raises the last one when every
-    attempt failed. Each failure is logged with its traceback."""
+async def retry_transient(
+    call: Callable[[], Awaitable[T]], what: str, *, keep_trying: Callable[[], bool]
+) -> T:
+    """Run a whole write transaction, retrying any error while ``keep_trying()``; raises
+    the last error once it says stop. The first failure is logged with its traceback,
+    later ones in one line each (an outage would otherwise flood the log)."""
 
-    def report(_exc: Exception, _attempt: int) -> None:
-        log.exception("%s failed", what)
+    def report(exc: Exception, attempt: int) -> None:
+        if attempt == 0:
+            log.exception("%s failed; retrying until it succeeds", what)
+        else:
+            log.warning("%s failed again (%s: %s)", what, type(exc).__name__, exc)
 
     return await retrying(
         call,
         what,
-        attempts=TRANSIENT_ATTEMPTS,
+        attempts=None,
         backoff=_transient_backoff,
-        retry_if=lambda _exc: True,
+        retry_if=lambda _exc: keep_trying(),
         log_error=report,
     )

@@ -277,6 +277,7 @@ class TaskManager:
         self._apply(task, fields)
         limit = self.settings.scheduler_tool.max_tasks_per_user
         async with self.db.write() as session:
+            await self.db.lock_user(session, context.user_id)
             count = await session.scalar(
                 select(func.count())
                 .select_from(ScheduledTask)
@@ -401,7 +402,7 @@ class TaskManager:
         next_run = first if reschedule else task.next_run_at
         before = task_to_dict(task)
         async with self.db.write() as session:
-            row = await session.get(ScheduledTask, task.id)
+            row = await self.db.lock_task(session, task.id)
             if row is None:
                 raise ToolError("not_found", f"task_id: task {task.id!r} was deleted meanwhile")
             if reschedule:
@@ -452,6 +453,7 @@ class TaskManager:
     async def delete_task(self, task_id: str, context: ToolContext) -> ScheduledTask:
         task = await self._owned(task_id, context)
         async with self.db.write() as session:
+            await self.db.lock_task(session, task_id)  # no run of it starts or ends meanwhile
             await session.execute(delete(TaskRun).where(TaskRun.task_id == task_id))
             await session.execute(delete(ScheduledTask).where(ScheduledTask.id == task_id))
         try:
@@ -503,7 +505,7 @@ class TaskManager:
                 )
         before = (task.status, task.next_run_at, task.updated_at, task.consecutive_failures)
         async with self.db.write() as session:
-            row = await session.get(ScheduledTask, task.id)
+            row = await self.db.lock_task(session, task.id)
             if row is None:
                 raise ToolError("not_found", f"task_id: task {task.id!r} was deleted meanwhile")
             row.status, row.next_run_at, row.updated_at = status, next_run, now

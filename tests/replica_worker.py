@@ -1,0 +1,158 @@
+"""One replica for the scale-out tests: ``python -m tests.replica_worker URL SIDEFILE``.
+
+Runs a real ``SchedulerService`` on the database ``URL`` (PostgreSQL or SQLite; other
+settings from the environment) with one test tool, ``side_effect``, that appends each
+run's side effect — task, fire time, attempt, pid, time — to ``SIDEFILE`` with fsync
+before returning, so a ``kill -9`` never loses a side effect that happened.
+
+The test drives it with JSON commands on stdin and reads JSON events on stdout:
+
+commands  {"cmd": "create", "count": N, "every": s}  N tasks firing every s seconds
+          {"cmd": "create_many", "count": N}  N concurrent creates of far-future tasks
+          {"cmd": "stop"}  stop the service gracefully and exit 0 (so does SIGTERM)
+events    ready (leader, worker, pid), leader (at: when it became leader),
+          created (task_ids), created_many (ok, refused), stopped
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from config import load_settings
+from scheduler_service import SchedulerService
+from scheduler_service.runs.runner import current_run
+from tests.fault_worker import append_durably
+from tools import Tool, ToolContext, ToolError
+
+OWNER = ToolContext(user_id="replica", conversation_id="replica")
+
+
+def emit(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, "pid": os.getpid(), **fields}), flush=True)
+
+
+class SideEffectTool(Tool):
+    """Appends one durable line per run, then holds a moment (where a kill interrupts)."""
+
+    name = "side_effect"
+    description = "Appends a line to a file (scale-out tests only)."
+    input_schema = {"type": "object", "properties": {"operation": {"enum": ["act"]}}}
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    async def run(
+        self, operation: str, kwargs: dict[str, Any] | str | None, *, context: ToolContext
+    ) -> dict[str, Any]:
+        run = current_run.get()
+        line = {
+            "task_id": run.task_id,
+            "fire_time": run.fire_time.isoformat(),
+            "attempt": run.attempt,
+            "kind": run.kind,
+            "pid": os.getpid(),
+            "at": time.time(),
+        }
+        await asyncio.to_thread(append_durably, self.path, json.dumps(line) + "\n")
+        await asyncio.sleep(0.05)
+        return {"message": "acted"}
+
+
+def recurring(name: str, every: float) -> dict[str, Any]:
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    rule = f"DTSTART:{start:%Y%m%dT%H%M%SZ}\nRRULE:FREQ=SECONDLY;INTERVAL={int(every)}"
+    return {
+        "name": name,
+        "frequency": "custom",
+        "custom_schedule": rule,
+        "tool_name": "side_effect",
+        "operation": "act",
+        "max_retries": 0,
+    }
+
+
+def far_future(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "frequency": "once",
+        "scheduled_time": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
+        "tool_name": "side_effect",
+        "operation": "act",
+    }
+
+
+async def create_many(service: SchedulerService, count: int) -> tuple[int, int]:
+    """``count`` creates at once; (created, refused for the quota)."""
+
+    async def one(i: int) -> bool:
+        try:
+            await service.scheduler_tool.run(
+                "create_task", far_future(f"burst {os.getpid()} {i}"), context=OWNER
+            )
+        except ToolError as error:
+            if error.code != "quota_exceeded":
+                raise
+            return False
+        return True
+
+    results = await asyncio.gather(*(one(i) for i in range(count)))
+    return sum(results), len(results) - sum(results)
+
+
+async def announce_leadership(service: SchedulerService) -> None:
+    await service.leading.wait()
+    emit("leader", at=time.time())
+
+
+async def serve(service: SchedulerService) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        command = json.loads(line)
+        match command["cmd"]:
+            case "create":
+                ids = []
+                for i in range(command["count"]):
+                    task = recurring(f"every {command['every']} s #{i}", command["every"])
+                    out = await service.scheduler_tool.run("create_task", task, context=OWNER)
+                    ids.append(out["task"]["task_id"])
+                emit("created", task_ids=ids)
+            case "create_many":
+                ok, refused = await create_many(service, command["count"])
+                emit("created_many", ok=ok, refused=refused)
+            case "stop":
+                return
+
+
+async def main(args: argparse.Namespace) -> None:
+    settings = load_settings(database_url=args.url)
+    service = SchedulerService(settings, leader_retry=args.leader_retry)
+    service.tools.register(SideEffectTool(args.sidefile))
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with service:
+        emit("ready", leader=service.is_leader, worker=service.leadership.worker)
+        watcher = asyncio.create_task(announce_leadership(service))
+        serving = asyncio.create_task(serve(service))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+        for task in (watcher, serving, stopping):
+            task.cancel()
+    emit("stopped")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("sidefile")
+    parser.add_argument("--leader-retry", type=float, default=0.5)
+    asyncio.run(main(parser.parse_args()))
