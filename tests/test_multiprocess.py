@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import sqlite3
 import sys
@@ -38,95 +37,26 @@ from scheduler_service.leader import FileLeadership
 from scheduler_service.statuses import ACTIVE_RUN
 from scheduler_service.storage.models import ScheduledTask, TaskRun, new_id, utcnow
 from tests.conftest import RecordingTool, make_settings, wait_for
+from tests.processes import Event, Worker
 from tools import ToolContext
 
-ROOT = Path(__file__).resolve().parent.parent
 CTX = ToolContext(user_id="u1", conversation_id="c1")
 WORKER_ENV = {
     "SCHEDULER__LOG_LEVEL": "WARNING",
     "SCHEDULER__SHUTDOWN_GRACE": "1",
     "SCHEDULER_TOOL__MAX_TASKS_PER_USER": "100",
 }  # check_interval stays 60 s: only the poll can make standby-created tasks punctual
-Event = dict[str, Any]
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs flock and SIGKILL")
-
-
-class Worker:
-    """A worker process and the events it has printed so far."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.events: list[Event] = []
-        self._changed = asyncio.Condition()
-        self._reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def spawn(cls, db: Path) -> Worker:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC", "SCHED"))}
-        env.update(WORKER_ENV)
-        proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "tests.multiprocess_worker", str(db)),
-            cwd=ROOT,
-            env=env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        return cls(proc)
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        async for line in self.proc.stdout:
-            async with self._changed:
-                self.events.append(json.loads(line))
-                self._changed.notify_all()
-        async with self._changed:
-            self.events.append({"event": "exited"})
-            self._changed.notify_all()
-
-    async def wait(self, match: Callable[[list[Event]], Any], timeout: float = 10) -> Any:
-        """Await ``match(events)`` becoming truthy (re-checked on each new event)."""
-        async with asyncio.timeout(timeout), self._changed:
-            while not (found := match(self.events)):
-                if self.events and self.events[-1]["event"] == "exited":
-                    raise AssertionError(f"worker exited early: {self.events[:-1]}")
-                await self._changed.wait()
-            return found
-
-    async def event(self, name: str, nth: int = 0, timeout: float = 10) -> Event:
-        """The ``nth`` (from 0) event called ``name``, once printed."""
-
-        def find(events: list[Event]) -> Event | None:
-            named = [e for e in events if e["event"] == name]
-            return named[nth] if len(named) > nth else None
-
-        found: Event = await self.wait(find, timeout)
-        return found
-
-    def named(self, name: str) -> list[Event]:
-        return [e for e in self.events if e["event"] == name]
-
-    async def send(self, cmd: str, **args: Any) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
-        await self.proc.stdin.drain()
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(Exception):
-                await self.send("stop")
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        await self._reader
 
 
 @contextlib.asynccontextmanager
 async def workers(db: Path, count: int) -> AsyncIterator[list[Worker]]:
     """``count`` workers started together; each stopped (or reaped) at the end."""
-    started = await asyncio.gather(*(Worker.spawn(db) for _ in range(count)))
+    spawns = (
+        Worker.spawn("tests.multiprocess_worker", str(db), env=WORKER_ENV) for _ in range(count)
+    )
+    started = await asyncio.gather(*spawns)
     try:
         yield list(started)
     finally:
