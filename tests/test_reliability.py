@@ -665,16 +665,16 @@ async def test_a_fire_whose_claim_fails_is_claimed_once_the_database_answers(
 
     monkeypatch.setattr(retry_module, "TRANSIENT_DELAY_S", 0.01)
     service = await start_service(tools=[FlakyTool()], min_interval=1)
-    real_claim = service.runner.claims.fire
+    real_claim = service.runner.claims.fire_many
     failed: list[list[datetime]] = []
 
-    async def failing_six_times(task_id: str, run_times: list[datetime], now: datetime) -> Any:
+    async def failing_six_times(fires: list[tuple[str, list[datetime]]], now: datetime) -> Any:
         if len(failed) < 6:
-            failed.append(run_times)
+            failed.extend(run_times for _, run_times in fires)
             raise OperationalError("INSERT INTO task_runs", {}, Exception("disk I/O error"))
-        return await real_claim(task_id, run_times, now)
+        return await real_claim(fires, now)
 
-    monkeypatch.setattr(service.runner.claims, "fire", failing_six_times)
+    monkeypatch.setattr(service.runner.claims, "fire_many", failing_six_times)
     t0 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
     rule = f"DTSTART:{t0:%Y%m%dT%H%M%SZ}\nRRULE:FREQ=SECONDLY;INTERVAL=5"
     out = await service.scheduler_tool.run(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -89,6 +89,25 @@ def _fire_plan(
     return earlier, trigger.get_next_fire_time(run_times[-1], now)
 
 
+Fire = tuple[str, list[datetime]]  # a task and the fire times APScheduler handed over
+FirePlan = tuple[list[datetime], datetime | None]  # earlier unclaimed times, next fire
+
+
+def _fires_now(task: ScheduledTask | None) -> bool:
+    return task is not None and task.status == TaskStatus.SCHEDULED
+
+
+def _fire_plans(
+    fires: list[tuple[ScheduledTask, list[datetime]]], now: datetime
+) -> dict[str, FirePlan]:
+    """``_fire_plan`` for each task: one thread hop for a whole batch."""
+    plans: dict[str, FirePlan] = {}
+    for task, run_times in fires:
+        earlier, next_run = _fire_plan(task.schedule, task.next_run_at, run_times, now)
+        plans[task.id] = (earlier, next_run)
+    return plans
+
+
 class Claims:
     """Claims fire times and attempts for one runner.
 
@@ -112,40 +131,72 @@ class Claims:
 
     async def fire(self, task_id: str, run_times: list[datetime], now: datetime) -> FireClaim:
         """One transaction: move next_run_at on, record missed times, claim the due one."""
+        [claim] = await self.fire_many([(task_id, run_times)], now)
+        return claim
+
+    async def fire_many(self, fires: Sequence[Fire], now: datetime) -> list[FireClaim]:
+        """Claim several fires (one per task) in one transaction, each as ``fire`` would.
+
+        If another process claimed one of the fire times first, the unique key fails the
+        whole transaction; each fire is then claimed on its own, so only that one is
+        found already claimed."""
         try:
             async with self.db.write() as session:
-                task = await self.db.lock_task(session, task_id)
-                if task is None:
-                    log.warning("job for deleted task %s fired; removing the job", task_id)
-                    return FireClaim(job="remove")
-                if task.status != TaskStatus.SCHEDULED:
-                    log.warning("task %s is %s but its job fired", task_id, task.status)
-                    return FireClaim(job="pause" if task.status == TaskStatus.PAUSED else "remove")
+                tasks = await self.db.lock_tasks(session, [task_id for task_id, _ in fires])
+                live = [(tasks[t], times) for t, times in fires if _fires_now(tasks.get(t))]
                 # Off the loop: a sparse RRULE can take dateutil a noticeable moment.
-                earlier, next_run = await asyncio.to_thread(
-                    _fire_plan, task.schedule, task.next_run_at, run_times, now
-                )
-                fresh = await self._unclaimed(session, task_id, earlier + run_times)
-                if not fresh:
-                    log.info("fire of task %s at %s already claimed", task_id, run_times[-1])
-                    return FireClaim()
-                return self._claim_due(session, task, fresh, next_run, now)
+                plans = await asyncio.to_thread(_fire_plans, live, now)
+                claimed = await self._claimed(session, fires, plans)
+                return [
+                    self._claim_fire(
+                        session, tasks.get(task_id), task_id, times, plans, claimed, now
+                    )
+                    for task_id, times in fires
+                ]
         except IntegrityError:
+            if len(fires) > 1:
+                return [claim for fire in fires for claim in await self.fire_many([fire], now)]
+            log.info("fire of task %s at %s already claimed", fires[0][0], fires[0][1][-1])
+            return [FireClaim()]
+
+    def _claim_fire(
+        self,
+        session: AsyncSession,
+        task: ScheduledTask | None,
+        task_id: str,
+        run_times: list[datetime],
+        plans: dict[str, FirePlan],
+        claimed: set[tuple[str, datetime]],
+        now: datetime,
+    ) -> FireClaim:
+        if task is None:
+            log.warning("job for deleted task %s fired; removing the job", task_id)
+            return FireClaim(job="remove")
+        if task.status != TaskStatus.SCHEDULED:
+            log.warning("task %s is %s but its job fired", task_id, task.status)
+            return FireClaim(job="pause" if task.status == TaskStatus.PAUSED else "remove")
+        earlier, next_run = plans[task_id]
+        fresh = [t for t in earlier + run_times if (task_id, t) not in claimed]
+        if not fresh:
             log.info("fire of task %s at %s already claimed", task_id, run_times[-1])
             return FireClaim()
+        return self._claim_due(session, task, fresh, next_run, now)
 
     @staticmethod
-    async def _unclaimed(
-        session: AsyncSession, task_id: str, run_times: list[datetime]
-    ) -> list[datetime]:
-        """The fire times no row claims yet, whatever its attempt: a fire time that comes
-        round again (a job store that did not record its firing) is never run or missed
-        twice. The unique key still decides between two processes racing."""
-        query = select(TaskRun.fire_time).where(
-            TaskRun.task_id == task_id, TaskRun.fire_time.in_(run_times)
+    async def _claimed(
+        session: AsyncSession, fires: Sequence[Fire], plans: dict[str, FirePlan]
+    ) -> set[tuple[str, datetime]]:
+        """(task, fire time) pairs some row already claims, whatever its attempt: a fire
+        time that comes round again (a job store that did not record its firing) is
+        never run or missed twice. The unique key still decides between two processes."""
+        earliest = min(
+            min([*plans.get(task_id, ([], None))[0], *times]) for task_id, times in fires
         )
-        claimed = set((await session.scalars(query)).all())
-        return [t for t in run_times if t not in claimed]
+        query = select(TaskRun.task_id, TaskRun.fire_time).where(
+            TaskRun.task_id.in_([task_id for task_id, _ in fires]),
+            TaskRun.fire_time >= earliest,
+        )
+        return {(task_id, fire) for task_id, fire in (await session.execute(query)).all()}
 
     def _claim_due(
         self,
@@ -318,11 +369,24 @@ class Claims:
 
     async def mark_running(self, run: TaskRun) -> ScheduledTask | None:
         """The claimed run got its slot: record it ``running``; None if the task is gone."""
+        [task] = await self.mark_running_many([run])
+        return task
+
+    async def mark_running_many(self, runs: Sequence[TaskRun]) -> list[ScheduledTask | None]:
+        """``mark_running`` for several runs in one transaction (they got slots together).
+
+        The ``running`` commit comes before the tool acts: recovery re-runs only runs
+        that never got it."""
         async with self.db.write() as session:
-            task = await self.db.lock_task(session, run.task_id)
-            row = await session.get(TaskRun, run.id)
-            if task is None or row is None:
-                return None
-            row.status = RunStatus.RUNNING
-            row.started_at = run.started_at = utcnow()
-            return task
+            tasks = await self.db.lock_tasks(session, [run.task_id for run in runs])
+            query = select(TaskRun).where(TaskRun.id.in_([run.id for run in runs]))
+            rows = {row.id: row for row in (await session.scalars(query)).all()}
+            now = utcnow()
+            started: list[ScheduledTask | None] = []
+            for run in runs:
+                task, row = tasks.get(run.task_id), rows.get(run.id)
+                if task is not None and row is not None:
+                    row.status = RunStatus.RUNNING
+                    row.started_at = run.started_at = now
+                started.append(task if row is not None else None)
+            return started

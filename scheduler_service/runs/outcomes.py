@@ -9,10 +9,13 @@ one notification.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler_service.config import SchedulerConfig
 from scheduler_service.runs import notifications
@@ -54,38 +57,57 @@ class Recorded:
     published: list[TaskNotification] = field(default_factory=list)
 
 
-async def record_outcome(
+async def record_outcomes(
     db: Database,
     cfg: SchedulerConfig,
-    run: TaskRun,
-    outcome: Outcome,
+    finished: Sequence[tuple[TaskRun, Outcome]],
     *,
     stopping: Callable[[], bool],
-) -> Recorded:
-    """Record the outcome in one transaction: a retry time, or a settled task and its
-    notification. No retry is scheduled once ``stopping()`` says the service is stopping
-    (asked inside the transaction, just before deciding)."""
+) -> list[Recorded]:
+    """Record each outcome, all in one transaction (a group commit): a retry time, or a
+    settled task and its notification. No retry is scheduled once ``stopping()`` says the
+    service is stopping (asked inside the transaction, just before deciding)."""
     now = utcnow()
     async with db.write() as session:
-        task = await db.lock_task(session, run.task_id)
-        row = await session.get(TaskRun, run.id)
-        if row is None:  # the task was deleted meanwhile, with its history
-            return Recorded(run)
-        if row.status not in ACTIVE_RUN:
-            # Already final: another process judged this worker dead and recorded the
-            # run interrupted. Settling it again would notify the user twice.
-            log.warning("run %s was already recorded %s; keeping that", row.id, row.status)
-            return Recorded(row)
-        recorded = Recorded(row)
-        write_run(row, outcome, now)
-        if task is not None:
-            recorded.retry_at = None if stopping() else retry_time(cfg, task, row, outcome, now)
-            if recorded.retry_at is not None:
-                row.details = {**(row.details or {}), "retry_at": recorded.retry_at.isoformat()}
-            else:
-                recorded.job, note = update_task(cfg, task, row, outcome, now)
-                recorded.published.append(note)
-                session.add(note)
+        tasks = await db.lock_tasks(session, [run.task_id for run, _ in finished])
+        query = select(TaskRun).where(TaskRun.id.in_([run.id for run, _ in finished]))
+        rows = {row.id: row for row in (await session.scalars(query)).all()}
+        recorded = [
+            _record(
+                cfg, session, tasks.get(run.task_id), rows.get(run.id), run, outcome, now, stopping
+            )
+            for run, outcome in finished
+        ]
+    return recorded
+
+
+def _record(
+    cfg: SchedulerConfig,
+    session: AsyncSession,
+    task: ScheduledTask | None,
+    row: TaskRun | None,
+    run: TaskRun,
+    outcome: Outcome,
+    now: datetime,
+    stopping: Callable[[], bool],
+) -> Recorded:
+    if row is None:  # the task was deleted meanwhile, with its history
+        return Recorded(run)
+    if row.status not in ACTIVE_RUN:
+        # Already final: another process judged this worker dead and recorded the
+        # run interrupted. Settling it again would notify the user twice.
+        log.warning("run %s was already recorded %s; keeping that", row.id, row.status)
+        return Recorded(row)
+    recorded = Recorded(row)
+    write_run(row, outcome, now)
+    if task is not None:
+        recorded.retry_at = None if stopping() else retry_time(cfg, task, row, outcome, now)
+        if recorded.retry_at is not None:
+            row.details = {**(row.details or {}), "retry_at": recorded.retry_at.isoformat()}
+        else:
+            recorded.job, note = update_task(cfg, task, row, outcome, now)
+            recorded.published.append(note)
+            session.add(note)
     return recorded
 
 

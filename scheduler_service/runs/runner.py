@@ -2,7 +2,7 @@
 
 Read top to bottom, a fire time goes: ``on_fire`` (APScheduler fired a job, via
 ``jobs.fire_task``) → ``claims.Claims.fire`` (the ``task_runs`` row) → a FIFO slot
-(``slots``) → ``execution.Execution.run`` → ``outcomes.record_outcome`` (retry or settle)
+(``slots``) → ``execution.Execution.run`` → ``outcomes.record_outcomes`` (retry or settle)
 → the notifier. Retries (``on_retry``) and manual runs (``run_now``) take the same path
 from a claim of one attempt.
 
@@ -24,7 +24,7 @@ import itertools
 import logging
 import time as monotonic
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,7 +34,8 @@ from sqlalchemy import func, select
 
 from scheduler_service.config import Settings
 from scheduler_service.engine import JobControl
-from scheduler_service.runs.claims import Claims, FireClaim
+from scheduler_service.runs.batching import Batcher
+from scheduler_service.runs.claims import Claims, Fire, FireClaim
 from scheduler_service.runs.execution import Execution
 from scheduler_service.runs.notifications import Notifier
 from scheduler_service.runs.outcomes import (
@@ -43,7 +44,7 @@ from scheduler_service.runs.outcomes import (
     Outcome,
     Recorded,
     interrupted,
-    record_outcome,
+    record_outcomes,
 )
 from scheduler_service.runs.slots import FifoSlots
 from scheduler_service.statuses import ACTIVE_RUN, RunKind, RunStatus
@@ -89,6 +90,12 @@ class TaskRunner:
         self.claims = Claims(
             db=db, cfg=self.cfg, notifier=notifier, overlaps=self.has_scheduled_in_flight
         )
+        # Group commits: a burst is claimed, started and recorded in a few transactions.
+        self._fires: Batcher[Fire, FireClaim] = Batcher(self._claim_fires)
+        self._starts: Batcher[TaskRun, ScheduledTask | None] = Batcher(
+            self.claims.mark_running_many
+        )
+        self._records: Batcher[tuple[TaskRun, Outcome], Recorded] = Batcher(self._record_many)
         self.jobs: JobControl | None = None
         self._slots = FifoSlots(self.cfg.max_concurrent_tasks)
         self._tickets = itertools.count()
@@ -195,9 +202,7 @@ class TaskRunner:
         what = f"claiming the fire of task {task_id} at {run_times[-1]}"
         try:
             return await retry_transient(
-                lambda: self.claims.fire(task_id, run_times, utcnow()),
-                what,
-                keep_trying=self._running,
+                lambda: self._fires.submit((task_id, run_times)), what, keep_trying=self._running
             )
         except Exception:
             log.exception("%s failed", what)
@@ -207,6 +212,23 @@ class TaskRunner:
             run_times[-1],
         )
         return None
+
+    async def _claim_fires(self, fires: Sequence[Fire]) -> list[FireClaim]:
+        """Claim a batch of fires: one transaction for fires of distinct tasks; a second
+        fire of the same task waits for the next transaction, so it sees the first."""
+        claims: dict[int, FireClaim] = {}
+        remaining = list(enumerate(fires))
+        while remaining:
+            tasks: set[str] = set()
+            batch: list[tuple[int, Fire]] = []
+            later: list[tuple[int, Fire]] = []
+            for index, fire in remaining:
+                (later if fire[0] in tasks else batch).append((index, fire))
+                tasks.add(fire[0])
+            claimed = await self.claims.fire_many([fire for _, fire in batch], utcnow())
+            claims.update(zip([index for index, _ in batch], claimed, strict=True))
+            remaining = later
+        return [claims[index] for index in range(len(fires))]
 
     # -- one execution -----------------------------------------------------------------
     async def _execute_claimed(self, run: TaskRun, ticket: int) -> TaskRun:
@@ -247,7 +269,7 @@ class TaskRunner:
     async def _run_started(self, run: TaskRun) -> Outcome:
         try:
             task = await retry_transient(
-                lambda: self.claims.mark_running(run),
+                lambda: self._starts.submit(run),
                 f"starting run {run.id}",
                 keep_trying=self._running,
             )
@@ -283,10 +305,12 @@ class TaskRunner:
         return recorded.run
 
     async def record(self, run: TaskRun, outcome: Outcome) -> Recorded:
-        """Write the outcome in one transaction: a retry time, or the settled task."""
-        return await record_outcome(
-            self.db, self.cfg, run, outcome, stopping=lambda: self._stopping
-        )
+        """Write the outcome: a retry time, or the settled task (group-committed with the
+        outcomes of runs finishing at the same moment)."""
+        return await self._records.submit((run, outcome))
+
+    async def _record_many(self, finished: Sequence[tuple[TaskRun, Outcome]]) -> list[Recorded]:
+        return await record_outcomes(self.db, self.cfg, finished, stopping=lambda: self._stopping)
 
     async def _carry_out(self, recorded: Recorded) -> None:
         run = recorded.run

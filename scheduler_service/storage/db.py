@@ -29,11 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -144,6 +144,20 @@ class Database:
             ScheduledTask, task_id, with_for_update=not self.sqlite, populate_existing=True
         )
         return task
+
+    async def lock_tasks(
+        self, session: AsyncSession, task_ids: Sequence[str]
+    ) -> dict[str, ScheduledTask]:
+        """Several task rows, locked in ascending id order (the lock order), by id."""
+        query = (
+            select(ScheduledTask)
+            .where(ScheduledTask.id.in_(sorted(set(task_ids))))
+            .order_by(ScheduledTask.id)
+            .execution_options(populate_existing=True)
+        )
+        if not self.sqlite:
+            query = query.with_for_update()
+        return {task.id: task for task in (await session.scalars(query)).all()}
 
     async def lock_user(self, session: AsyncSession, user_id: str) -> None:
         """Serialise transactions that count and add a user's tasks (the quota).
