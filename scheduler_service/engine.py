@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import pickle
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -299,6 +300,43 @@ class JobControl:
 
     async def exists(self, job_id: str) -> bool:
         return bool(await self._call(self.scheduler.get_job, job_id))
+
+    async def next_run_times(self) -> dict[str, datetime | None]:
+        """Every job's next run (None: paused), read without unpickling any job."""
+
+        def load() -> dict[str, datetime | None]:
+            store = self._store()
+            table = store.jobs_t
+            with store.engine.connect() as conn:
+                rows = conn.execute(
+                    table.select().with_only_columns(table.c.id, table.c.next_run_time)
+                )
+                return {
+                    job_id: None if when is None else datetime.fromtimestamp(when, UTC)
+                    for job_id, when in rows
+                }
+
+        times: dict[str, datetime | None] = await self._call(load)
+        return times
+
+    async def triggers(self, job_ids: list[str]) -> dict[str, BaseTrigger]:
+        """The stored triggers of these jobs (unpickled in a thread: a chunk at a time)."""
+
+        def load() -> dict[str, BaseTrigger]:
+            store = self._store()
+            table = store.jobs_t
+            query = table.select().with_only_columns(table.c.id, table.c.job_state)
+            with store.engine.connect() as conn:
+                rows = conn.execute(query.where(table.c.id.in_(job_ids)))
+                return {job_id: pickle.loads(state)["trigger"] for job_id, state in rows}
+
+        found: dict[str, BaseTrigger] = await self._call(load)
+        return found
+
+    def _store(self) -> SQLAlchemyJobStore:
+        store = self.scheduler._lookup_jobstore("default")
+        assert isinstance(store, SQLAlchemyJobStore)
+        return store
 
     async def job_ids(self) -> list[str]:
         """Every job id (a light query: no job is unpickled)."""

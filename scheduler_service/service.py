@@ -20,7 +20,7 @@ from scheduler_service.engine import (
 from scheduler_service.leader import leadership_for
 from scheduler_service.runs.execution import Execution
 from scheduler_service.runs.notifications import NotificationCallback, Notifier
-from scheduler_service.runs.recovery import reconcile, recover_interrupted
+from scheduler_service.runs.recovery import check_triggers, reconcile, recover_interrupted
 from scheduler_service.runs.runner import TaskRunner
 from scheduler_service.storage.db import Database, create_sync_engine
 from scheduler_service.tasks.manager import TaskManager
@@ -50,14 +50,17 @@ def load_tool(path: str) -> Tool:
 
 
 def default_anthropic_client(settings: Settings) -> anthropic.AsyncAnthropic | None:
-    """A client from settings or ANTHROPIC_API_KEY; None when there is no key."""
+    """A client from settings or ANTHROPIC_API_KEY; None when there is no key (the SDK is
+    then never imported)."""
     import os
-
-    import anthropic
 
     key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
     key = key or os.environ.get("ANTHROPIC_API_KEY")
-    return anthropic.AsyncAnthropic(api_key=key) if key else None
+    if not key:
+        return None
+    import anthropic
+
+    return anthropic.AsyncAnthropic(api_key=key)
 
 
 class SchedulerService:
@@ -118,6 +121,7 @@ class SchedulerService:
         self.leading = asyncio.Event()  # set while this process runs the scheduler
         self._leader_retry = leader_retry
         self._standby: asyncio.Task[None] | None = None
+        self._trigger_check: asyncio.Task[None] | None = None
         self._recovered_at = 0.0  # loop time of the leader's last sweep for dead workers' runs
 
     # -- lifecycle -------------------------------------------------------------------
@@ -159,6 +163,7 @@ class SchedulerService:
         """A failed start leaves no lock, task or running scheduler behind."""
         await self._stop_standby()
         await self.wakeups.stop_listening()
+        await self._stop_trigger_check()
         if self.scheduler.running:
             self.scheduler.shutdown()
         self.leading.clear()
@@ -169,10 +174,25 @@ class SchedulerService:
         """The leader's steps, at start or on taking over: settle the runs dead workers
         left, make jobs agree with tasks, then fire jobs."""
         await self._recover()
-        await self.reconcile()
+        await reconcile(self.db, self.jobs, triggers=False)  # cheap at any size
         self.scheduler.resume()
         self.wakeups.listen(self.scheduler.wakeup)
         self.leading.set()
+        self._trigger_check = asyncio.get_running_loop().create_task(self._check_triggers())
+
+    async def _check_triggers(self) -> None:
+        """The slow half of reconciliation, after the leader has started firing."""
+        try:
+            await check_triggers(self.db, self.jobs)
+        except Exception:
+            log.exception("checking the jobs' triggers failed; the next start checks again")
+
+    async def _stop_trigger_check(self) -> None:
+        task, self._trigger_check = self._trigger_check, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _recover(self, *, own_only: bool = False) -> None:
         """Settle runs nobody will finish and run those that never started (see
@@ -242,6 +262,7 @@ class SchedulerService:
         if self.scheduler.running:
             self.scheduler.pause()
         await self.wakeups.stop_listening()
+        await self._stop_trigger_check()
         await self.leadership.release()
 
     async def _stop_standby(self) -> None:
@@ -267,6 +288,7 @@ class SchedulerService:
             self.scheduler.shutdown()
         self.leading.clear()
         await self.wakeups.stop_listening()
+        await self._stop_trigger_check()
         await self.leadership.release()
         await self.runner.drain(self.settings.scheduler.shutdown_grace)
         await self.tasks.drain_background()

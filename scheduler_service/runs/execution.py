@@ -16,19 +16,17 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from scheduler_service.config import Settings
-from scheduler_service.runs.orchestration import (
-    OrchestrationLimits,
-    build_system_prompt,
-    run_orchestration,
-)
 from scheduler_service.runs.outcomes import Outcome
 from scheduler_service.schedules import Schedule, describe
 from scheduler_service.statuses import ExecutionMode, RunStatus
 from scheduler_service.storage.models import ScheduledTask, TaskRun, utcnow
 from scheduler_service.tools import ToolContext, ToolError, ToolRegistry
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported when an orchestrated run first needs them: the SDK is
+    # large, and a service with only direct tasks never loads it (start-up time, memory)
     import anthropic
+
+    from scheduler_service.runs.orchestration import OrchestrationLimits
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +55,8 @@ class Execution:
         self.client = client
 
     def limits(self, task: ScheduledTask, timeout: float) -> OrchestrationLimits:
+        from scheduler_service.runs.orchestration import OrchestrationLimits
+
         cfg = self.settings.scheduler
         options = task.options or {}
         return OrchestrationLimits(
@@ -140,6 +140,8 @@ class Execution:
             return await self.registry.call(
                 name, operation, tool_input.get("kwargs"), context=context
             )
+
+        from scheduler_service.runs.orchestration import build_system_prompt, run_orchestration
 
         zone = ZoneInfo(task.timezone)
         system = build_system_prompt(

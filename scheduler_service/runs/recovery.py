@@ -13,6 +13,7 @@ Both run while this process's scheduler is started paused, before any job fires.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -173,59 +174,115 @@ def same_instant(a: datetime | None, b: datetime | None) -> bool:
     return abs(a - b) <= SAME_INSTANT
 
 
-async def reconcile(db: Database, jobs: JobControl) -> dict[str, int]:
+TaskTimes = dict[str, tuple[str, datetime | None]]  # task id → (status, next_run_at)
+CHUNK = 500  # tasks loaded, or job triggers unpickled, at a time
+
+
+async def reconcile(db: Database, jobs: JobControl, *, triggers: bool = True) -> dict[str, int]:
     """Make task rows and jobs agree without losing a fire time.
 
-    A job without a live task is removed (retry jobs go with their task). A live task
-    without a job gets one at its stored next run, so a time missed while down is
-    still seen as missed. A job whose trigger or next run disagrees with its task
-    gets the task's trigger and the task's ``next_run_at``: that field names the
-    oldest unclaimed fire time, so a time the job store consumed but never claimed
-    (a crash in between) is put back, and a claimed one is not fired again.
+    A job without a task is removed, and so is a task's job once the task is finished
+    (retry jobs of a task that still exists stay: they settle its last failure). A live
+    task without a job gets one at its stored next run, so a time missed while down is
+    still seen as missed. A job whose next run disagrees with its task gets the task's
+    trigger and the task's ``next_run_at``: that field names the oldest unclaimed fire
+    time, so a time the job store consumed but never claimed (a crash in between) is
+    put back, and a claimed one is not fired again.
+
+    This compares ids and times only — no job is unpickled, no task row loaded whole —
+    so it costs little at any number of tasks. ``triggers`` also compares every live
+    job's trigger with its task's (it unpickles every job: ``check_triggers``); the
+    leader runs that part in the background after it starts firing.
     """
-    async with db.read() as session:
-        tasks = {t.id: t for t in (await session.scalars(select(ScheduledTask))).all()}
-    states = await jobs.states()
+    job_times = await jobs.next_run_times()
+    tasks = await _task_times(db)
     counts: Counter[str] = Counter()
-    for job_id in states:
-        task = tasks.get(task_of_job(job_id))
-        if task is None or (job_id == task.id and task.status not in LIVE_TASK):
+    for job_id in job_times:
+        owner = tasks.get(task_of_job(job_id))
+        is_task_job = job_id == task_of_job(job_id)
+        if owner is None or (is_task_job and owner[0] not in LIVE_TASK):
             await jobs.remove(job_id)
             counts["removed"] += 1
-    for task in tasks.values():
-        if task.status in LIVE_TASK:
-            counts[await _reconcile_task(jobs, task, states.get(task.id))] += 1
-    counts["retries_restored"] = await restore_retries(db, jobs, set(states))
+    to_fix: list[str] = []
+    for task_id, (status, next_run_at) in tasks.items():
+        if status not in LIVE_TASK:
+            continue
+        if status == TaskStatus.SCHEDULED and next_run_at is None:
+            # Every fire time is claimed; the task settles when its last run (or retry)
+            # finishes. A job here could only fire a claimed time again.
+            if task_id in job_times:
+                await jobs.remove(task_id)
+                counts["removed"] += 1
+            continue
+        want = next_run_at if status == TaskStatus.SCHEDULED else None
+        if task_id not in job_times or not same_instant(job_times[task_id], want):
+            to_fix.append(task_id)
+    for chunk in _chunks(to_fix):
+        for task in await _load_tasks(db, chunk):
+            counts[await _reconcile_task(jobs, task, task.id in job_times)] += 1
+    if triggers:
+        counts["fixed"] += await check_triggers(db, jobs)
+    counts["retries_restored"] = await restore_retries(db, jobs, set(job_times))
     result = {k: counts[k] for k in ("added", "removed", "fixed", "retries_restored")}
     if any(result.values()):
         log.warning("reconciled jobs with tasks: %s", result)
     return result
 
 
-async def _reconcile_task(
-    jobs: JobControl, task: ScheduledTask, state: tuple[datetime | None, BaseTrigger] | None
-) -> str:
-    trigger = build_trigger(schedule_of(task))
-    scheduled = task.status == TaskStatus.SCHEDULED
-    want = task.next_run_at if scheduled else None
-    if scheduled and want is None:
-        # Every fire time is claimed; the task settles when its last run (or retry)
-        # finishes. A job here could only fire a claimed time again.
-        if state is not None:
-            await jobs.remove(task.id)
-            return "removed"
-        return "ok"
-    if state is None:
+async def check_triggers(db: Database, jobs: JobControl) -> int:
+    """Give every live task's job the task's trigger where they differ (a crash between
+    changing a task's schedule and its job). A chunk at a time, in threads, so the loop
+    keeps serving while it runs; returns the number of jobs fixed."""
+    fixed = 0
+    live = [
+        task_id for task_id, (status, _) in (await _task_times(db)).items() if status in LIVE_TASK
+    ]
+    for chunk in _chunks(live):
+        tasks = await _load_tasks(db, chunk)
+        stored = await jobs.triggers([task.id for task in tasks])
+        wanted = await asyncio.to_thread(_triggers_of, tasks)
+        for task in tasks:
+            if task.id in stored and not same_trigger(stored[task.id], wanted[task.id]):
+                log.warning("job of task %s had another trigger; fixed", task.id)
+                want = task.next_run_at if task.status == TaskStatus.SCHEDULED else None
+                await jobs.modify(task.id, wanted[task.id], want)
+                fixed += 1
+    return fixed
+
+
+def _triggers_of(tasks: list[ScheduledTask]) -> dict[str, BaseTrigger]:
+    return {task.id: build_trigger(schedule_of(task)) for task in tasks}
+
+
+async def _task_times(db: Database) -> TaskTimes:
+    """Every task's status and next run, streamed in chunks (the loop is never held long)."""
+    query = select(ScheduledTask.id, ScheduledTask.status, ScheduledTask.next_run_at)
+    times: TaskTimes = {}
+    async with db.read() as session:
+        result = await session.stream(query.execution_options(yield_per=CHUNK))
+        async for partition in result.partitions():
+            times.update((task_id, (status, next_run)) for task_id, status, next_run in partition)
+    return times
+
+
+async def _load_tasks(db: Database, task_ids: list[str]) -> list[ScheduledTask]:
+    async with db.read() as session:
+        query = select(ScheduledTask).where(ScheduledTask.id.in_(task_ids))
+        return list((await session.scalars(query)).all())
+
+
+def _chunks(items: list[str]) -> list[list[str]]:
+    return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+
+
+async def _reconcile_task(jobs: JobControl, task: ScheduledTask, has_job: bool) -> str:
+    """Give a live task's job the task's trigger and next run (adding it if missing)."""
+    trigger = await asyncio.to_thread(build_trigger, schedule_of(task))
+    want = task.next_run_at if task.status == TaskStatus.SCHEDULED else None
+    if not has_job:
         await jobs.schedule(task.id, trigger, want)
         return "added"
-    if same_trigger(state[1], trigger) and same_instant(state[0], want):
-        return "ok"
-    log.warning(
-        "job of task %s disagreed with it (next %s, task says %s); fixed",
-        task.id,
-        state[0],
-        want,
-    )
+    log.warning("job of task %s disagreed with it (task says next %s); fixed", task.id, want)
     await jobs.modify(task.id, trigger, want)
     return "fixed"
 
