@@ -230,6 +230,44 @@ async def test_get_tasks_filters_pages_and_orders_by_next_run(
     await expect_error(service, "get_tasks", {"limit": 0}, ctx, "invalid_input", "limit")
 
 
+async def test_get_tasks_pages_with_a_cursor_at_any_depth(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    """Cursor pages, concatenated, are the whole list in order — across the tasks with a
+    next run and those without — with no task twice; offsets give the same pages."""
+    for i in range(7):
+        task = await create(service, ctx, name=f"t{i}", scheduled_time=f"{10 + i}:00")
+        if i % 3 == 0:  # paused: no next run, listed after the scheduled ones
+            await call(service, "pause_task", {"task_id": task["task_id"]}, ctx)
+    whole = [t["task_id"] for t in (await call(service, "get_tasks", {"limit": 100}, ctx))["tasks"]]
+    assert len(whole) == 7
+
+    paged: list[str] = []
+    cursor: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = await call(service, "get_tasks", kwargs, ctx)
+        assert page["total"] == 7
+        paged += [t["task_id"] for t in page["tasks"]]
+        offset_page = await call(
+            service, "get_tasks", {"limit": 2, "offset": len(paged) - page["count"]}, ctx
+        )
+        assert [t["task_id"] for t in offset_page["tasks"]] == paged[-page["count"] :]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        assert "cursor=next_cursor" in page["message"]
+    assert paged == whole
+
+    scheduled = await call(service, "get_tasks", {"status": "scheduled", "limit": 2}, ctx)
+    rest = await call(
+        service, "get_tasks", {"status": "scheduled", "cursor": scheduled["next_cursor"]}, ctx
+    )
+    assert [t["task_id"] for t in scheduled["tasks"] + rest["tasks"]] == whole[:4]
+    assert rest["next_cursor"] is None
+    await expect_error(service, "get_tasks", {"cursor": "garbage"}, ctx, "invalid_input", "cursor")
+
+
 # -- get_task / update_task --------------------------------------------------------------
 async def test_get_task_unknown_id(service: SchedulerService, ctx: ToolContext) -> None:
     await expect_error(service, "get_task", {"task_id": "task_nope"}, ctx, "not_found", "task_id")

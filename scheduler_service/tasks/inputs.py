@@ -124,6 +124,7 @@ class ListTasks(_Strict):
     execution_mode: Mode | None = None
     limit: int = Field(20, ge=1, le=100)
     offset: int = Field(0, ge=0)
+    cursor: str | None = Field(None, max_length=1000)
 
 
 OPTION_FIELDS = ("max_iterations", "max_tokens", "token_budget")

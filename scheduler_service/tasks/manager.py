@@ -33,6 +33,7 @@ from scheduler_service.schedules import (
 from scheduler_service.statuses import FINISHED_TASK, LIVE_TASK, ExecutionMode, TaskStatus
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskRun, new_id, utcnow
+from scheduler_service.tasks import paging
 from scheduler_service.tasks.inputs import (
     OPTION_FIELDS,
     SCHEDULE_FIELDS,
@@ -42,6 +43,7 @@ from scheduler_service.tasks.inputs import (
     TaskFields,
     UpdateTask,
 )
+from scheduler_service.tasks.paging import Cursor
 from scheduler_service.tasks.views import run_to_dict, task_to_dict
 from scheduler_service.tools import ToolContext, ToolError, ToolRegistry
 
@@ -219,7 +221,10 @@ class TaskManager:
 
     async def list_tasks(
         self, query: ListTasks, context: ToolContext
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[dict[str, Any]], int, str | None]:
+        """A page of the user's tasks, soonest next run first; the total; and the cursor
+        of the next page (None on the last). With ``cursor`` every page costs the same
+        (see ``paging``); ``offset`` still works, and costs more the deeper it goes."""
         conditions = [ScheduledTask.user_id == context.user_id]
         for column, value in (
             (ScheduledTask.status, query.status),
@@ -229,24 +234,30 @@ class TaskManager:
             if value is not None:
                 values = value if isinstance(value, list) else [value]
                 conditions.append(column.in_(values))
+        after = Cursor.decode(query.cursor) if query.cursor else None
         async with self.db.read() as session:
             total = await session.scalar(
                 select(func.count()).select_from(ScheduledTask).where(*conditions)
             )
-            rows = (
-                await session.scalars(
-                    select(ScheduledTask)
-                    .where(*conditions)
-                    .order_by(
-                        ScheduledTask.next_run_at.is_(None),
-                        ScheduledTask.next_run_at,
-                        ScheduledTask.created_at,
-                    )
-                    .limit(query.limit)
-                    .offset(query.offset)
-                )
-            ).all()
-        return [task_to_dict(t) for t in rows], int(total or 0)
+            rows: list[ScheduledTask] = []
+            skip = 0 if after else query.offset
+            for in_range in (paging.scheduled_range(after), paging.unscheduled_range(after)):
+                wanted = query.limit + 1 - len(rows)  # one more: is there a next page?
+                if wanted <= 0:
+                    break
+                where = (*conditions, in_range)
+                page = paging.in_order(select(ScheduledTask).where(*where))
+                found = (await session.scalars(page.offset(skip).limit(wanted))).all()
+                if skip and not found:  # the offset reaches past this range
+                    counted = select(func.count()).select_from(ScheduledTask).where(*where)
+                    skip = max(0, skip - int(await session.scalar(counted) or 0))
+                else:
+                    skip = 0
+                rows.extend(found)
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        cursor = Cursor.after(rows[-1]).encode() if more and rows else None
+        return [task_to_dict(t) for t in rows], int(total or 0), cursor
 
     # -- changing --------------------------------------------------------------------
     async def create_task(

@@ -48,7 +48,8 @@ Operations:
   Then either execution_mode "direct" with tool_name, operation, parameters (one fixed tool
   call), or "orchestrated" with task_description (plain-language instructions an assistant
   will follow at run time) and optional available_tools, task_prompt.
-- get_tasks: optional status, frequency, execution_mode, limit, offset. Ordered by next run.
+- get_tasks: optional status, frequency, execution_mode, limit, cursor (next_cursor of the
+  previous page) or offset. Ordered by next run.
 - get_task: task_id. Includes recent runs.
 - update_task: task_id plus any create_task fields to change; the schedule is recomputed.
 - delete_task: task_id. Removes the task and its history.
@@ -130,6 +131,10 @@ def _kwargs_schema() -> dict[str, Any]:
     }
     properties["limit"]["description"] = "get_tasks: page size (1-100, default 20)"
     properties["offset"]["description"] = "get_tasks: rows to skip"
+    properties["cursor"] = {
+        "type": "string",
+        "description": "get_tasks: next_cursor of the previous page (pages of any depth)",
+    }
     return {"type": "object", "properties": properties}
 
 
@@ -226,12 +231,21 @@ class SchedulerTool(Tool):
 
     async def _list(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
         query = validate(ListTasks, kwargs)
-        tasks, total = await self._tasks.list_tasks(query, context)
+        tasks, total, next_cursor = await self._tasks.list_tasks(query, context)
         shown = f"{len(tasks)} of {total}" if total > len(tasks) else f"{total}"
         message = f"Found {shown} task{'s' if total != 1 else ''}."
-        if query.offset + len(tasks) < total:
-            message += f" Use offset={query.offset + len(tasks)} for more."
-        return {"tasks": tasks, "count": len(tasks), "total": total, "message": message}
+        if next_cursor is not None:
+            message += " Pass cursor=next_cursor for more"
+            if query.cursor is None:
+                message += f" (or offset={query.offset + len(tasks)})"
+            message += "."
+        return {
+            "tasks": tasks,
+            "count": len(tasks),
+            "total": total,
+            "next_cursor": next_cursor,
+            "message": message,
+        }
 
     async def _get(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
         ref = validate(TaskRef, kwargs)

@@ -1,0 +1,91 @@
+"""Keyset pagination of a user's tasks: every page costs the same, at any depth.
+
+Tasks are listed by next run (soonest first), tasks without a next run last, then by
+creation and id. An offset makes the database walk and drop every row before the page,
+so page 2,500 of a user with 50,000 tasks costs 2,500 pages. A cursor instead names the
+last task shown — its (next_run_at, created_at, id) — and the next page starts right
+after it, read straight from the index on (user_id, next_run_at, created_at, id).
+
+"Tasks without a next run last" is not an order an index gives on every backend (SQLite
+sorts NULL first), so the list is read as two ranges of that one index: tasks with a
+next run, then tasks without one. A cursor says which range it is in.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, false, tuple_
+
+from scheduler_service.storage.models import ScheduledTask
+from scheduler_service.tools import ToolError
+
+CURSOR_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """The last task of a page: where the next page starts."""
+
+    next_run_at: datetime | None
+    created_at: datetime
+    task_id: str
+
+    @classmethod
+    def after(cls, task: ScheduledTask) -> Cursor:
+        return cls(task.next_run_at, task.created_at, task.id)
+
+    def encode(self) -> str:
+        data = {
+            "v": CURSOR_VERSION,
+            "n": self.next_run_at.isoformat() if self.next_run_at else None,
+            "c": self.created_at.isoformat(),
+            "i": self.task_id,
+        }
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        """A cursor from a previous answer; anything else is a clear ``invalid_input``."""
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            data: dict[str, Any] = json.loads(raw)
+            if data.get("v") != CURSOR_VERSION:
+                raise ValueError("unknown version")
+            next_run = datetime.fromisoformat(data["n"]) if data["n"] is not None else None
+            return cls(next_run, datetime.fromisoformat(data["c"]), str(data["i"]))
+        except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise ToolError(
+                "invalid_input",
+                "cursor: not a cursor this service gave; pass next_cursor from the previous "
+                "get_tasks answer unchanged, or omit it for the first page",
+            ) from None
+
+
+def scheduled_range(after: Cursor | None) -> ColumnElement[bool]:
+    """Tasks with a next run, after the cursor (all of them without one)."""
+    has_next = ScheduledTask.next_run_at.is_not(None)
+    if after is None:
+        return has_next
+    if after.next_run_at is None:  # the cursor is already in the second range
+        return false()
+    key = tuple_(ScheduledTask.next_run_at, ScheduledTask.created_at, ScheduledTask.id)
+    return and_(has_next, key > tuple_(after.next_run_at, after.created_at, after.task_id))
+
+
+def unscheduled_range(after: Cursor | None) -> ColumnElement[bool]:
+    """Tasks without a next run, after the cursor (all of them if it is in the first)."""
+    no_next = ScheduledTask.next_run_at.is_(None)
+    if after is None or after.next_run_at is not None:
+        return no_next
+    key = tuple_(ScheduledTask.created_at, ScheduledTask.id)
+    return and_(no_next, key > tuple_(after.created_at, after.task_id))
+
+
+def in_order(query: Select[Any]) -> Select[Any]:
+    return query.order_by(ScheduledTask.next_run_at, ScheduledTask.created_at, ScheduledTask.id)
