@@ -52,20 +52,38 @@ class PgWakeups(Wakeups):
         self._engine = engine
         self._dsn = _asyncpg_dsn(engine)
         self._listener: asyncio.Task[None] | None = None
+        self._announcing: asyncio.Task[None] | None = None
+        self._again = False
 
     async def announce(self) -> None:
-        try:
-            async with self._engine.connect() as conn:
-                await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
-                await conn.commit()
-        except Exception as exc:  # the slow poll still finds the change
-            log.warning("could not announce a job-store change: %s", exc)
+        """Send the notification in the background: the caller (a tool call creating a
+        task) does not wait for it, and changes made while one is being sent share the
+        next one."""
+        if self._announcing is not None and not self._announcing.done():
+            self._again = True
+            return
+        self._announcing = asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        while True:
+            self._again = False
+            try:
+                async with self._engine.connect() as conn:
+                    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+                    await conn.commit()
+            except Exception as exc:  # the slow poll still finds the change
+                log.warning("could not announce a job-store change: %s", exc)
+            if not self._again:
+                return
 
     def listen(self, on_wakeup: Callable[[], None]) -> None:
         if self._listener is None or self._listener.done():
             self._listener = asyncio.get_running_loop().create_task(self._listen(on_wakeup))
 
     async def stop_listening(self) -> None:
+        if self._announcing is not None:  # a last announcement goes out first
+            with contextlib.suppress(Exception):
+                await self._announcing
         task, self._listener = self._listener, None
         if task is not None:
             task.cancel()
