@@ -96,6 +96,10 @@ class Leadership(ABC):
         """Whether the worker that recorded a run still holds its presence lock.
         ``None`` (a row from before workers were recorded) counts as dead."""
 
+    async def others_present(self) -> bool:
+        """Whether another worker holds a presence lock (is running) now."""
+        return False
+
     @abstractmethod
     async def close(self) -> None:
         """Release everything."""
@@ -357,6 +361,18 @@ class PgLeadership(Leadership):
             "SELECT pg_advisory_unlock(CAST(:c AS integer), CAST(:o AS integer))", **key
         )
         return False
+
+    async def others_present(self) -> bool:
+        """Counts the presence locks held on the server (pg_locks shows a two-integer
+        advisory key as classid, objid with objsubid 2)."""
+        key = self._worker_key(self.instance)
+        held = await self._query(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 "
+            "AND granted AND classid = CAST(:c AS oid) AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())",
+            c=key["c"] % 2**32,
+        )
+        return int(held or 0) > 1  # ours is one of them
 
     async def close(self) -> None:
         await self.release()

@@ -20,12 +20,17 @@ from scheduler_service.engine import (
 from scheduler_service.leader import leadership_for
 from scheduler_service.runs.execution import Execution
 from scheduler_service.runs.notifications import NotificationCallback, Notifier
-from scheduler_service.runs.recovery import check_triggers, reconcile, recover_interrupted
+from scheduler_service.runs.recovery import (
+    check_triggers,
+    reconcile,
+    recover_interrupted,
+    settle_queue,
+)
 from scheduler_service.runs.runner import TaskRunner
 from scheduler_service.storage.db import Database, create_sync_engine
 from scheduler_service.tasks.manager import TaskManager
 from scheduler_service.tools import Tool, ToolRegistry
-from scheduler_service.wakeups import wakeups_for
+from scheduler_service.wakeups import JOBS_CHANNEL, RUNS_CHANNEL, wakeups_for
 
 if TYPE_CHECKING:
     import anthropic
@@ -92,7 +97,9 @@ class SchedulerService:
             execution=self.execution,
         )
         self._jobstore_engine = create_sync_engine(self.db.sync_url)
-        self.wakeups = wakeups_for(self.db.engine)
+        self.wakeups = wakeups_for(self.db.engine, JOBS_CHANNEL)
+        self.run_signals = wakeups_for(self.db.engine, RUNS_CHANNEL)
+        self.runner.announce_runs = self.run_signals.announce
         self.scheduler = build_scheduler(
             serialize=self.db.serialized,
             max_sleep=float(self.settings.scheduler.check_interval),
@@ -144,6 +151,7 @@ class SchedulerService:
             async with self.leadership.migrating():
                 await self.db.migrate()
             self.runner.worker = self.leadership.worker
+            self._start_queue()
             self.scheduler.start(paused=True)
             if self.settings.scheduler.enabled:
                 if await self.leadership.try_acquire():
@@ -156,6 +164,27 @@ class SchedulerService:
         role = "leader" if self.is_leader else "standby"
         log.info("scheduler service started on %s as %s", self._where(), role)
 
+    def _start_queue(self) -> None:
+        """PostgreSQL: this replica takes queued runs, whether it leads or not."""
+        if self.runner.queue is not None:
+            self.runner.queue.start()
+            self.run_signals.listen(self.runner.queue.poke)
+
+    async def _stop_queue(self) -> None:
+        await self.run_signals.stop_listening()
+        if self.runner.queue is not None:
+            await self.runner.queue.stop()
+
+    async def _settle_queue_if_last(self) -> None:
+        """No replica is left to take queued runs: record that they did not run."""
+        if self.runner.queue is None:
+            return
+        try:
+            if not await self.leadership.others_present():
+                await settle_queue(self.db, self.settings.scheduler, self.notifier)
+        except Exception:
+            log.exception("settling the run queue at stop failed; the next start settles it")
+
     def _where(self) -> str:
         return self.db.engine.url.render_as_string()
 
@@ -164,6 +193,7 @@ class SchedulerService:
         await self._stop_standby()
         await self.wakeups.stop_listening()
         await self._stop_trigger_check()
+        await self._stop_queue()
         if self.scheduler.running:
             self.scheduler.shutdown()
         self.leading.clear()
@@ -210,6 +240,7 @@ class SchedulerService:
             worker=self.runner.worker,
             claimed_here=self.runner.is_claimed_here,
             is_alive=alive_unless_dead,
+            queue=self.runner.queue is not None,
         )
         self.runner.adopt(recovered.adopted)
 
@@ -289,8 +320,10 @@ class SchedulerService:
         self.leading.clear()
         await self.wakeups.stop_listening()
         await self._stop_trigger_check()
+        await self._stop_queue()
         await self.leadership.release()
         await self.runner.drain(self.settings.scheduler.shutdown_grace)
+        await self._settle_queue_if_last()
         await self.tasks.drain_background()
         await self.leadership.close()
         self._jobstore_engine.dispose()

@@ -4,7 +4,8 @@ Any replica can create or move a task's job, but only the leader's scheduler fir
 and APScheduler notices a job another process stored only at its next wake-up. On
 PostgreSQL every job-store change is followed by ``NOTIFY task_scheduler_wakeup``; the
 leader keeps one connection listening and wakes its scheduler on each notification, so
-a task created on a standby runs on time, not at the next poll.
+a task created on a standby runs on time, not at the next poll. The same mechanism, on
+``task_scheduler_runs``, tells every replica that runs were queued (``runs.queue``).
 
 The listening connection is health-checked (a ``SELECT 1`` every few seconds, with a
 timeout) and re-opened when it fails; each (re)connection wakes the scheduler once, in
@@ -26,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "task_scheduler_wakeup"
+JOBS_CHANNEL = "task_scheduler_wakeup"  # the job store changed: the leader wakes up
+RUNS_CHANNEL = "task_scheduler_runs"  # runs were queued: every replica looks
 HEALTH_CHECK_S = 5.0  # how often the listening connection is checked
 HEALTH_TIMEOUT_S = 3.0  # a check slower than this counts as a dead connection
 RECONNECT_MAX_S = 5.0
@@ -48,8 +50,9 @@ class Wakeups:
 class PgWakeups(Wakeups):
     """LISTEN/NOTIFY on the service's PostgreSQL database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, channel: str) -> None:
         self._engine = engine
+        self._channel = channel
         self._dsn = _asyncpg_dsn(engine)
         self._listener: asyncio.Task[None] | None = None
         self._announcing: asyncio.Task[None] | None = None
@@ -69,7 +72,9 @@ class PgWakeups(Wakeups):
             self._again = False
             try:
                 async with self._engine.connect() as conn:
-                    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+                    await conn.execute(
+                        text("SELECT pg_notify(:channel, '')"), {"channel": self._channel}
+                    )
                     await conn.commit()
             except Exception as exc:  # the slow poll still finds the change
                 log.warning("could not announce a job-store change: %s", exc)
@@ -108,7 +113,7 @@ class PgWakeups(Wakeups):
 
         conn = await asyncpg.connect(self._dsn, timeout=HEALTH_TIMEOUT_S)
         try:
-            await conn.add_listener(CHANNEL, lambda *_args: on_wakeup())
+            await conn.add_listener(self._channel, lambda *_args: on_wakeup())
             on_wakeup()  # anything announced while nobody listened
             while True:
                 await asyncio.sleep(HEALTH_CHECK_S)
@@ -124,7 +129,7 @@ def _asyncpg_dsn(engine: AsyncEngine) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def wakeups_for(engine: AsyncEngine) -> Wakeups:
+def wakeups_for(engine: AsyncEngine, channel: str = JOBS_CHANNEL) -> Wakeups:
     if engine.url.get_backend_name() == "postgresql":
-        return PgWakeups(engine)
+        return PgWakeups(engine, channel)
     return Wakeups()

@@ -9,9 +9,10 @@ The test drives it with JSON commands on stdin and reads JSON events on stdout:
 
 commands  {"cmd": "create", "count": N, "every": s}  N tasks firing every s seconds
           {"cmd": "create_many", "count": N}  N concurrent creates of far-future tasks
+          {"cmd": "pause_all"}  pause every task (no new fire times are claimed)
           {"cmd": "stop"}  stop the service gracefully and exit 0 (so does SIGTERM)
 events    ready (leader, worker, pid), leader (at: when it became leader),
-          created (task_ids), created_many (ok, refused), stopped
+          created (task_ids), created_many (ok, refused), paused (count), stopped
 """
 
 from __future__ import annotations
@@ -129,6 +130,15 @@ async def serve(service: SchedulerService) -> None:
             case "create_many":
                 ok, refused = await create_many(service, command["count"])
                 emit("created_many", ok=ok, refused=refused)
+            case "pause_all":
+                listed = await service.scheduler_tool.run(
+                    "get_tasks", {"status": "scheduled", "limit": 100}, context=OWNER
+                )
+                for task in listed["tasks"]:
+                    await service.scheduler_tool.run(
+                        "pause_task", {"task_id": task["task_id"]}, context=OWNER
+                    )
+                emit("paused", count=len(listed["tasks"]))
             case "stop":
                 return
 

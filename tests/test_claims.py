@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from scheduler_service import SchedulerService
 from scheduler_service.storage.models import TaskRun
-from tests.conftest import RecordingTool, ServiceFactory
+from tests.conftest import RecordingTool, ServiceFactory, next_notification
 from tools import ToolContext, ToolError
 
 CTX = ToolContext(user_id="u1", conversation_id="c1")
@@ -67,6 +67,8 @@ async def test_overlapping_claims_of_one_task_give_each_fire_time_one_outcome(
         service.runner.on_fire(task["task_id"], [first]),
         service.runner.on_fire(task["task_id"], [second]),
     )
+    for _ in range(2):  # each fire time ends with one notification (run where claimed)
+        await next_notification(service)
 
     outcomes = await final_outcomes(service, task["task_id"])
     assert set(outcomes) == {first, second}

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -204,6 +205,11 @@ async def test_a_second_claim_of_a_fire_time_fails_cleanly(start_service: Servic
     await asyncio.gather(
         first.runner.on_fire(task_id, [due]), second.runner.on_fire(task_id, [due])
     )
+
+    async def recorded() -> bool:  # on PostgreSQL the run went through the run queue
+        return [r.status for r in await runs_of(first, task_id)] == ["succeeded"]
+
+    await wait_for(recorded)
     assert len(tools[0].runs) + len(tools[1].runs) == 1
     assert [(r.fire_time, r.status) for r in await runs_of(first, task_id)] == [(due, "succeeded")]
     assert await first.runner.claims.attempt(task_id, due, "scheduled", 1) is None
@@ -238,7 +244,8 @@ async def test_manual_run_neither_blocks_nor_consumes_the_scheduled_one(
 async def _leave_dead_run(
     service: SchedulerService, task_id: str, status: str, fire_time: datetime | None = None
 ) -> str:
-    """What a killed process leaves behind: a claimed run that never finished."""
+    """What a killed process leaves behind: a claimed run that never finished, recorded
+    with the worker id of that (dead) process."""
     run_id = new_id("run")
     async with service.db.write() as session:
         task = await session.get(ScheduledTask, task_id)
@@ -257,6 +264,7 @@ async def _leave_dead_run(
                 status=status,
                 queued_at=utcnow(),
                 started_at=utcnow() if status == "running" else None,
+                worker=f"deadhost:4242:{uuid.uuid4().hex}",
             )
         )
     return run_id

@@ -92,12 +92,22 @@ async def leader_of(group: list[Worker], timeout: float = 15) -> Worker:
 
 
 async def first_effect_after(side: Path, since: float, timeout: float = 20) -> float:
+    """When the first run of a fire time due after ``since`` acted: whoever claimed it
+    was leading after ``since`` (runs queued earlier may still be finishing elsewhere)."""
     async with asyncio.timeout(timeout):
         while True:
-            later = [e["at"] for e in effects(side) if e["at"] > since]
+            later = [e["at"] for e in effects(side) if utc(e["fire_time"]).timestamp() > since]
             if later:
                 return min(later)
             await asyncio.sleep(0.02)  # another process's file: polled
+
+
+async def settled(url: str, timeout: float) -> None:
+    """Until no run is queued or running (rows other processes write: polled)."""
+    active = "select id from task_runs where status in ('queued', 'running')"
+    async with asyncio.timeout(timeout):
+        while rows(url, active):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
 
 
 def check_outcomes(url: str, side: Path) -> Counter[str]:
@@ -148,6 +158,10 @@ async def test_three_replicas_leader_killed_five_times(pg_url: str, tmp_path: Pa
             takeovers.append(await first_effect_after(side, killed_at) - killed_at)
         await leader_of(group)
         await asyncio.sleep(1.0)
+        live = next(w for w in group if w.alive)
+        await live.send("pause_all")
+        await live.event("paused", timeout=30)
+        await settled(pg_url, timeout=30)  # queued runs are taken and finished
     outcomes = check_outcomes(pg_url, side)
     assert outcomes["succeeded"] > TASKS * KILLS
     # Takeover time is measured here and reported (docs/deployment.md, bench); asserted

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,7 +39,7 @@ from scheduler_service.runs import notifications
 from scheduler_service.runs.notifications import Notifier
 from scheduler_service.runs.outcomes import Outcome, update_task
 from scheduler_service.schedules import Schedule, build_trigger
-from scheduler_service.statuses import Frequency, RunKind, RunStatus, TaskStatus
+from scheduler_service.statuses import ACTIVE_RUN, Frequency, RunKind, RunStatus, TaskStatus
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import (
     ScheduledTask,
@@ -128,6 +128,9 @@ class Claims:
         self.notifier = notifier
         self.overlaps = overlaps
         self.worker: str | None = None  # recorded on every run claimed here
+        # PostgreSQL: scheduled runs are claimed unassigned (worker NULL) into the run
+        # queue, and every replica takes them from there (``take_queued``).
+        self.queued = not db.sqlite
 
     async def fire(self, task_id: str, run_times: list[datetime], now: datetime) -> FireClaim:
         """One transaction: move next_run_at on, record missed times, claim the due one."""
@@ -147,9 +150,10 @@ class Claims:
                 # Off the loop: a sparse RRULE can take dateutil a noticeable moment.
                 plans = await asyncio.to_thread(_fire_plans, live, now)
                 claimed = await self._claimed(session, fires, plans)
+                busy = await self._busy(session, [task_id for task_id, _ in fires])
                 return [
                     self._claim_fire(
-                        session, tasks.get(task_id), task_id, times, plans, claimed, now
+                        session, tasks.get(task_id), task_id, times, plans, claimed, busy, now
                     )
                     for task_id, times in fires
                 ]
@@ -167,6 +171,7 @@ class Claims:
         run_times: list[datetime],
         plans: dict[str, FirePlan],
         claimed: set[tuple[str, datetime]],
+        busy: set[str],
         now: datetime,
     ) -> FireClaim:
         if task is None:
@@ -180,7 +185,19 @@ class Claims:
         if not fresh:
             log.info("fire of task %s at %s already claimed", task_id, run_times[-1])
             return FireClaim()
-        return self._claim_due(session, task, fresh, next_run, now)
+        return self._claim_due(session, task, fresh, next_run, now, task_id in busy)
+
+    async def _busy(self, session: AsyncSession, task_ids: list[str]) -> set[str]:
+        """Tasks with a scheduled or retry run queued or running in any replica (only
+        asked where runs are spread over replicas; one process knows its own)."""
+        if not self.queued:
+            return set()
+        query = select(TaskRun.task_id).where(
+            TaskRun.task_id.in_(task_ids),
+            TaskRun.status.in_(ACTIVE_RUN),
+            TaskRun.kind.in_((RunKind.SCHEDULED, RunKind.RETRY)),
+        )
+        return set((await session.scalars(query.distinct())).all())
 
     @staticmethod
     async def _claimed(
@@ -205,8 +222,10 @@ class Claims:
         run_times: list[datetime],
         next_run: datetime | None,
         now: datetime,
+        busy: bool = False,
     ) -> FireClaim:
-        """Missed and due fire times among ``run_times``; next_run_at moves to ``next_run``."""
+        """Missed and due fire times among ``run_times``; next_run_at moves to ``next_run``.
+        ``busy``: a run of the task is in flight in another replica."""
         grace = task.misfire_grace_time
         grace = self.cfg.misfire_grace_time if grace is None else grace
         due: datetime | None = run_times[-1]
@@ -221,10 +240,11 @@ class Claims:
         if missed:
             claim.published.append(self._add_missed(session, task, missed, next_run))
         if due is not None:
-            if self.overlaps(task.id):
+            if busy or self.overlaps(task.id):
                 claim.published.append(self._add_skip(session, task, due, RunKind.SCHEDULED, 1))
             else:
-                claim.run = self.new_run(task, due, RunKind.SCHEDULED, 1)
+                worker = None if self.queued else self.worker  # the queue assigns it
+                claim.run = self.new_run(task, due, RunKind.SCHEDULED, 1, worker=worker)
                 session.add(claim.run)
         session.add_all(claim.published)
         return claim
@@ -234,7 +254,12 @@ class Claims:
     ) -> TaskRun:
         """A run row claimed by this worker (so recovery can tell whether it is alive)."""
         now = utcnow()
-        values: dict[str, Any] = {"status": RunStatus.QUEUED, "queued_at": now, **fields}
+        values: dict[str, Any] = {
+            "status": RunStatus.QUEUED,
+            "queued_at": now,
+            "worker": self.worker,
+            **fields,
+        }
         return TaskRun(
             id=new_id("run"),
             task_id=task.id,
@@ -242,9 +267,34 @@ class Claims:
             kind=kind,
             fire_time=fire_time,
             attempt=attempt,
-            worker=self.worker,
             **values,
         )
+
+    async def take_queued(self, limit: int) -> list[TaskRun]:
+        """Assign up to ``limit`` unassigned queued runs to this worker, oldest fire time
+        first (PostgreSQL). ``SKIP LOCKED``: replicas taking at once never wait for each
+        other nor take the same run. Only run rows are locked here, one statement, so
+        this never waits in a cycle with a transaction holding a task row. A run whose
+        fire time is past its task's misfire grace time (every replica was down) is not
+        taken: recovery records that it did not run."""
+        grace = func.coalesce(ScheduledTask.misfire_grace_time, self.cfg.misfire_grace_time)
+        pick = (
+            select(TaskRun.id)
+            .join(ScheduledTask, ScheduledTask.id == TaskRun.task_id)
+            .where(TaskRun.status == RunStatus.QUEUED, TaskRun.worker.is_(None))
+            .where(TaskRun.fire_time >= func.now() - func.make_interval(0, 0, 0, 0, 0, 0, grace))
+            .order_by(TaskRun.fire_time, TaskRun.queued_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        take = (
+            update(TaskRun)
+            .where(TaskRun.id.in_(pick.scalar_subquery()))
+            .values(worker=self.worker)
+            .returning(TaskRun)
+        )
+        async with self.db.write() as session:
+            return list((await session.scalars(take)).all())
 
     async def attempt(
         self, task_id: str, fire_time: datetime, kind: str, attempt: int

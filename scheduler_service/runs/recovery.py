@@ -66,6 +66,7 @@ async def recover_interrupted(
     worker: str | None,
     claimed_here: Callable[[str], bool],
     is_alive: IsAlive | None = None,
+    queue: bool = False,
 ) -> Recovered:
     """Settle the runs nobody will finish: those of dead workers, and this worker's own
     rows it no longer tracks (a claim whose commit succeeded while the connection broke).
@@ -77,27 +78,31 @@ async def recover_interrupted(
     Runs of a worker ``is_alive`` says is alive (a standby executing a manual run) are
     left to it; without ``is_alive`` every other worker counts as dead, which is only
     safe while no other process runs. ``claimed_here(run_id)`` says whether this process
-    is executing the run (it is then never touched here)."""
-    orphans = await _orphaned_runs(db, worker, claimed_here, is_alive)
+    is executing the run (it is then never touched here). With a run ``queue``, runs
+    nobody was assigned yet are waiting for a replica to take them: left alone until
+    their fire time is past the grace time (no replica took them: all were down)."""
+    orphans = await _orphaned_runs(
+        db, worker, claimed_here, is_alive, queue, cfg.misfire_grace_time
+    )
     if not orphans:
         return Recovered()
     recovered = Recovered()
     published: list[TaskNotification] = []
     now = utcnow()
     async with db.write() as session:
-        for task_id in sorted({task_id for _, task_id in orphans}):  # the lock order
-            await db.lock_task(session, task_id)
+        await db.lock_tasks(session, [task_id for _, task_id, _ in orphans])  # the lock order
+        owners = {run_id: owner for run_id, _, owner in orphans}
         rows = (
             await session.scalars(
                 select(TaskRun)
-                .where(TaskRun.id.in_([run_id for run_id, _ in orphans]))
+                .where(TaskRun.id.in_(list(owners)))
                 .where(TaskRun.status.in_(ACTIVE_RUN))
                 .order_by(TaskRun.queued_at)
             )
         ).all()
         for row in rows:
-            if claimed_here(row.id):
-                continue
+            if claimed_here(row.id) or row.worker != owners[row.id]:
+                continue  # another replica took it from the queue meanwhile
             task = await session.get(ScheduledTask, row.task_id)
             if task is not None and _may_run_late(cfg, task, row, now):
                 row.worker = worker
@@ -116,6 +121,42 @@ async def recover_interrupted(
     return recovered
 
 
+async def settle_queue(db: Database, cfg: SchedulerConfig, notifier: Notifier) -> int:
+    """The last replica is stopping: runs still waiting in the queue will not be taken
+    by anyone, so each is recorded ``interrupted`` (it did not run), as a run waiting
+    for a slot is when a single process stops."""
+    async with db.read() as session:
+        waiting = (
+            await session.execute(
+                select(TaskRun.id, TaskRun.task_id).where(
+                    TaskRun.status == RunStatus.QUEUED, TaskRun.worker.is_(None)
+                )
+            )
+        ).all()
+    if not waiting:
+        return 0
+    published: list[TaskNotification] = []
+    now = utcnow()
+    async with db.write() as session:
+        tasks = await db.lock_tasks(session, [task_id for _, task_id in waiting])
+        query = select(TaskRun).where(
+            TaskRun.id.in_([run_id for run_id, _ in waiting]),
+            TaskRun.status == RunStatus.QUEUED,
+            TaskRun.worker.is_(None),
+        )
+        for row in (await session.scalars(query)).all():
+            outcome = interrupted(NOT_STARTED)
+            write_run(row, outcome, now)
+            task = tasks.get(row.task_id)
+            if task is not None:
+                _job, note = update_task(cfg, task, row, outcome, now)
+                published.append(note)
+        session.add_all(published)
+    if published:
+        await notifier.publish(published)
+    return len(published)
+
+
 def _may_run_late(cfg: SchedulerConfig, task: ScheduledTask, row: TaskRun, now: datetime) -> bool:
     """A claimed fire time that never started, of a task still scheduled, within grace."""
     if row.status != RunStatus.QUEUED or row.kind not in (RunKind.SCHEDULED, RunKind.RETRY):
@@ -131,32 +172,43 @@ async def _orphaned_runs(
     worker: str | None,
     claimed_here: Callable[[str], bool],
     is_alive: IsAlive | None,
-) -> list[tuple[str, str]]:
-    """(run id, task id) of queued/running runs whose worker is dead, or which are this
-    worker's own but not in flight here. Liveness is asked once per worker, outside any
-    write transaction: on PostgreSQL the answer is a query."""
+    queue: bool,
+    grace: float = 0.0,
+) -> list[tuple[str, str, str | None]]:
+    """(run id, task id, worker) of queued/running runs whose worker is dead, or which
+    are this worker's own but not in flight here. Liveness is asked once per worker,
+    outside any write transaction: on PostgreSQL the answer is a query."""
     async with db.read() as session:
         active = (
             await session.execute(
-                select(TaskRun.id, TaskRun.task_id, TaskRun.worker, TaskRun.queued_at).where(
-                    TaskRun.status.in_(ACTIVE_RUN)
-                )
+                select(
+                    TaskRun.id,
+                    TaskRun.task_id,
+                    TaskRun.worker,
+                    TaskRun.queued_at,
+                    TaskRun.fire_time,
+                    TaskRun.status,
+                ).where(TaskRun.status.in_(ACTIVE_RUN))
             )
         ).all()
     alive: dict[str | None, bool] = {}
-    for _run_id, _task_id, owner, _queued in active:
+    for _run_id, _task_id, owner, _queued, _fire, _status in active:
         if owner not in alive:
             alive[owner] = is_alive is not None and await is_alive(owner)
     for owner in (w for w, live in alive.items() if live and w != worker):
         log.info("leaving the runs of live worker %s to it", owner)
-    settled_before = utcnow() - ORPHAN_AGE
+    now = utcnow()
+    settled_before = now - ORPHAN_AGE
     orphans = []
-    for run_id, task_id, owner, queued_at in active:
+    for run_id, task_id, owner, queued_at, fire_time, status in active:
         mine = worker is not None and owner == worker
         if mine and (claimed_here(run_id) or (queued_at or settled_before) > settled_before):
             continue
+        waiting = owner is None and queue and status == RunStatus.QUEUED
+        if waiting and (now - fire_time).total_seconds() <= grace:
+            continue
         if mine or not alive[owner]:
-            orphans.append((run_id, task_id))
+            orphans.append((run_id, task_id, owner))
     return orphans
 
 

@@ -46,6 +46,7 @@ from scheduler_service.runs.outcomes import (
     interrupted,
     record_outcomes,
 )
+from scheduler_service.runs.queue import RunQueue
 from scheduler_service.runs.slots import FifoSlots
 from scheduler_service.statuses import ACTIVE_RUN, RunKind, RunStatus
 from scheduler_service.storage.db import Database
@@ -96,6 +97,13 @@ class TaskRunner:
             self.claims.mark_running_many
         )
         self._records: Batcher[tuple[TaskRun, Outcome], Recorded] = Batcher(self._record_many)
+        # PostgreSQL: scheduled runs go through the run queue, taken by every replica.
+        self.queue: RunQueue | None = None
+        if self.claims.queued:
+            self.queue = RunQueue(
+                take=self.claims.take_queued, start=self.take, free_slots=self._free_slots
+            )
+        self.announce_runs: Callable[[], Awaitable[None]] | None = None  # tells replicas
         self.jobs: JobControl | None = None
         self._slots = FifoSlots(self.cfg.max_concurrent_tasks)
         self._tickets = itertools.count()
@@ -138,12 +146,25 @@ class TaskRunner:
             claim = await self._claim_fire_retrying(task_id, run_times)
             if claim is None:
                 return
-            if claim.run is not None:
+            queued = claim.run is not None and claim.run.worker is None
+            if claim.run is not None and not queued:
                 self._in_flight.add(claim.run.id)  # no await since the commit: see recovery
             await self._apply_job_action(task_id, claim.job)
             await self._publish(claim.published)
-            if claim.run is not None:
+            if queued:
+                await self._queued()
+            elif claim.run is not None:
                 await self._execute_claimed(claim.run, ticket)
+
+    async def _queued(self) -> None:
+        """A run went into the queue: this replica looks, and the others are told."""
+        if self.queue is not None:
+            self.queue.poke()
+        if self.announce_runs is not None:
+            await self.announce_runs()
+
+    def _free_slots(self) -> int:
+        return self.cfg.max_concurrent_tasks - len(self._in_flight)
 
     async def on_retry(self, task_id: str, fire_time: datetime, attempt: int) -> None:
         await self.execute(task_id, fire_time, kind=RunKind.RETRY, attempt=attempt)
@@ -173,17 +194,22 @@ class TaskRunner:
     def adopt(self, runs: list[TaskRun]) -> None:
         """Run claimed runs recovery took over (they never started; now this worker's)."""
         for run in runs:
+            log.warning("running %s, claimed by a worker that stopped before starting it", run.id)
+        self.take(runs)
+
+    def take(self, runs: list[TaskRun]) -> None:
+        """Run queued runs now assigned to this worker (taken from the queue, adopted)."""
+        for run in runs:
             self._in_flight.add(run.id)
-            task = asyncio.get_running_loop().create_task(self._run_adopted(run))
+            task = asyncio.get_running_loop().create_task(self._run_taken(run))
             self._adopted.add(task)
             task.add_done_callback(self._adopted.discard)
 
-    async def _run_adopted(self, run: TaskRun) -> None:
+    async def _run_taken(self, run: TaskRun) -> None:
         with self._entry() as ticket:
             if self._stopping:
                 self._in_flight.discard(run.id)  # still queued: recovered again later
                 return
-            log.warning("running %s, claimed by a worker that stopped before starting it", run.id)
             await self._execute_claimed(run, ticket)
 
     def _running(self) -> bool:
@@ -301,6 +327,8 @@ class TaskRunner:
             return run
         finally:
             self._in_flight.discard(run.id)
+            if self.queue is not None:
+                self.queue.poke()  # a slot is free
         await self._carry_out(recorded)
         return recorded.run
 

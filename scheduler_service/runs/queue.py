@@ -1,0 +1,78 @@
+"""The run queue: on PostgreSQL every replica executes scheduled runs, not only the leader.
+
+The leader claims due fire times as runs nobody is assigned yet (``worker`` NULL) and
+announces them (``NOTIFY task_scheduler_runs``). Every replica — the leader too — keeps a
+consumer: whenever it has free slots (``max_concurrent_tasks`` minus the runs it has in
+flight) it takes that many queued runs with ``FOR UPDATE SKIP LOCKED``, records them as
+its own, and runs them through the usual path (slot, ``running`` commit, tool, record).
+From then on a run belongs to one live worker, and a replica that dies mid-run is
+fenced as before: the leader records its runs ``interrupted`` (or runs again those it
+took but never started).
+
+The consumer wakes on each announcement, when one of its runs finishes (a slot is
+free), and at least every second, so a lost notification delays a run by a second at
+most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from scheduler_service.storage.models import TaskRun
+
+log = logging.getLogger(__name__)
+
+POLL_S = 1.0  # the consumer looks at the queue at least this often
+
+
+class RunQueue:
+    """One replica's consumer of the run queue."""
+
+    def __init__(
+        self,
+        *,
+        take: Callable[[int], Awaitable[list[TaskRun]]],
+        start: Callable[[list[TaskRun]], None],
+        free_slots: Callable[[], int],
+    ) -> None:
+        self._take = take
+        self._start = start
+        self._free_slots = free_slots
+        self._signal = asyncio.Event()
+        self._consumer: asyncio.Task[None] | None = None
+
+    def poke(self) -> None:
+        """Runs were queued, or a slot came free: look at the queue now."""
+        self._signal.set()
+
+    def start(self) -> None:
+        if self._consumer is None or self._consumer.done():
+            self._consumer = asyncio.get_running_loop().create_task(self._consume())
+
+    async def stop(self) -> None:
+        task, self._consumer = self._consumer, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _consume(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._signal.wait(), POLL_S)
+            self._signal.clear()
+            free = self._free_slots()
+            if free <= 0:
+                continue
+            try:
+                runs = await self._take(free)
+            except Exception as exc:  # the database is away: the next poke or poll retries
+                log.warning("taking queued runs failed: %s", exc)
+                continue
+            if runs:
+                self._start(runs)
+            if len(runs) == free:  # maybe more are waiting
+                self._signal.set()
