@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler_service.phrases import (
+from scheduler_service.clock.zones import scheduled_date
+from scheduler_service.schedules.phrases import (
     Elapsed,
     OneTime,
     Phrase,
@@ -29,7 +30,7 @@ from scheduler_service.phrases import (
     parse_clock,
     parse_phrase,
 )
-from scheduler_service.triggers import LocalRRuleTrigger, WallClockTrigger, scheduled_date
+from scheduler_service.triggers import LocalRRuleTrigger, WallClockTrigger
 from tests.test_time_properties import instant_of, local_of
 
 ZONES = ("America/New_York", "Europe/Paris", "Australia/Lord_Howe", "Asia/Kolkata")
