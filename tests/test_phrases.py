@@ -471,7 +471,7 @@ def test_bad_clock_times(text: str) -> None:
 @pytest.mark.parametrize(
     ("phrase", "fix"),
     [
-        ("every weekday at 08:00 and every weekend at 10:00", "create one task per schedule"),
+        ("every weekday at 08:00 and every weekend at 10:00", "say it as two tasks"),
         ("every weekday at 08:00 and every weekend at 10:00", "one RRULE"),
         ("every year on february 30", "February has 29 days"),
         ("twice a day at 8", "give them all"),
@@ -480,7 +480,7 @@ def test_bad_clock_times(text: str) -> None:
         ("every month on the 32nd", "1–31"),
         ("every fortnight", "accepted forms"),
         ("second business day of the month", "first business day"),
-        ("every 2 hours at 9", "does not fit"),
+        ("every 2 hours at 9", "give the first run in scheduled_time"),
     ],
 )
 def test_bad_phrases_say_the_fix(phrase: str, fix: str) -> None:

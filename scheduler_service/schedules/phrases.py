@@ -457,7 +457,11 @@ def _every_unit(ctx: _Ctx) -> Phrase:
     interval = ctx.interval()
     days_text = ctx.group("days")
     c = ctx.clauses
-    ctx.refuse("times")
+    if c.times:
+        raise PhraseError(
+            f"{ctx.text!r}: 'at …' does not fit every N minutes or hours; give the first run "
+            "in scheduled_time, or a window such as 'every 15 minutes between 9 and 17'"
+        )
     if unit == "second" or (c.window is None and days_text is None and c.minute is None):
         if c.minute is not None:
             raise PhraseError(f"{ctx.text!r}: a minute of the hour needs hours")
@@ -735,9 +739,9 @@ def parse_phrase(
     s = _normalize(text)
     if len(re.findall(r"\bevery\b", s)) > 1:
         raise PhraseError(
-            f"{text!r} says two schedules; a task has one schedule: create one task per "
-            "schedule (e.g. 'every weekday at 08:00' and 'every weekend at 10:00'), or give "
-            "one RRULE"
+            f"{text!r} says two schedules, and a task has one: say it as two tasks (e.g. "
+            "one with 'every weekday at 08:00', one with 'every weekend at 10:00'), or as "
+            "one RRULE with a line per schedule"
         )
     if m := re.fullmatch(r"every (?:(\d+) )?seconds?", s):
         return Elapsed("seconds", int(m[1] or 1))
