@@ -321,6 +321,18 @@ def test_past_iso_start_keeps_the_phase_of_every_n_days() -> None:
         "custom", custom_schedule="every 2 weeks on monday", scheduled_time="2025-12-29T08:00"
     )
     assert runs(weeks, count=1) == ["2026-01-12T08:00:00-05:00"]
+    rule = parse(
+        "custom",
+        custom_schedule="RRULE:FREQ=DAILY;INTERVAL=3;BYHOUR=9;BYMINUTE=0",
+        scheduled_time="2026-01-01T09:00",
+    )
+    assert runs(rule, count=1) == ["2026-01-10T09:00:00-05:00"]
+    phrase = parse(
+        "custom",
+        custom_schedule="every 2 weeks on monday at 8 and 20",
+        scheduled_time="2025-12-29T08:00",
+    )
+    assert runs(phrase, count=1) == ["2026-01-12T08:00:00-05:00"]
 
 
 def test_cron_description_says_every_field() -> None:

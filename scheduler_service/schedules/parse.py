@@ -45,7 +45,7 @@ MAX_INTERVAL = {
 }
 WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 CUSTOM_EXAMPLES = (
-    '"every 15 minutes", "every day at 07:15", "every weekday at 9am", '
+    '"every 15 minutes", "every day at 07:15", "every 3 days at 09:30", "every weekday at 9am", '
     '"every other tuesday at 9", "twice a day at 8 and 20", "first monday of the month at 10", '
     '"last business day of the month at 16", "on the 1st and 15th at 9", '
     '"every year on March 3 at 9", "every quarter on the 1st at 9", '
@@ -460,10 +460,15 @@ _FIELD_USERS = {
 }
 
 
+def fields_ignored_by(frequency: str) -> tuple[str, ...]:
+    """The schedule fields a frequency does not use (given, they are refused)."""
+    return tuple(name for name, users in _FIELD_USERS.items() if frequency not in users)
+
+
 def _check_fields_fit(data: ScheduleInput, frequency: str) -> None:
     """Refuse fields the frequency ignores, naming the frequency that would use them."""
-    for name, users in _FIELD_USERS.items():
-        if getattr(data, name) is None or frequency in users:
+    for name in fields_ignored_by(frequency):
+        if getattr(data, name) is None:
             continue
         if name == "custom_schedule":
             raise ScheduleError(
@@ -860,8 +865,16 @@ def _rrule(ctx: _Context, text: str) -> Schedule:
         )
     start = _rule_start(ctx)
     if spec.dtstart is None:
+        # An ISO scheduled_time (past or future) is the rule's DTSTART, so an INTERVAL keeps
+        # its phase; the first run is still at or after now.
+        scheduled = (ctx.data.scheduled_time or "").strip()
+        origin = (
+            parse_datetime(scheduled, ctx.zone, "scheduled_time")
+            if scheduled and not TIME_OF_DAY.match(scheduled)
+            else start
+        )
         spec = replace(
-            spec, dtstart=_default_dtstart(spec, wall(start, UTC if spec.utc else ctx.zone))
+            spec, dtstart=_default_dtstart(spec, wall(origin, UTC if spec.utc else ctx.zone))
         )
     try:
         trigger = LocalRRuleTrigger(expression=spec.text(), timezone=ctx.zone.key, not_before=start)
