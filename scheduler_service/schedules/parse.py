@@ -479,12 +479,12 @@ def _check_fields_fit(data: ScheduleInput, frequency: str) -> None:
             )
         instead = "weekly" if name == "day_of_week" else "monthly"
         example = (
-            "'every 15 minutes between 9 and 17 on weekdays'"
+            "the phrase 'every 15 minutes between 9 and 17 on weekdays'"
             if name == "day_of_week"
-            else "'every 2 hours on the 1st'"
+            else "the cron expression '0 * 1 * *' (every hour on the 1st)"
         )
         if frequency in (Frequency.MINUTELY, Frequency.HOURLY):
-            fix = f"use frequency custom with a phrase such as {example} or cron"
+            fix = f"use frequency custom with custom_schedule such as {example}"
         else:
             fix = f"use frequency {instead}"
             if frequency == Frequency.MONTHLY:
