@@ -331,6 +331,22 @@ CASES = [
     Case("every hour at :15", always, every(60, "00:15"), beat=True),
     Case("every 15 minutes on weekends", weekdays(5, 6), every(15), beat=True),
     Case("every 2 hours on weekdays", weekdays(0, 1, 2, 3, 4), every(120)),
+    Case("hourly on weekdays", weekdays(0, 1, 2, 3, 4), every(60), beat=True),
+    Case("every workday at 8", weekdays(0, 1, 2, 3, 4), [hm("08:00")]),
+    Case("every day except weekends at 2:30", weekdays(0, 1, 2, 3, 4), [hm("02:30")]),
+    Case("monday and thursday at 10", weekdays(0, 3), [hm("10:00")]),
+    Case(
+        "biweekly on friday at 9",
+        lambda z, n: anchored(lambda d: d.weekday() == 4, week, 2, z, n, hm("09:00")),
+        [hm("09:00")],
+        horizon=timedelta(days=60),
+    ),
+    Case(
+        "on the first of every month at 9",
+        plain(lambda d: d.day == 1),
+        [hm("09:00")],
+        horizon=YEAR,
+    ),
 ]
 
 
@@ -478,9 +494,10 @@ def test_bad_clock_times(text: str) -> None:
         ("every day at 25:00", "is not a time of day"),
         ("tomorrow", "needs a time of day"),
         ("every month on the 32nd", "1–31"),
-        ("every fortnight", "accepted forms"),
+        ("every blue moon", "accepted forms"),
         ("second business day of the month", "first business day"),
         ("every 2 hours at 9", "give the first run in scheduled_time"),
+        ("every weekday at 9am except holidays", "except_dates"),
     ],
 )
 def test_bad_phrases_say_the_fix(phrase: str, fix: str) -> None:

@@ -350,7 +350,7 @@ def test_phrase_takes_day_fields_when_it_names_none() -> None:
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("every fortnight", "is not understood"),
+        ("every blue moon", "is not understood"),
         ("twice a day", "give them all"),
         ("every 0 days at 09:00", "interval must be 1–1000"),
         ("every 15 minutes at 10:00", "give the first run in scheduled_time, or a window"),

@@ -109,7 +109,7 @@ Phrase = Elapsed | WallClock | Rule | OneTime
 CLOCK = r"(?:noon|midnight|\d{1,2}(?::\d{2}){0,2}(?: ?[ap]m)?)"
 _CLOCK_PARTS = re.compile(r"^(\d{1,2})(?::(\d{2}))?(?::(\d{2}))?(?: ?([ap]m))?$")
 _TIMES = rf"{CLOCK}(?:(?:\s*,\s*(?:and\s+)?|\s+and\s+){CLOCK})*"
-_DAY_WORD = (
+_DAY_WORD = (  # names, 3+ letter prefixes, plurals
     "|".join("|".join(name[:k] + "s?" for k in range(len(name), 2, -1)) for name in WEEKDAYS)
     + "|weekdays?|weekends?|business days?"
 )
@@ -187,6 +187,10 @@ def _normalize(text: str) -> str:
     s = re.sub(r"\b([ap])\.m\.?", r"\1m", s).rstrip(".").strip()
     s = re.sub(r"\b(\d{1,2}(?::\d{2})?) ?o'?clock\b", r"\1", s)
     s = re.sub(r"\beach\b", "every", s)
+    s = re.sub(r"\bevery day except (?:on )?weekends\b", "every weekday", s)
+    s = re.sub(r"\bhourly\b", "every hour", s)
+    s = re.sub(r"\b(?:biweekly|fortnightly|every fortnight)\b", "every 2 weeks", s)
+    s = re.sub(r"\bwork ?days?\b", "weekdays", s)
     s = re.sub(r"\bevery single\b", "every", s)
     s = re.sub(r"\b(second|third|next)[- ]to[- ]last\b", r"\1-to-last", s)
     s = re.sub(r"\bpenultimate\b", "second-to-last", s)
@@ -401,6 +405,11 @@ def _month_days(spec: str, *, quarter: bool = False) -> list[_Days]:
     plain: list[int] = []
     for item in re.split(r", and |, | and ", spec):
         item = item.strip()
+        word_day = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5}.get(
+            item.removesuffix(" day")
+        )
+        if word_day is not None:
+            item = str(word_day)
         if m := re.fullmatch(r"(?:day )?(?P<n>\d{1,2})(?:st|nd|rd|th)?", item):
             n = int(m["n"])
             if not 1 <= n <= 31:
@@ -737,6 +746,12 @@ def parse_phrase(
     scheduled_time); without it repeating phrases take now's minute. Raises PhraseError.
     """
     s = _normalize(text)
+    if re.search(r"\b(?:except|excluding|but not)\b", s):
+        raise PhraseError(
+            f"{text!r}: days without runs are not part of the phrase; give the schedule "
+            "alone (e.g. 'every weekday at 9am') and the days in except_dates as local "
+            "dates YYYY-MM-DD (holidays are not known to the scheduler)"
+        )
     if len(re.findall(r"\bevery\b", s)) > 1:
         raise PhraseError(
             f"{text!r} says two schedules, and a task has one: say it as two tasks (e.g. "
@@ -779,9 +794,11 @@ def _month_problem(spec: str | None) -> PhraseError | None:
 
 
 def _plural(days: str) -> bool:
+    """Days said as repeating: plurals, weekday(s)/weekend(s), or several days."""
     words = re.findall(r"[a-z]+", days)
     names = [w for w in words if w not in ("on", "and", "or", "to", "through", "thru")]
-    return all(w.endswith("s") or w in ("weekday", "weekend") for w in names)
+    several = len(names) > 1 or "-" in days
+    return several or all(w.endswith("s") or w in ("weekday", "weekend") for w in names)
 
 
 def examples() -> list[tuple[str, str]]:
