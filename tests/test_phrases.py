@@ -27,6 +27,7 @@ from scheduler_service.schedules.phrases import (
     PhraseError,
     Rule,
     WallClock,
+    examples,
     parse_clock,
     parse_phrase,
 )
@@ -503,3 +504,11 @@ def test_bad_clock_times(text: str) -> None:
 def test_bad_phrases_say_the_fix(phrase: str, fix: str) -> None:
     with pytest.raises(PhraseError, match=fix):
         parse_phrase(phrase, zone=NY, now=WEDNESDAY)
+
+
+def test_every_example_in_the_grammar_table_parses() -> None:
+    """The examples next to each pattern are the documentation: they must stay true."""
+    for builder, text in examples():
+        for example in text.split("; "):
+            example = example.split(" (")[0]
+            assert parse_phrase(example, zone=NY, now=WEDNESDAY) is not None, (builder, example)
