@@ -696,3 +696,18 @@ async def test_bad_schedules_say_the_fix(
     await expect_error(
         service, "create_task", {**INVENTORY, **kwargs}, ctx, "invalid_input", *needles
     )
+
+
+async def test_except_dates_are_updated_and_previewed(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    task = await create(service, ctx, scheduled_time="00:00", timezone="UTC")
+    skipped = datetime.fromisoformat(task["next_run_time"]).date().isoformat()
+    out = await call(
+        service, "update_task", {"task_id": task["task_id"], "except_dates": [skipped]}, ctx
+    )
+    assert f"except {skipped}" in out["task"]["schedule"]
+    assert not out["task"]["next_run_time"].startswith(skipped)
+    shown = await call(service, "preview_schedule", {"task_id": task["task_id"]}, ctx)
+    assert f"except {skipped}" in shown["description"]
+    assert not any(run.startswith(skipped) for run in shown["next_runs"])
