@@ -211,6 +211,7 @@ CASES = [
     Case("every day at 12am", always, [hm("00:00")]),
     Case("every day at 2:30 and 14:00", always, [hm("02:30"), hm("14:00")]),
     Case("twice a day at 8 and 20", always, [hm("08:00"), hm("20:00")]),
+    Case("every day at 2:30:30 and 20:00", always, [hm("02:30:30"), hm("20:00")]),
     Case("every day at 1:15, 2:45 am and 9pm", always, [hm("01:15"), hm("02:45"), hm("21:00")]),
     Case(
         "every weekday at 8:00 and 20:30",
@@ -402,6 +403,7 @@ def test_dst_days_read_as_the_rules_say() -> None:
         ("every other day at 4pm", WallClock("days", 2, time(16))),
         ("every 3 months", WallClock("months", 3)),
         ("every month on the 31st at 9", WallClock("months", 1, time(9), None, 31)),
+        ("every 1 months on day 1 at 00:00:30", WallClock("months", 1, time(0, 0, 30), None, 1)),
         ("every weekday at 9am", WallClock("weeks", 1, time(9), (0, 1, 2, 3, 4))),
         ("every other tuesday at 9", WallClock("weeks", 2, time(9), (1,))),
         ("every 2 weeks on mon and thu at 08:00", WallClock("weeks", 2, time(8), (0, 3))),

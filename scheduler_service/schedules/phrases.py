@@ -308,18 +308,23 @@ class _Days:
     pick: int = 0
 
 
-def _time_groups(times: tuple[time, ...]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
-    """Times → (hours, minutes) products: hours that share the same minutes go together,
-    so 8:00 and 20:30 need two lines and 9:00…16:45 every 15 minutes one."""
-    if any(t.second for t in times):
-        raise PhraseError("seconds are not accepted in phrases; give HH:MM")
+def _time_groups(
+    times: tuple[time, ...],
+) -> list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """Times → (hours, minutes, seconds) products: hours that share the same minutes go
+    together, so 8:00 and 20:30 need two lines and 9:00…16:45 every 15 minutes one. A time
+    with seconds (08:00:30) gets a line of its own."""
+    Group = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+    exact: list[Group] = [((t.hour,), (t.minute,), (t.second,)) for t in times if t.second]
+    times = tuple(t for t in times if not t.second)
     by_hour: dict[int, set[int]] = {}
     for t in times:
         by_hour.setdefault(t.hour, set()).add(t.minute)
     groups: dict[tuple[int, ...], list[int]] = {}
     for hour, minutes in sorted(by_hour.items()):
         groups.setdefault(tuple(sorted(minutes)), []).append(hour)
-    return [(tuple(hours), minutes) for minutes, hours in groups.items()]
+    products: list[Group] = [(tuple(h), minutes, (0,)) for minutes, h in groups.items()]
+    return products + exact
 
 
 def _join(values: tuple[int, ...]) -> str:
@@ -334,7 +339,7 @@ def _rule(ctx: _Ctx, days: list[_Days], interval: int, times: tuple[time, ...]) 
     """
     lines: list[str] = []
     for day in days:
-        for hours, minutes in _time_groups(times):
+        for hours, minutes, seconds in _time_groups(times):
             parts = [f"FREQ={day.freq}"]
             if interval > 1:
                 parts.append(f"INTERVAL={interval}")
@@ -342,7 +347,8 @@ def _rule(ctx: _Ctx, days: list[_Days], interval: int, times: tuple[time, ...]) 
                 parts.append("WKST=MO")
             if day.parts:
                 parts.append(day.parts)
-            parts += [f"BYHOUR={_join(hours)}", f"BYMINUTE={_join(minutes)}", "BYSECOND=0"]
+            parts += [f"BYHOUR={_join(hours)}", f"BYMINUTE={_join(minutes)}"]
+            parts.append(f"BYSECOND={_join(seconds)}")
             size = len(hours) * len(minutes)
             if day.pick:
                 positions = range(1, size + 1) if day.pick > 0 else range(-size, 0)
@@ -560,7 +566,9 @@ def _of_the_month(ctx: _Ctx) -> Phrase:
 
 def _monthly(ctx: _Ctx, interval: int, spec: str | None) -> Phrase:
     times = ctx.times()
-    if spec is None or re.fullmatch(r"(?:on )?(?:the )?(?:\d{1,2}(?:st|nd|rd|th)?|last day)", spec):
+    if spec is None or re.fullmatch(
+        r"(?:on )?(?:the )?(?:day )?(?:\d{1,2}(?:st|nd|rd|th)?|last day)", spec
+    ):
         if len(times) == 1:
             day = None
             if spec is not None:
