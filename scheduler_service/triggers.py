@@ -26,6 +26,7 @@ more than once within a day, nor by a day or more (true of every zone's future r
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -35,7 +36,7 @@ from apscheduler.triggers.cron import CronTrigger
 from dateutil import rrule as du
 
 from scheduler_service.clock.cron import CronSpec, parse_cron
-from scheduler_service.clock.rrule import compile_rrule, parse_rrule
+from scheduler_service.clock.rrule import compile_rules, hours_of, parse_rrule
 from scheduler_service.clock.zones import (
     ONE_DAY,
     ONE_SECOND,
@@ -56,6 +57,28 @@ def _threshold(previous: datetime | None, now: datetime, not_before: datetime) -
     """The earliest instant the next fire may take (APScheduler's previous/now contract)."""
     start = previous + _MICROSECOND if previous is not None else now
     return max(start.astimezone(UTC), not_before)
+
+
+def skip_except_dates(
+    first: Callable[[datetime], datetime | None],
+    threshold: datetime,
+    zone: tzinfo,
+    except_dates: frozenset[date],
+) -> datetime | None:
+    """The first fire at/after ``threshold`` whose local date is not an exception date.
+
+    A fire on an exception date moves the search to the next local midnight; each date
+    is passed at most once, so this ends.
+    """
+    for _ in range(len(except_dates) + 1):
+        fire = first(threshold)
+        if fire is None or not except_dates:
+            return fire
+        day = wall(fire, zone).date()
+        if day not in except_dates:
+            return fire
+        threshold = max(fire, localize(datetime.combine(day + ONE_DAY, time()), zone))  # type: ignore[arg-type]
+    return None
 
 
 # -- every N days / weeks / months at a local time -------------------------------------
@@ -80,6 +103,7 @@ class WallClockTrigger(BaseTrigger):  # type: ignore[misc]
         anchor: date,
         not_before: datetime,
         end_time: datetime | None = None,
+        except_dates: tuple[date, ...] = (),
     ) -> None:
         if unit not in WALL_CLOCK_UNITS:
             raise ValueError(f"unit must be one of {WALL_CLOCK_UNITS}")
@@ -98,6 +122,7 @@ class WallClockTrigger(BaseTrigger):  # type: ignore[misc]
         self.anchor = anchor
         self.not_before = not_before.astimezone(UTC)
         self.end_time = end_time.astimezone(UTC) if end_time else None
+        self.except_dates = tuple(sorted(set(except_dates)))
         self._zone = ZoneInfo(timezone)
 
     @property
@@ -154,6 +179,14 @@ class WallClockTrigger(BaseTrigger):  # type: ignore[misc]
         self, previous_fire_time: datetime | None, now: datetime
     ) -> datetime | None:
         threshold = _threshold(previous_fire_time, now, self.not_before)
+        fire = skip_except_dates(
+            self._first_fire, threshold, self._zone, frozenset(self.except_dates)
+        )
+        if fire is None or (self.end_time is not None and fire > self.end_time):
+            return None
+        return fire.astimezone(UTC)
+
+    def _first_fire(self, threshold: datetime) -> datetime | None:
         # A gap reading can push a fire past midnight: start one local day early.
         d = max(wall(threshold, self._zone).date() - ONE_DAY, self.anchor)
         try:
@@ -161,13 +194,10 @@ class WallClockTrigger(BaseTrigger):  # type: ignore[misc]
                 d = self.next_date(d)
                 fire = self.fire_on(d)
                 if fire >= threshold:
-                    break
+                    return fire
                 d += ONE_DAY
         except (OverflowError, ValueError):  # past year 9999
             return None
-        if self.end_time is not None and fire > self.end_time:
-            return None
-        return fire.astimezone(UTC)
 
     # -- persistence -----------------------------------------------------------------
     _STATE_KEYS = (
@@ -183,13 +213,17 @@ class WallClockTrigger(BaseTrigger):  # type: ignore[misc]
     )
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"version": 1, **{key: getattr(self, key) for key in self._STATE_KEYS}}
+        state = {"version": 1, **{key: getattr(self, key) for key in self._STATE_KEYS}}
+        if self.except_dates:  # version 2: exception dates (version 1 had none)
+            state |= {"version": 2, "except_dates": self.except_dates}
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        if state.get("version", 1) > 1:
+        if state.get("version", 1) > 2:
             raise ValueError(f"WallClockTrigger state version {state['version']} is not supported")
         for key in self._STATE_KEYS:
             setattr(self, key, state[key])
+        self.except_dates = tuple(state.get("except_dates", ()))
         self._zone = ZoneInfo(self.timezone)
 
     def __str__(self) -> str:
@@ -217,11 +251,14 @@ class _LocalRuleTrigger(BaseTrigger):  # type: ignore[misc]
         timezone: str,
         not_before: datetime,
         end_time: datetime | None = None,
+        except_dates: tuple[date, ...] = (),
     ) -> None:
         self.expression = expression
         self.timezone = timezone
         self.not_before = not_before.astimezone(UTC)
         self.end_time = end_time.astimezone(UTC) if end_time else None
+        self.except_dates = tuple(sorted(set(except_dates)))
+        self._until: datetime | None = None
         self._compile()
 
     @abstractmethod
@@ -241,11 +278,14 @@ class _LocalRuleTrigger(BaseTrigger):  # type: ignore[misc]
         self, previous_fire_time: datetime | None, now: datetime
     ) -> datetime | None:
         threshold = _threshold(previous_fire_time, now, self.not_before)
+        first = self._first_fixed if self.fixed_hours else self._first_beat
         try:
-            fire = self._first_fixed(threshold) if self.fixed_hours else self._first_beat(threshold)
+            fire = skip_except_dates(first, threshold, self._zone, frozenset(self.except_dates))
         except (OverflowError, ValueError):  # past year 9999
             return None
         if fire is None or (self.end_time is not None and fire > self.end_time):
+            return None
+        if self._until is not None and fire > self._until:  # a UTC UNTIL bounds instants
             return None
         return fire.astimezone(UTC)
 
@@ -285,22 +325,27 @@ class _LocalRuleTrigger(BaseTrigger):  # type: ignore[misc]
 
     # -- persistence -----------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        return {
+        state: dict[str, Any] = {
             "version": 1,
             "expression": self.expression,
             "timezone": self.timezone,
             "not_before": self.not_before,
             "end_time": self.end_time,
         }
+        if self.except_dates:  # version 2: exception dates (version 1 had none)
+            state |= {"version": 2, "except_dates": self.except_dates}
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        if state.get("version", 1) > 1:
+        if state.get("version", 1) > 2:
             name = type(self).__name__
             raise ValueError(f"{name} state version {state['version']} is not supported")
         self.expression = state["expression"]
         self.timezone = state["timezone"]
         self.not_before = state["not_before"]
         self.end_time = state["end_time"]
+        self.except_dates = tuple(state.get("except_dates", ()))
+        self._until = None
         self._compile()
 
     def __repr__(self) -> str:
@@ -365,22 +410,39 @@ _STEPS |= {du.MINUTELY: timedelta(minutes=1), du.SECONDLY: ONE_SECOND}
 
 
 class LocalRRuleTrigger(_LocalRuleTrigger):
-    """An RFC 5545 RRULE over local wall time (UTC when DTSTART ends in Z).
+    """RFC 5545 RRULEs (their union) over local wall time (UTC when DTSTART ends in Z).
 
-    Hours fixed (FREQ=DAILY or longer, or BYHOUR not all 24 hours) → wall-clock rule,
-    else cadence rule, as for cron. dateutil iterates from DTSTART on every query, so
-    rules without COUNT are re-based to a recent DTSTART on the same INTERVAL grid.
+    The DST rule follows the hours the rules can fire in (``hours_of``): fewer than 24 →
+    wall-clock rule, all 24 or drifting → cadence rule, as for cron with the same times.
+    EXDATEs drop occurrences by local date or local time; a ``Z`` UNTIL bounds instants.
+    dateutil iterates from DTSTART on every query, so rules without COUNT are re-based to
+    a recent DTSTART on the same INTERVAL grid.
     """
 
     def _compile(self) -> None:
         spec = parse_rrule(self.expression)
         self._zone = UTC if spec.utc else ZoneInfo(self.timezone)
-        self._rule = compile_rrule(spec, self._zone)
-        hours = self._rule._byhour
-        self.fixed_hours = hours is not None and len(set(hours)) < 24
-        step = _STEPS.get(self._rule._freq)
-        rebase = step is not None and self._rule._count is None
-        self._step = step * self._rule._interval if rebase and step is not None else None
+        compiled = compile_rules(spec, self._zone)
+        self._rules = compiled.rules
+        self._compiled = compiled
+        self._until = compiled.until
+        hours = [hours_of(rule) for rule in self._rules]
+        self.fixed_hours = (
+            all(h is not None for h in hours)
+            and len(frozenset().union(*(h for h in hours if h is not None))) < 24
+        )
+        self._steps = [self._step_of(rule) for rule in self._rules]
+
+    @staticmethod
+    def _step_of(rule: Any) -> timedelta | None:
+        step = _STEPS.get(rule._freq)
+        if step is None or rule._count is not None:
+            return None
+        return step * rule._interval  # type: ignore[no-any-return]
+
+    @property
+    def _rule(self) -> Any:
+        return self._rules[0]
 
     @property
     def dtstart(self) -> datetime:
@@ -391,26 +453,37 @@ class LocalRRuleTrigger(_LocalRuleTrigger):
         """Does the rule occur within ``span`` of ``start``? Bounded: dateutil would search
         up to year 9999 for a rule that never matches (e.g. BYMONTH=2;BYMONTHDAY=30)."""
         low = wall(start, self._zone) - ONE_DAY
-        until = low + span + ONE_DAY
-        if self._rule._until is not None:
-            until = min(until, self._rule._until)
-        probe = self._rule_near(low).replace(until=until, count=None)
-        return probe.after(low) is not None
+        for index, rule in enumerate(self._rules):
+            until = low + span + ONE_DAY
+            if rule._until is not None:
+                until = min(until, rule._until)
+            probe = self._rule_near(index, low).replace(until=until, count=None)
+            if probe.after(low) is not None:
+                return True
+        return False
 
-    def _rule_near(self, after: datetime) -> Any:
-        """The rule with DTSTART moved, whole INTERVALs at a time, to just before ``after``.
+    def _rule_near(self, index: int, after: datetime) -> Any:
+        """Rule ``index`` with DTSTART moved, whole INTERVALs at a time, to just before
+        ``after``.
 
         Same occurrences from there on (no COUNT; inherited BY* parts keep their values as
         the time of day and weekday do not change), without iterating from the start.
         """
-        if self._step is None or after - self.dtstart <= 2 * self._step:
-            return self._rule
-        periods = (after - self.dtstart) // self._step - 1
-        return self._rule.replace(dtstart=self.dtstart + periods * self._step)
+        rule, step = self._rules[index], self._steps[index]
+        if step is None or after - self.dtstart <= 2 * step:
+            return rule
+        periods = (after - self.dtstart) // step - 1
+        return rule.replace(dtstart=self.dtstart + periods * step)
 
     def next_wall_time(self, after: datetime) -> datetime | None:
-        found: datetime | None = self._rule_near(after).after(after, inc=True)
-        return found
+        found = [self._rule_near(i, after).after(after, inc=True) for i in range(len(self._rules))]
+        candidates = [f for f in found if f is not None]
+        candidate: datetime | None = min(candidates) if candidates else None
+        while candidate is not None and self._compiled.excluded(candidate):  # EXDATE
+            if candidate.date() in self._compiled.skip_days:
+                return self.next_wall_time(datetime.combine(candidate.date() + ONE_DAY, time()))
+            return self.next_wall_time(candidate + ONE_SECOND)
+        return candidate
 
     def __str__(self) -> str:
         return f"rrule[{self.expression!r} {self.timezone}]"

@@ -66,7 +66,8 @@ async def start(
 
 
 async def create(service: SchedulerService, ctx: ToolContext, **fields: Any) -> str:
-    out = await service.scheduler_tool.run("create_task", {**SALES, **fields}, context=ctx)
+    base = {k: v for k, v in SALES.items() if k != "day_of_week" or "frequency" not in fields}
+    out = await service.scheduler_tool.run("create_task", {**base, **fields}, context=ctx)
     return str(out["task"]["task_id"])
 
 

@@ -50,7 +50,7 @@ async def expect_error(
 async def test_design_document_direct_example(service: SchedulerService, ctx: ToolContext) -> None:
     out = await call(service, "create_task", INVENTORY, ctx)
     task = out["task"]
-    assert set(out) == {"task", "message", "next_runs", "warnings"}
+    assert set(out) == {"task", "message", "next_runs", "warnings", "now"}
     assert out["next_runs"][0] == task["next_run_time"] and len(out["next_runs"]) == 3
     assert out["warnings"] == []
     assert task["status"] == "scheduled"
@@ -659,3 +659,93 @@ async def test_unexpected_errors_reach_the_caller_as_tool_errors(
     with pytest.raises(ToolError) as info:
         await call(service, "get_tasks", {}, ctx)
     assert info.value.code == "execution_failed" and "KeyError" in info.value.message
+
+
+# -- schedules as people say them, through the tool ------------------------------------
+async def test_answers_carry_now_in_the_task_zone(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    out = await call(service, "create_task", {**INVENTORY, "timezone": "Asia/Kolkata"}, ctx)
+    now = datetime.fromisoformat(out["now"])
+    assert now.utcoffset() == timedelta(hours=5, minutes=30)
+    assert before <= now <= datetime.now(UTC)
+    updated = await call(
+        service, "update_task", {"task_id": out["task"]["task_id"], "max_runs": 5}, ctx
+    )
+    assert datetime.fromisoformat(updated["now"]).utcoffset() == timedelta(hours=5, minutes=30)
+    shown = await call(
+        service, "preview_schedule", {"frequency": "daily", "scheduled_time": "9am"}, ctx
+    )
+    assert "now" in shown
+    assert "now" in service.scheduler_tool.definition()["description"]
+
+
+async def test_one_time_phrase_is_stored_as_a_once_task(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    task = await create(service, ctx, frequency="custom", custom_schedule="in 2 hours")
+    assert task["frequency"] == "once" and task["custom_schedule"] is None
+    due = datetime.fromisoformat(task["next_run_time"])
+    assert abs(due - (datetime.now(UTC) + timedelta(hours=2))) < timedelta(minutes=1)
+    assert datetime.fromisoformat(task["scheduled_time"]) == due
+
+
+async def test_changing_frequency_clears_fields_the_new_one_ignores(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    out = await call(service, "create_task", SALES, ctx)  # weekly on Monday
+    task_id = out["task"]["task_id"]
+    updated = await call(service, "update_task", {"task_id": task_id, "frequency": "daily"}, ctx)
+    assert updated["task"]["day_of_week"] is None
+    assert updated["task"]["schedule"].startswith("every day at 08:00")
+
+
+async def test_except_dates_through_the_tool(service: SchedulerService, ctx: ToolContext) -> None:
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    task = await create(
+        service, ctx, scheduled_time="00:00", timezone="UTC", except_dates=[tomorrow]
+    )
+    assert f"except {tomorrow}" in task["schedule"]
+    assert not task["next_run_time"].startswith(tomorrow)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needles"),
+    [
+        ({"frequency": "monthly", "day_of_month": "last"}, ["day_of_month", "-1"]),
+        ({"timezone": "EST"}, ["timezone", "America/New_York"]),
+        ({"custom_schedule": "every weekday at 9"}, ["custom_schedule", "frequency custom"]),
+        ({"day_of_week": "monday"}, ["day_of_week", "weekly"]),
+        ({"frequency": "once", "scheduled_time": "2027-02-29T09:00"}, ["2027 is not a leap year"]),
+        (
+            {
+                "frequency": "custom",
+                "custom_schedule": "every weekday at 08:00 and every weekend at 10:00",
+            },
+            ["two tasks"],
+        ),
+        ({"frequency": "custom", "custom_schedule": "every 30 seconds"}, ["every minute"]),
+    ],
+)
+async def test_bad_schedules_say_the_fix(
+    service: SchedulerService, ctx: ToolContext, kwargs: dict[str, Any], needles: list[str]
+) -> None:
+    await expect_error(
+        service, "create_task", {**INVENTORY, **kwargs}, ctx, "invalid_input", *needles
+    )
+
+
+async def test_except_dates_are_updated_and_previewed(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    task = await create(service, ctx, scheduled_time="00:00", timezone="UTC")
+    skipped = datetime.fromisoformat(task["next_run_time"]).date().isoformat()
+    out = await call(
+        service, "update_task", {"task_id": task["task_id"], "except_dates": [skipped]}, ctx
+    )
+    assert f"except {skipped}" in out["task"]["schedule"]
+    assert not out["task"]["next_run_time"].startswith(skipped)
+    shown = await call(service, "preview_schedule", {"task_id": task["task_id"]}, ctx)
+    assert f"except {skipped}" in shown["description"]
+    assert not any(run.startswith(skipped) for run in shown["next_runs"])

@@ -479,3 +479,98 @@ def test_the_zone_list_is_wide() -> None:
     assert len(ZONES) >= 30
     assert {timedelta(hours=5, minutes=45), timedelta(hours=8, minutes=45)} <= offsets
     assert any(o < timedelta(0) for o in offsets) and any(o > timedelta(0) for o in offsets)
+
+
+# -- phrases (the custom_schedule grammar) ---------------------------------------------
+PHRASE_DAYS = ("mon", "tuesday", "wed", "thursdays", "fri", "saturday", "sun")
+
+
+def clock_words(at: time, twelve: bool) -> str:
+    if not twelve:
+        return f"{at:%H:%M}"
+    hour = at.hour % 12 or 12
+    return f"{hour}:{at.minute:02d} {'am' if at.hour < 12 else 'pm'}"
+
+
+@dataclass(frozen=True)
+class PhraseCase:
+    """A random phrase, the local dates it names and its times (all wall-clock rules)."""
+
+    phrase: str
+    kind: str  # "weekdays" | "ordinal" | "monthdays"
+    values: tuple[int, ...]
+    weekday: int
+    times: tuple[time, ...]
+
+    def day_ok(self, d: date) -> bool:
+        if self.kind == "weekdays":
+            return d.weekday() in self.values
+        last = MAX_DAYS[d.month - 1] if d.month != 2 else (29 if _leap(d.year) else 28)
+        if self.kind == "monthdays":
+            return any(d.day == min(v, last) for v in self.values)
+        n = self.values[0]
+        position = (d.day - 1) // 7 + 1 if n > 0 else -((last - d.day) // 7 + 1)
+        return d.weekday() == self.weekday and position == n
+
+
+def _leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+@st.composite
+def phrase_cases(draw: st.DrawFn, tz: str) -> PhraseCase:
+    minutes = st.sampled_from([0, 15, 30, 45])
+    times = tuple(
+        sorted(
+            {
+                draw(times_in(tz)).replace(second=0, minute=draw(minutes))
+                for _ in range(draw(st.integers(1, 3)))
+            }
+        )
+    )
+    twelve = draw(st.booleans())
+    at = " and ".join(clock_words(t, twelve) for t in times)
+    kind = draw(st.sampled_from(["weekdays", "ordinal", "monthdays"]))
+    if kind == "weekdays":
+        days = tuple(sorted(draw(st.sets(st.integers(0, 6), min_size=1, max_size=4))))
+        words = " and ".join(PHRASE_DAYS[d] for d in days)
+        return PhraseCase(f"every {words} at {at}", kind, days, 0, times)
+    if kind == "ordinal":
+        n = draw(st.sampled_from([1, 2, 3, 4, -1]))
+        weekday = draw(st.integers(0, 6))
+        word = {1: "first", 2: "second", 3: "third", 4: "fourth", -1: "last"}[n]
+        phrase = f"{word} {WEEKDAYS_FULL[weekday]} of the month at {at}"
+        return PhraseCase(phrase, kind, (n,), weekday, times)
+    days = tuple(sorted(draw(st.sets(st.integers(1, 31), min_size=1, max_size=3))))
+    words = " and ".join(
+        f"{d}{'th' if 10 < d % 100 < 14 else {1: 'st', 2: 'nd', 3: 'rd'}.get(d % 10, 'th')}"
+        for d in days
+    )
+    return PhraseCase(f"on the {words} at {at}", kind, days, 0, times)
+
+
+WEEKDAYS_FULL = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@SLOW
+@SETTINGS
+@given(example=zoned(phrase_cases))
+def test_phrases_match_a_walk_over_local_days(example: Zoned) -> None:
+    """Phrases (several times, day lists, ordinals, month days with 29–31 clamped) fire
+    once per named local date and time, read by the wall-clock rule."""
+    tz, case, now = example
+    zone = ZoneInfo(tz)
+    horizon = timedelta(days=60 if case.kind == "weekdays" else 200)
+    data = ScheduleInput("custom", custom_schedule=case.phrase, timezone=tz)
+    got = trigger_fires(data, now, 10_000, now + horizon)
+    first = local_of(now, zone).date() - timedelta(days=1)
+    expected = sorted(
+        {
+            instant_of(datetime.combine(first + timedelta(days=k), t), zone)
+            for k in range(horizon.days + 3)
+            if case.day_ok(first + timedelta(days=k))
+            for t in case.times
+        }
+    )
+    expected = [e for e in expected if now <= e <= now + horizon]
+    assert got == expected, case.phrase

@@ -6,6 +6,7 @@ Other modules import from here; the two submodules are the implementation.
 from scheduler_service.schedules.describe import (
     describe,
     first_run_in_past_warning,
+    now_in_zone,
     past_once_warning,
     preview,
     preview_input,
@@ -17,6 +18,7 @@ from scheduler_service.schedules.parse import (
     ScheduleError,
     ScheduleInput,
     build_trigger,
+    fields_ignored_by,
     next_runs,
     parse_schedule,
 )
@@ -28,8 +30,10 @@ __all__ = [
     "ScheduleInput",
     "build_trigger",
     "describe",
+    "fields_ignored_by",
     "first_run_in_past_warning",
     "next_runs",
+    "now_in_zone",
     "parse_schedule",
     "past_once_warning",
     "preview",

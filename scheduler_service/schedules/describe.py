@@ -77,7 +77,14 @@ def describe(schedule: Schedule) -> str:
         text += f", until {schedule.end_time.astimezone(schedule.zone):%Y-%m-%d %H:%M}"
     if schedule.max_runs:
         text += f", at most {schedule.max_runs} run{'s' if schedule.max_runs != 1 else ''}"
+    if schedule.except_dates:
+        text += f", except {_dates(schedule.except_dates)}"
     return text
+
+
+def _dates(days: tuple[date, ...]) -> str:
+    shown = ", ".join(d.isoformat() for d in days[:10])
+    return shown + (f" and {len(days) - 10} more dates" if len(days) > 10 else "")
 
 
 def _describe_wall(schedule: Schedule) -> str:
@@ -101,16 +108,83 @@ def _describe_rule(schedule: Schedule) -> str:
         detail = _describe_cron(spec)
         return f"cron '{spec.expression}'{f' ({detail})' if detail else ''} ({schedule.timezone})"
     rule = parse_rrule(schedule.expression)
+    if schedule.phrase is not None:
+        return f"{schedule.phrase} (RRULE {rule.rule}) ({schedule.timezone})"
     start = f"{rule.dtstart:%Y-%m-%d %H:%M:%S}" + (" UTC" if rule.utc else "")
-    return f"RRULE {rule.rule} from {start} ({schedule.timezone})"
+    text = f"RRULE {rule.rule} from {start}"
+    if rule.exdates:
+        text += f", except (EXDATE) {', '.join(rule.exdates)}"
+    return f"{text} ({schedule.timezone})"
+
+
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+
+
+def _ranges(values: tuple[int, ...], width: int = 1) -> str:
+    """(1, 2, 3, 7) → '1–3, 7' (zero-padded to ``width``)."""
+    out: list[str] = []
+    start = prev = values[0]
+    for v in [*values[1:], None]:
+        if v is not None and v == prev + 1:
+            prev = v
+            continue
+        a, b = f"{start:0{width}d}", f"{prev:0{width}d}"
+        out.append(a if start == prev else f"{a}–{b}")
+        if v is not None:
+            start = prev = v
+    return ", ".join(out)
+
+
+def _step(values: tuple[int, ...], low: int, high: int) -> int | None:
+    """The step of an evenly spaced full field (0, 15, 30, 45 → 15), else None."""
+    if len(values) < 2 or values[0] != low:
+        return None
+    step = values[1] - values[0]
+    return step if values == tuple(range(low, high + 1, step)) else None
 
 
 def _describe_cron(spec: CronSpec) -> str:
+    """Every restricted field in words; both day fields restricted → cron's 'either'."""
     parts: list[str] = []
-    if len(spec.minutes) == 1 and len(spec.hours) == 1:
-        parts.append(f"at {spec.hours[0]:02d}:{spec.minutes[0]:02d}")
-    if not spec.weekdays_star:
-        parts.append(f"on {_weekday_words(spec.weekdays)}")
+    minutes, hours = spec.minutes, spec.hours
+    if len(minutes) == 1 and len(hours) == 1:
+        parts.append(f"at {hours[0]:02d}:{minutes[0]:02d}")
+    else:
+        step = _step(minutes, 0, 59)
+        if len(minutes) == 60:
+            parts.append("every minute")
+        elif step is not None:
+            parts.append(f"every {step} minutes")
+        else:
+            parts.append(f"at minute {_ranges(minutes)}")
+        if len(hours) < 24:
+            parts.append(f"in hours {_ranges(hours, 2)}")
+    days = None if spec.days_star and len(spec.days) == 31 else spec.days
+    weekdays = None if spec.weekdays_star and len(spec.weekdays) == 7 else spec.weekdays
+    day_words = f"on days {_ranges(days)} of the month" if days else None
+    week_words = f"on {_weekday_words(weekdays)}" if weekdays else None
+    if day_words and week_words and not (spec.days_star or spec.weekdays_star):
+        parts.append(
+            f"{day_words} or {week_words} (cron runs when either day field matches, "
+            "not only when both do)"
+        )
+    else:
+        parts += [w for w in (day_words, week_words) if w]
+    if len(spec.months) < 12:
+        parts.append("in " + ", ".join(_MONTHS[m - 1] for m in spec.months))
     return ", ".join(parts)
 
 
@@ -129,8 +203,14 @@ def preview(schedule: Schedule, *, now: datetime, count: int = 5) -> dict[str, A
     return {
         "description": describe(schedule),
         "next_runs": [r.astimezone(zone).isoformat() for r in runs],
-        "warnings": schedule_warnings(schedule, now=now),
+        "warnings": list(schedule.notes) + schedule_warnings(schedule, now=now),
+        "now": now_in_zone(now, schedule.timezone),
     }
+
+
+def now_in_zone(now: datetime, timezone: str) -> str:
+    """The current time in the task's zone, ISO with offset, whole seconds."""
+    return now.astimezone(ZoneInfo(timezone)).replace(microsecond=0).isoformat()
 
 
 def schedule_warnings(schedule: Schedule, *, now: datetime) -> list[str]:
@@ -306,7 +386,12 @@ def _rule_warnings(schedule: Schedule) -> list[str]:
             ]
         return []
     rule = parse_rrule(schedule.expression)
-    if "BYHOUR=" in rule.rule and "BYMINUTE=" not in rule.rule and rule.dtstart is not None:
+    if (
+        "BYHOUR=" in rule.rule
+        and "BYMINUTE=" not in rule.rule
+        and rule.dtstart is not None
+        and rule.dtstart.minute != 0
+    ):
         return [
             f"the RRULE has BYHOUR but no BYMINUTE, so runs take DTSTART's minute "
             f"(:{rule.dtstart:%M}, RFC 5545); add BYMINUTE=0 for runs on the hour"

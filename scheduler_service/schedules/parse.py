@@ -8,6 +8,7 @@ docs/time.md explains them with examples.
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -22,25 +23,67 @@ from apscheduler.triggers.interval import IntervalTrigger
 from dateutil.relativedelta import relativedelta
 
 from scheduler_service.clock.cron import parse_cron
-from scheduler_service.clock.rrule import parse_rrule
+from scheduler_service.clock.rrule import RRuleSpec, parse_rrule
 from scheduler_service.clock.zones import (
     localize,
     scheduled_date,
     wall,
 )
+from scheduler_service.schedules import phrases
 from scheduler_service.statuses import FREQUENCIES, Frequency
 from scheduler_service.triggers import LocalCronTrigger, LocalRRuleTrigger, WallClockTrigger
 
-ELAPSED_UNITS = {"minutes": 60, "hours": 3600}
+ELAPSED_UNITS = {"seconds": 1, "minutes": 60, "hours": 3600}
 WALL_UNITS = ("days", "weeks", "months")
-MAX_INTERVAL = {"minutes": 527_040, "hours": 8784, "days": 3660, "weeks": 520, "months": 120}
+MAX_INTERVAL = {
+    "seconds": 31_622_400,
+    "minutes": 527_040,
+    "hours": 8784,
+    "days": 3660,
+    "weeks": 520,
+    "months": 120,
+}
 WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 CUSTOM_EXAMPLES = (
-    '"every 15 minutes", "every 2 hours", "every day at 07:15", "every 3 days at 09:30", '
-    '"every weekday at 08:00", "every 2 weeks on monday, thursday at 08:00", '
-    '"every month on the 15th at 10:00", "cron: 30 8 * * 1-5", "*/15 9-17 * * *", '
+    '"every 15 minutes", "every day at 07:15", "every 3 days at 09:30", "every weekday at 9am", '
+    '"every other tuesday at 9", "twice a day at 8 and 20", "first monday of the month at 10", '
+    '"last business day of the month at 16", "on the 1st and 15th at 9", '
+    '"every year on March 3 at 9", "every quarter on the 1st at 9", '
+    '"every 15 minutes between 9 and 17 on weekdays", "every hour on the half hour", '
+    '"in 2 hours", "tomorrow at 7", "next tuesday at 9", "cron: 30 8 * * 1-5", '
     '"RRULE:FREQ=WEEKLY;BYDAY=MO,TH;BYHOUR=8;BYMINUTE=0"'
 )
+# Legacy zone names: fixed offsets or US rules of 1967, not a place's time. Refused with
+# the IANA zone most people mean (EST is -05:00 all year: an hour late all summer in New York).
+LEGACY_ZONES = {
+    "EST": "America/New_York (or America/Panama for -05:00 all year)",
+    "EST5EDT": "America/New_York",
+    "CST6CDT": "America/Chicago",
+    "MST": "America/Phoenix (no DST) or America/Denver",
+    "MST7MDT": "America/Denver",
+    "PST8PDT": "America/Los_Angeles",
+    "HST": "Pacific/Honolulu",
+    "CET": "Europe/Paris or Europe/Berlin",
+    "MET": "Europe/Paris or Europe/Berlin",
+    "EET": "Europe/Athens or Europe/Helsinki",
+    "WET": "Europe/Lisbon",
+}
+# Abbreviations that are not zone names at all.
+ABBREVIATIONS = {
+    "EDT": "America/New_York",
+    "CST": "America/Chicago",
+    "CDT": "America/Chicago",
+    "MDT": "America/Denver",
+    "PST": "America/Los_Angeles",
+    "PDT": "America/Los_Angeles",
+    "AKST": "America/Anchorage",
+    "BST": "Europe/London",
+    "CEST": "Europe/Paris",
+    "IST": "Asia/Kolkata",
+    "JST": "Asia/Tokyo",
+    "AEST": "Australia/Sydney",
+}
+_ETC_OFFSET = re.compile(r"^(?:Etc/)?GMT[+-]\d{1,2}$", re.IGNORECASE)
 GAP_SAMPLE = 300  # fire times checked against the minimum interval (cron, RRULE)
 PREVIEW_HORIZON = timedelta(days=366)
 
@@ -80,6 +123,7 @@ class ScheduleInput:
     timezone: str | None = None
     end_time: str | None = None
     max_runs: int | None = None
+    except_dates: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +146,11 @@ class Schedule:
     max_runs: int | None = None
     expression: str | None = None  # cron: "30 8 * * 1-5"; rrule: "DTSTART:…\nRRULE:…"
     syntax: str | None = None  # "cron" | "rrule" when expression is set
+    except_dates: tuple[date, ...] = field(default_factory=tuple)  # local dates without runs
+    phrase: str | None = None  # the custom_schedule phrase a rule was compiled from
+    # Things to tell the caller about the input (not stored): an ISO offset that is not
+    # the zone's, a past start whose phase was kept.
+    notes: tuple[str, ...] = field(default_factory=tuple, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form stored with the task, from which its trigger is rebuilt."""
@@ -118,6 +167,8 @@ class Schedule:
             "max_runs": self.max_runs,
             "expression": self.expression,
             "syntax": self.syntax,
+            "except_dates": [d.isoformat() for d in self.except_dates],
+            "phrase": self.phrase,
         }
 
     @classmethod
@@ -136,6 +187,8 @@ class Schedule:
             max_runs=data.get("max_runs"),
             expression=data.get("expression"),
             syntax=data.get("syntax"),
+            except_dates=tuple(date.fromisoformat(d) for d in data.get("except_dates") or ()),
+            phrase=data.get("phrase"),
         )
 
     @property
@@ -150,12 +203,21 @@ class Schedule:
 # -- field parsers ---------------------------------------------------------------------
 def parse_timezone(value: str | None, default: str, field_name: str = "timezone") -> str:
     name = (value or default).strip()
+    upper = name.upper()
+    if upper in LEGACY_ZONES or _ETC_OFFSET.match(name):
+        instead = LEGACY_ZONES.get(upper, "the zone of the place, e.g. America/Bogota")
+        raise ScheduleError(
+            field_name,
+            f"{name!r} is a legacy fixed-offset zone name that ignores the place's daylight "
+            f"saving time; use the IANA name of the place: {instead}",
+        )
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
+        hint = f" ({name} → {ABBREVIATIONS[upper]})" if upper in ABBREVIATIONS else ""
         raise ScheduleError(
             field_name,
-            f"{name!r} is not an IANA timezone; use a name such as 'UTC', "
+            f"{name!r} is not an IANA timezone{hint}; use a name such as 'UTC', "
             "'America/New_York' or 'Europe/Paris'",
         ) from None
     return name
@@ -168,8 +230,36 @@ def parse_time_of_day(value: str, field_name: str = "scheduled_time") -> time:
         if hour < 24 and minute < 60 and second < 60:
             return time(hour, minute, second)
     raise ScheduleError(
-        field_name, f"{value!r} is not a time of day; use HH:MM or HH:MM:SS (24-hour), e.g. 09:00"
+        field_name,
+        f"{value!r} is not a time of day; use HH:MM or HH:MM:SS (24-hour, e.g. 09:00), "
+        "9am, 9:30 pm, noon or midnight",
     )
+
+
+def _clock(text: str) -> time | None:
+    """A 12-hour or named time of day ('9am', '9:30 pm', 'noon'), else None."""
+    if TIME_OF_DAY.match(text) or not re.search(r"[a-z]", text.lower()):
+        return None
+    try:
+        return phrases.parse_clock(text)
+    except phrases.PhraseError:
+        return None
+
+
+def _no_such_date(value: str) -> str | None:
+    """'2027-02-29…' → 'no such date (2027 is not a leap year)'; None if the date exists."""
+    match = re.match(r"^(\d{4})-(\d{2})-(\d{2})", value.strip())
+    if not match:
+        return None
+    year, month, day = (int(g) for g in match.groups())
+    if not 1 <= month <= 12:
+        return f"no such date (month {month}; months are 01–12)"
+    last = calendar.monthrange(year, month)[1]
+    if 1 <= day <= last:
+        return None
+    if month == 2 and day == 29:
+        return f"no such date ({year} is not a leap year)"
+    return f"no such date ({calendar.month_name[month]} has {last} days)"
 
 
 def parse_local_datetime(value: str, zone: ZoneInfo, field_name: str) -> tuple[datetime, datetime]:
@@ -183,6 +273,8 @@ def parse_local_datetime(value: str, zone: ZoneInfo, field_name: str) -> tuple[d
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
+        if (problem := _no_such_date(text)) is not None:
+            raise ScheduleError(field_name, f"{value!r}: {problem}") from None
         raise ScheduleError(
             field_name,
             f"{value!r} is not a time; use HH:MM[:SS] or an ISO 8601 datetime such as "
@@ -307,6 +399,8 @@ def parse_schedule(
         )
     zone = ZoneInfo(task_timezone(data, frequency, default_timezone))
     now = now.astimezone(UTC)
+    _check_fields_fit(data, frequency)
+    data = _resolve_scheduled_time(data, zone, now)
     end_time = parse_datetime(data.end_time, zone, "end_time") if data.end_time else None
     if end_time is not None and end_time <= now and not allow_past:
         raise ScheduleError("end_time", f"{data.end_time!r} is in the past; give a future time")
@@ -315,6 +409,35 @@ def parse_schedule(
     ):
         raise ScheduleError("max_runs", f"{data.max_runs!r} must be a whole number >= 1")
     ctx = _Context(data, zone, now, min_interval, allow_past, end_time)
+    schedule = _with_except_dates(ctx, _parse_kind(ctx, frequency))
+    notes = _offset_notes(data, zone)
+    return replace(schedule, notes=schedule.notes + notes) if notes else schedule
+
+
+def _offset_notes(data: ScheduleInput, zone: ZoneInfo) -> tuple[str, ...]:
+    """An ISO scheduled_time whose UTC offset is not the zone's at that instant."""
+    text = (data.scheduled_time or "").strip()
+    if not text or TIME_OF_DAY.match(text):
+        return ()
+    try:
+        parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" else text)
+    except ValueError:
+        return ()
+    if parsed.tzinfo is None:
+        return ()
+    given, actual = parsed.utcoffset(), parsed.astimezone(zone).utcoffset()
+    if given == actual:
+        return ()
+    local = parsed.astimezone(zone)
+    return (
+        f"scheduled_time {text} has offset {parsed:%z} but {zone.key} is at {local:%z} then: "
+        f"the time is read as {local:%Y-%m-%d %H:%M} {zone.key} (runs at {local:%H:%M} "
+        f"local time); to mean {parsed:%H:%M} in {zone.key}, drop the offset "
+        f"({parsed:%Y-%m-%dT%H:%M}) or set timezone to the zone you mean",
+    )
+
+
+def _parse_kind(ctx: _Context, frequency: str) -> Schedule:
     if frequency == Frequency.ONCE:
         return _once(ctx)
     if frequency in (Frequency.MINUTELY, Frequency.HOURLY):
@@ -327,6 +450,108 @@ def parse_schedule(
         ]
         return _wall_clock(ctx, frequency, _WallSpec(unit))
     return _custom(ctx)
+
+
+# Which frequency uses each field, for refusing a field the given frequency ignores.
+_FIELD_USERS = {
+    "day_of_week": ("weekly", "custom"),
+    "day_of_month": ("monthly", "custom"),
+    "custom_schedule": ("custom",),
+}
+
+
+def fields_ignored_by(frequency: str) -> tuple[str, ...]:
+    """The schedule fields a frequency does not use (given, they are refused)."""
+    return tuple(name for name, users in _FIELD_USERS.items() if frequency not in users)
+
+
+def _check_fields_fit(data: ScheduleInput, frequency: str) -> None:
+    """Refuse fields the frequency ignores, naming the frequency that would use them."""
+    for name in fields_ignored_by(frequency):
+        if getattr(data, name) is None:
+            continue
+        if name == "custom_schedule":
+            raise ScheduleError(
+                name,
+                f"is used only with frequency custom, but frequency is {frequency}; use "
+                f"frequency custom with custom_schedule {data.custom_schedule!r} (and leave "
+                "day_of_week/day_of_month out), or drop custom_schedule",
+            )
+        instead = "weekly" if name == "day_of_week" else "monthly"
+        example = (
+            "the phrase 'every 15 minutes between 9 and 17 on weekdays'"
+            if name == "day_of_week"
+            else "the cron expression '0 * 1 * *' (every hour on the 1st)"
+        )
+        if frequency in (Frequency.MINUTELY, Frequency.HOURLY):
+            fix = f"use frequency custom with custom_schedule such as {example}"
+        else:
+            fix = f"use frequency {instead}"
+            if frequency == Frequency.MONTHLY:
+                fix += " (or custom 'first monday of the month at 10')"
+        raise ScheduleError(name, f"{frequency} schedules do not use {name}; {fix}")
+
+
+def _resolve_scheduled_time(data: ScheduleInput, zone: ZoneInfo, now: datetime) -> ScheduleInput:
+    """scheduled_time '9am' → '09:00'; 'tomorrow at 7', 'in 2 hours' → an ISO instant."""
+    text = (data.scheduled_time or "").strip()
+    if not text or TIME_OF_DAY.match(text):
+        return data
+    if (clock := _clock(text)) is not None:
+        return replace(data, scheduled_time=clock.isoformat())
+    if not re.search(r"[a-z]{2}", text.lower()):  # ISO, checked where it is used
+        return data
+    if re.fullmatch(r"[\d:.\s]+[ap]\.?m\.?", text.lower()):  # a 12-hour time that is wrong
+        parse_time_of_day(text)
+    try:
+        result = phrases.parse_phrase(text, zone=zone, now=now)
+    except phrases.PhraseError as exc:
+        raise ScheduleError(
+            "scheduled_time",
+            f"{text!r} is not a time ({str(exc).split('; accepted forms')[0]}); use HH:MM "
+            "(24-hour) or 9am / 9:30 pm / noon (next occurrence), an ISO 8601 datetime such "
+            "as 2026-12-24T18:00, or 'in 2 hours', 'tomorrow at 7', 'next tuesday at 9'",
+        ) from None
+    if not isinstance(result, phrases.OneTime):
+        raise ScheduleError(
+            "scheduled_time",
+            f"{text!r} repeats; scheduled_time is one time (HH:MM, 9am, an ISO datetime, "
+            "'tomorrow at 7', 'in 2 hours'); put repeating phrases in custom_schedule with "
+            "frequency custom",
+        )
+    return replace(data, scheduled_time=result.at.astimezone(zone).isoformat())
+
+
+def _with_except_dates(ctx: _Context, schedule: Schedule) -> Schedule:
+    """Check except_dates (YYYY-MM-DD, local dates) and attach them to the schedule."""
+    values = ctx.data.except_dates
+    if values is None:
+        return schedule
+    if isinstance(values, str):
+        values = [values]
+    if schedule.frequency == Frequency.ONCE or schedule.elapsed:
+        raise ScheduleError(
+            "except_dates",
+            "applies to schedules that run at times of day (daily, weekly, monthly, custom "
+            "phrases such as 'every weekday at 9am', cron or RRULE); for a run every N "
+            "minutes or hours except some days use cron, e.g. custom_schedule '0 * * * *'",
+        )
+    days: set[date] = set()
+    for value in values:
+        try:
+            days.add(date.fromisoformat(str(value).strip()[:10]))
+        except ValueError:
+            problem = _no_such_date(str(value)) or "is not a date"
+            raise ScheduleError(
+                "except_dates", f"{value!r}: {problem}; give local dates as YYYY-MM-DD"
+            ) from None
+    if len(days) > 1000:
+        raise ScheduleError("except_dates", "give at most 1000 dates")
+    schedule = replace(schedule, except_dates=tuple(sorted(days)))
+    first = build_trigger(schedule).get_next_fire_time(None, ctx.now)
+    if first is None:
+        raise ScheduleError("except_dates", "leave no run: every remaining run is excepted")
+    return replace(schedule, start_at=max(schedule.start_at, first.astimezone(UTC)))
 
 
 def task_timezone(data: ScheduleInput, frequency: str, default: str) -> str:
@@ -377,11 +602,12 @@ def _elapsed(ctx: _Context, frequency: str, unit: str, interval: int) -> Schedul
     seconds = interval * ELAPSED_UNITS[unit]
     if seconds < ctx.min_interval:
         given = ctx.data.custom_schedule if frequency == Frequency.CUSTOM else frequency
+        minutes = _ceil_minutes(ctx.min_interval)
+        nearest = "every minute" if minutes == 1 else f"every {minutes} minutes"
         raise ScheduleError(
             "custom_schedule" if frequency == Frequency.CUSTOM else "frequency",
             f"{given!r} runs every {seconds} s, more often than the minimum interval of "
-            f"{ctx.min_interval} s; choose a longer interval, e.g. 'every "
-            f"{_ceil_minutes(ctx.min_interval)} minutes'",
+            f"{ctx.min_interval} s; the nearest accepted form is {nearest!r}",
         )
     text = ctx.data.scheduled_time
     start = (
@@ -400,8 +626,10 @@ def _ceil_minutes(seconds: int) -> int:
 
 def _wall_clock(ctx: _Context, frequency: str, spec: _WallSpec) -> Schedule:
     """Daily/weekly/monthly and "every N days/weeks/months": anchored on the first run."""
-    at, start = _time_and_start(ctx, frequency, spec.at)
-    local = wall(start, ctx.zone)
+    at, start, origin = _time_and_start(ctx, frequency, spec.at)
+    # A past ISO start of an "every N" schedule keeps its phase: the grid counts from it.
+    keep_phase = origin is not None and origin < ctx.now and spec.interval > 1
+    local = wall(origin if keep_phase and origin is not None else start, ctx.zone)
     weekdays, day = _days_of(ctx, frequency, spec, local.date())
     if at is None:
         # No time given: the current minute, and (with no day either) one period from now,
@@ -420,10 +648,11 @@ def _wall_clock(ctx: _Context, frequency: str, spec: _WallSpec) -> Schedule:
         timezone=ctx.zone.key,
         at=at,
         unit=spec.unit,
+        interval=spec.interval if keep_phase else 1,
         weekdays=weekdays,
         day_of_month=day,
         # A day early: yesterday's run may still be ahead if a gap pushed it past midnight.
-        anchor=wall(start, ctx.zone).date() - timedelta(days=1),
+        anchor=local.date() - timedelta(days=0 if keep_phase else 1),
         not_before=start,
     )
     first = probe.get_next_fire_time(None, start)
@@ -460,25 +689,27 @@ def _period(unit: str, interval: int) -> relativedelta:
 
 def _time_and_start(
     ctx: _Context, frequency: str, phrase_at: time | None
-) -> tuple[time | None, datetime]:
-    """The local time of day, and the instant the schedule may start (now or an ISO time).
+) -> tuple[time | None, datetime, datetime | None]:
+    """The local time of day, the instant the schedule may start (now or an ISO time),
+    and the ISO time itself (None without one).
 
     An ISO scheduled_time gives both its local time (as written, even inside a DST gap)
     and the start; a time in the phrase wins over scheduled_time's time of day.
     """
     text = (ctx.data.scheduled_time or "").strip()
-    at, start = phrase_at, ctx.now
+    at, start, origin = phrase_at, ctx.now, None
     if text and TIME_OF_DAY.match(text):
         at = at or parse_time_of_day(text)
     elif text:
-        instant, local = parse_local_datetime(text, ctx.zone, "scheduled_time")
-        start = max(ctx.now, instant)
+        origin, local = parse_local_datetime(text, ctx.zone, "scheduled_time")
+        start = max(ctx.now, origin)
         at = at or local.time().replace(microsecond=0)
     if at is None and frequency != Frequency.CUSTOM:
         raise ScheduleError(
-            "scheduled_time", f"required for {frequency} schedules; give HH:MM such as 09:00"
+            "scheduled_time",
+            f"required for {frequency} schedules; give HH:MM such as 09:00 (or 9am)",
         )
-    return at, start
+    return at, start, origin
 
 
 def _days_of(
@@ -541,11 +772,52 @@ def _custom(ctx: _Context) -> Schedule:
         return _cron(ctx, text[5:].strip())
     if lowered.startswith(("rrule:", "dtstart", "freq=")) or "rrule:" in lowered:
         return _rrule(ctx, raw)
-    if lowered.startswith("every ") or lowered == "every":
-        return _phrase(ctx, text, lowered)
     if lowered.startswith("@") or _looks_like_cron(lowered):
         return _cron(ctx, text)
-    raise _custom_error(text, "is not understood")
+    return _phrase(ctx, text)
+
+
+def _phrase(ctx: _Context, text: str) -> Schedule:
+    """A phrase of the grammar in ``phrases``, as the kind of schedule it compiles to."""
+    scheduled = (ctx.data.scheduled_time or "").strip()
+    default_time: time | None = None
+    origin: datetime | None = None
+    if scheduled and TIME_OF_DAY.match(scheduled):
+        default_time = parse_time_of_day(scheduled)
+    elif scheduled:
+        origin, local = parse_local_datetime(scheduled, ctx.zone, "scheduled_time")
+        default_time = local.time().replace(microsecond=0)
+    try:
+        result = phrases.parse_phrase(text, zone=ctx.zone, now=ctx.now, default_time=default_time)
+        if isinstance(result, phrases.Rule) and origin is not None:
+            # The rule's INTERVAL grid counts from the ISO start (past or future).
+            result = phrases.parse_phrase(
+                text, zone=ctx.zone, now=origin, default_time=default_time
+            )
+    except phrases.PhraseError as exc:
+        message = str(exc).split("; accepted forms")[0]
+        if repr(text) not in message:
+            message = f"{text!r}: {message}"
+        raise ScheduleError(
+            "custom_schedule", f"{message}; accepted forms: {CUSTOM_EXAMPLES}"
+        ) from None
+    if isinstance(result, phrases.Elapsed):
+        return _elapsed(ctx, Frequency.CUSTOM, result.unit, result.interval)
+    if isinstance(result, phrases.WallClock):
+        spec = _WallSpec(
+            result.unit, result.interval, result.at, result.weekdays, result.day_of_month
+        )
+        return _wall_clock(ctx, Frequency.CUSTOM, spec)
+    if isinstance(result, phrases.OneTime):
+        if result.at <= ctx.now and not ctx.allow_past:
+            raise ScheduleError("custom_schedule", _past_once_message(text, result.at, ctx.zone))
+        schedule = Schedule(frequency=Frequency.ONCE, start_at=result.at, phrase=text, **ctx.common)
+        _check_end(ctx, schedule, result.at)
+        return schedule
+    trigger = LocalRRuleTrigger(
+        expression=result.text(), timezone=ctx.zone.key, not_before=_rule_start(ctx)
+    )
+    return replace(_rule_schedule(ctx, text, trigger, "rrule"), phrase=text)
 
 
 def _custom_error(text: str, problem: str) -> ScheduleError:
@@ -557,97 +829,6 @@ def _custom_error(text: str, problem: str) -> ScheduleError:
 def _looks_like_cron(lowered: str) -> bool:
     tokens = lowered.split()
     return 5 <= len(tokens) <= 7 and all(_CRON_TOKEN.match(t) for t in tokens)
-
-
-def _phrase(ctx: _Context, text: str, lowered: str) -> Schedule:
-    match = _EVERY_UNIT.match(lowered)
-    if match:
-        interval = _phrase_interval(text, match["n"], match["unit"] + "s")
-        unit = match["unit"] + "s"
-        clauses = _clauses(text, match["rest"])
-        if unit in ELAPSED_UNITS:
-            if clauses:
-                raise _custom_error(
-                    text,
-                    "cannot say 'at' or 'on' with minutes or hours (give the first run in "
-                    "scheduled_time, or use cron such as '*/15 9-17 * * 1-5')",
-                )
-            return _elapsed(ctx, Frequency.CUSTOM, unit, interval)
-        return _wall_clock(ctx, Frequency.CUSTOM, _wall_spec(text, unit, interval, clauses))
-    match = _EVERY_DAYS.match(lowered)
-    weekdays = _day_list(match["days"]) if match else None
-    if match is None or weekdays is None:
-        raise _custom_error(text, "is not understood")
-    clauses = _clauses(text, match["rest"] or "")
-    if "on" in clauses:
-        raise _custom_error(text, "names its days twice")
-    spec = _wall_spec(text, "weeks", 1, clauses)
-    return _wall_clock(ctx, Frequency.CUSTOM, replace(spec, weekdays=weekdays))
-
-
-def _phrase_interval(text: str, n: str | None, unit: str) -> int:
-    interval = 2 if n == "other" else int(n or 1)
-    if not 1 <= interval <= MAX_INTERVAL[unit]:
-        raise _custom_error(text, f"needs an interval of 1–{MAX_INTERVAL[unit]} {unit}")
-    return interval
-
-
-def _clauses(text: str, rest: str) -> dict[str, str]:
-    """'at 08:00 on monday' → {"at": "08:00", "on": "monday"} (either order, each once)."""
-    found: dict[str, str] = {}
-    position, rest = 0, rest.strip()
-    while position < len(rest):
-        match = _CLAUSE.match(rest, position)
-        if match is None or match[1] in found:
-            raise _custom_error(text, f"has {rest[position:]!r} where 'at HH:MM' or 'on …' fits")
-        found[match[1]] = match[2].strip()
-        position = match.end()
-    return found
-
-
-def _wall_spec(text: str, unit: str, interval: int, clauses: dict[str, str]) -> _WallSpec:
-    at: time | None = None
-    if "at" in clauses:
-        try:
-            at = parse_time_of_day(clauses["at"], "custom_schedule")
-        except ScheduleError:
-            raise _custom_error(
-                text, f"has {clauses['at']!r}, which is not a time of day (HH:MM, 24-hour)"
-            ) from None
-    spec = _WallSpec(unit, interval, at)
-    on = clauses.get("on")
-    if on is None:
-        return spec
-    if unit == "weeks":
-        weekdays = _day_list(on)
-        if weekdays is None:
-            raise _custom_error(
-                text, f"has {on!r} where weekday names such as 'monday, thursday' fit"
-            )
-        return replace(spec, weekdays=weekdays)
-    match = _MONTH_DAY.match(on) if unit == "months" else None
-    if match is None:
-        fits = "a day such as 'the 15th' or 'the last day'" if unit == "months" else "nothing"
-        raise _custom_error(text, f"has 'on {on}' where {fits} fits")
-    day = -1 if match["last"] else int(match["n"])
-    if not (day == -1 or 1 <= day <= 31):
-        raise _custom_error(text, f"has day {day}, which is not a day of the month (1–31)")
-    return replace(spec, day_of_month=day)
-
-
-def _day_list(text: str) -> tuple[int, ...] | None:
-    """'monday, thursday' / 'mon and fri' / 'weekdays' / 'weekend' → weekdays, else None."""
-    days: set[int] = set()
-    for word in filter(None, _DAY_SPLIT.split(text.strip())):
-        if word in ("weekday", "weekdays"):
-            days.update(range(5))
-        elif word in ("weekend", "weekends"):
-            days.update((5, 6))
-        elif (day := _weekday(word)) is not None and not word.isdigit():
-            days.add(day)
-        else:
-            return None
-    return tuple(sorted(days)) or None
 
 
 def _rule_start(ctx: _Context) -> datetime:
@@ -672,7 +853,10 @@ def _rrule(ctx: _Context, text: str) -> Schedule:
     try:
         spec = parse_rrule(text)
     except (ValueError, ZeroDivisionError, OverflowError) as exc:
-        raise _custom_error(" ".join(text.split()), f"is not a valid RRULE: {exc}") from None
+        rules = re.findall(r"(?:RRULE:)?(FREQ=\S+)", text.upper())
+        raise _custom_error(
+            " ".join(text.split()), f"is not a valid RRULE: {exc}{_grid_hint(rules, None)}"
+        ) from None
     if spec.tzid is not None and spec.tzid != ctx.zone.key:
         raise _custom_error(
             text,
@@ -681,17 +865,68 @@ def _rrule(ctx: _Context, text: str) -> Schedule:
         )
     start = _rule_start(ctx)
     if spec.dtstart is None:
-        # Default DTSTART: the start (now) in the rule's zone, rounded up to a whole minute,
-        # so the rule's implicit BYSECOND is 0 and the first run is at/after now.
-        local = wall(start, UTC if spec.utc else ctx.zone)
-        ceiling = local.replace(second=0, microsecond=0)
-        if ceiling < local:
-            ceiling += timedelta(minutes=1)
-        spec = replace(spec, dtstart=ceiling)
-    trigger = LocalRRuleTrigger(expression=spec.text(), timezone=ctx.zone.key, not_before=start)
+        # An ISO scheduled_time (past or future) is the rule's DTSTART, so an INTERVAL keeps
+        # its phase; the first run is still at or after now.
+        scheduled = (ctx.data.scheduled_time or "").strip()
+        origin = (
+            parse_datetime(scheduled, ctx.zone, "scheduled_time")
+            if scheduled and not TIME_OF_DAY.match(scheduled)
+            else start
+        )
+        spec = replace(
+            spec, dtstart=_default_dtstart(spec, wall(origin, UTC if spec.utc else ctx.zone))
+        )
+    try:
+        trigger = LocalRRuleTrigger(expression=spec.text(), timezone=ctx.zone.key, not_before=start)
+    except ValueError as exc:
+        raise _custom_error(
+            " ".join(text.split()), f"{exc}{_grid_hint(spec.rules, spec.dtstart)}"
+        ) from None
     if not trigger.runs_within(start, timedelta(days=3660)):
-        raise _custom_error(" ".join(text.split()), "has no run in the next 10 years")
+        raise _custom_error(
+            " ".join(text.split()),
+            f"has no run in the next 10 years{_grid_hint(spec.rules, spec.dtstart)}",
+        )
     return _rule_schedule(ctx, text, trigger, "rrule")
+
+
+_SUB_DAILY = ("FREQ=HOURLY", "FREQ=MINUTELY", "FREQ=SECONDLY")
+
+
+def _stepped(rule: str) -> bool:
+    """A sub-daily FREQ with INTERVAL > 1: its grid depends on DTSTART's time of day."""
+    interval = re.search(r"INTERVAL=(\d+)", rule)
+    return rule.startswith(_SUB_DAILY) and interval is not None and int(interval[1]) > 1
+
+
+def _default_dtstart(spec: RRuleSpec, local: datetime) -> datetime:
+    """DTSTART when the rule gives none.
+
+    A sub-daily rule with INTERVAL > 1 counts its grid from local midnight of the start
+    day, so FREQ=MINUTELY;INTERVAL=15 runs at :00/:15/:30/:45 and FREQ=HOURLY;INTERVAL=2
+    in the even hours (like cron */15 and 0 */2) whenever it is created. Other rules start
+    at the start rounded up to a whole minute (implicit BYSECOND=0, first run at/after it).
+    """
+    if any(_stepped(rule) for rule in spec.rules):
+        return datetime.combine(local.date(), time())
+    ceiling = local.replace(second=0, microsecond=0)
+    return ceiling + timedelta(minutes=1) if ceiling < local else ceiling
+
+
+def _grid_hint(rules: tuple[str, ...] | list[str], dtstart: datetime | None) -> str:
+    """Why an INTERVAL grid and BYHOUR/BYMINUTE may never meet, and the fix."""
+    rule = next((r for r in rules if _stepped(r)), None)
+    if rule is None or not re.search(r"BY(?:HOUR|MINUTE)=", rule):
+        return ""
+    n = int(re.search(r"INTERVAL=(\d+)", rule)[1])  # type: ignore[index]
+    unit = "hours" if rule.startswith("FREQ=HOURLY") else "minutes"
+    start = dtstart.strftime("%H:%M") if dtstart else "00:00"
+    even = " (the even hours)" if n == 2 and unit == "hours" else ""
+    return (
+        f"; INTERVAL={n} counts every {n} {unit} from DTSTART {start}{even}, and BYHOUR/"
+        "BYMINUTE keep only the grid times they list: drop INTERVAL (BYHOUR/BYMINUTE already "
+        "choose the times) or list times on the grid"
+    )
 
 
 def _rule_schedule(
@@ -751,6 +986,7 @@ def build_trigger(schedule: Schedule) -> BaseTrigger:
         "timezone": schedule.timezone,
         "not_before": schedule.start_at,
         "end_time": schedule.end_time,
+        "except_dates": schedule.except_dates,
     }
     if schedule.expression is not None:
         cls = LocalCronTrigger if schedule.syntax == "cron" else LocalRRuleTrigger

@@ -30,7 +30,10 @@ class TaskFields(_Strict):
     description: str | None = Field(None, max_length=2000)
     frequency: Frequency | None = Field(None, description=f"One of {', '.join(FREQUENCIES)}")
     scheduled_time: str | None = Field(
-        None, description="HH:MM[:SS] (next occurrence, task timezone) or ISO 8601 datetime"
+        None,
+        description="HH:MM[:SS] or 9am / 9:30 pm / noon (next occurrence, task timezone), "
+        "an ISO 8601 datetime, or for once tasks 'in 2 hours', 'tomorrow at 7', "
+        "'next tuesday at 9' (relative to the now in the answers)",
     )
     day_of_week: int | str | list[int | str] | None = Field(
         None, description="weekly: 0=Monday … 6=Sunday, a name, or a list"
@@ -39,9 +42,17 @@ class TaskFields(_Strict):
     custom_schedule: str | None = Field(
         None,
         max_length=500,
-        description='custom: "every 3 days at 09:00", "every 2 hours", "every weekday at '
-        '08:00", "every 2 weeks on monday, thursday at 08:00", a 5-field cron expression '
-        '("cron: 30 8 * * 1-5") or an RFC 5545 "RRULE:FREQ=...".',
+        description='custom: "every weekday at 9am", "every other tuesday at 9", "twice a '
+        'day at 8 and 20", "first monday of the month at 10", "last business day of the month '
+        'at 16", "on the 1st and 15th at 9", "every year on March 3 at 9", "every 15 minutes '
+        'between 9 and 17 on weekdays", "in 2 hours", a 5-field cron expression ("cron: 30 8 '
+        '* * 1-5") or an RFC 5545 "RRULE:FREQ=..." (EXDATE allowed).',
+    )
+    except_dates: list[str] | None = Field(
+        None,
+        max_length=1000,
+        description="Local dates (YYYY-MM-DD) on which a repeating task does not run, "
+        "e.g. holidays",
     )
     timezone: str | None = Field(None, description="IANA zone, e.g. Europe/Paris")
     end_time: str | None = Field(None, description="ISO 8601; no runs after it")
@@ -80,6 +91,22 @@ class TaskFields(_Strict):
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("day_of_month", mode="before")
+    @classmethod
+    def _day_of_month(cls, value: Any) -> Any:
+        return _day_number(value)
+
+
+def _day_number(value: Any) -> Any:
+    """day_of_month as text ('last', '15th') is refused with the number to send instead."""
+    if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+        raise ValueError(
+            f"{value!r} is not a number; give 1–31, or -1 for the last day of the month "
+            "(for 'first monday' and the like use frequency custom with custom_schedule "
+            "'first monday of the month at 10')"
+        )
+    return value
+
 
 class CreateTask(TaskFields):
     name: str = Field(..., min_length=1, max_length=200, description="Short task name")
@@ -102,12 +129,18 @@ class PreviewSchedule(_Strict):
     timezone: str | None = None
     end_time: str | None = None
     max_runs: int | None = Field(None, ge=1, le=1_000_000)
+    except_dates: list[str] | None = Field(None, max_length=1000)
     count: int = Field(5, ge=1, le=100, description="How many next runs to list")
 
     @field_validator("frequency", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("day_of_month", mode="before")
+    @classmethod
+    def _day_of_month(cls, value: Any) -> Any:
+        return _day_number(value)
 
 
 class TaskRef(_Strict):
@@ -137,6 +170,7 @@ SCHEDULE_FIELDS = (
     "timezone",
     "end_time",
     "max_runs",
+    "except_dates",
 )
 
 

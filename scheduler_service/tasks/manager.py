@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 from datetime import datetime
 from typing import Any
 
@@ -26,11 +27,18 @@ from scheduler_service.schedules import (
     ScheduleError,
     ScheduleInput,
     build_trigger,
+    fields_ignored_by,
     parse_schedule,
     preview,
     preview_input,
 )
-from scheduler_service.statuses import FINISHED_TASK, LIVE_TASK, ExecutionMode, TaskStatus
+from scheduler_service.statuses import (
+    FINISHED_TASK,
+    LIVE_TASK,
+    ExecutionMode,
+    Frequency,
+    TaskStatus,
+)
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskRun, new_id, utcnow
 from scheduler_service.tasks import paging
@@ -57,13 +65,23 @@ def schedule_input(fields: dict[str, Any]) -> ScheduleInput:
 def schedule_preview(schedule: Schedule, now: datetime) -> dict[str, Any]:
     """The first runs and warnings create_task/update_task echo back to the LLM."""
     shown = preview(schedule, now=now, count=3)
-    return {"next_runs": shown["next_runs"], "warnings": shown["warnings"]}
+    return {"next_runs": shown["next_runs"], "warnings": shown["warnings"], "now": shown["now"]}
 
 
 def plan(schedule: Schedule, now: datetime) -> tuple[BaseTrigger, datetime | None, dict[str, Any]]:
     """Trigger, first run and preview of a schedule (run in a thread: see _schedule)."""
     trigger = build_trigger(schedule)
     return trigger, trigger.get_next_fire_time(None, now), schedule_preview(schedule, now)
+
+
+def one_time_fields(schedule: Schedule, fields: dict[str, Any]) -> dict[str, Any]:
+    """A one-time phrase ('in 2 hours', 'tomorrow at 7') is stored as what it resolved to:
+    a once task at an ISO time, so a later update does not re-read it from a new now."""
+    given = f"{fields.get('scheduled_time') or ''}{fields.get('custom_schedule') or ''}"
+    if schedule.frequency != Frequency.ONCE or not re.search(r"[a-su-y]", given.lower()):
+        return {}
+    local = schedule.start_at.astimezone(schedule.zone).isoformat()
+    return {"frequency": Frequency.ONCE, "custom_schedule": None, "scheduled_time": local}
 
 
 # Changing only these keeps the schedule's phase ("every 2 weeks" stays on its weeks).
@@ -267,6 +285,7 @@ class TaskManager:
         now = utcnow()
         fields = data.model_dump()
         schedule = await self._schedule(fields, now)
+        fields |= one_time_fields(schedule, fields)
         mode = self._check_execution(fields)
         trigger, next_run, shown = await asyncio.to_thread(plan, schedule, now)
         task = ScheduledTask(
@@ -341,6 +360,9 @@ class TaskManager:
         for key in plain:
             if key in fields and fields[key] is not None:
                 setattr(task, key, fields[key])
+        for key in ("scheduled_time", "day_of_week", "day_of_month", "custom_schedule"):
+            if key in fields and fields[key] is None:  # cleared: the schedule was parsed so
+                setattr(task, key, None)
         if "day_of_week" in fields and fields["day_of_week"] is not None:
             dow = fields["day_of_week"]
             task.day_of_week = dow if isinstance(dow, list) else [dow]
@@ -365,6 +387,7 @@ class TaskManager:
             "timezone": task.timezone,
             "end_time": task.end_time.isoformat() if task.end_time else None,
             "max_runs": task.max_runs,
+            "except_dates": (task.schedule or {}).get("except_dates") or None,
             "execution_mode": task.execution_mode,
             "tool_name": task.tool_name,
             "operation": task.operation,
@@ -372,7 +395,13 @@ class TaskManager:
             "task_description": task.task_description,
             "available_tools": task.available_tools,
         }
-        return {**current, **changes}
+        merged = {**current, **changes}
+        if any(k in changes for k in SCHEDULE_FIELDS):
+            # Stored fields the (new) frequency ignores are cleared; given now, refused.
+            for name in fields_ignored_by(str(merged["frequency"])):
+                if name not in changes and merged.get(name) is not None:
+                    merged[name] = changes[name] = None
+        return merged
 
     async def update_task(
         self, data: UpdateTask, context: ToolContext
@@ -409,6 +438,7 @@ class TaskManager:
             merged["execution_mode"] = self._check_execution(
                 {**merged, "execution_mode": changes.get("execution_mode", task.execution_mode)}
             )
+        changes |= one_time_fields(schedule, merged)
         trigger, first, shown = await asyncio.to_thread(plan, schedule, now)
         next_run = first if reschedule else task.next_run_at
         before = task_to_dict(task)

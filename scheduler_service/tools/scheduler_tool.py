@@ -39,12 +39,17 @@ Use it when the user asks for something to happen at a time ("remind me every Mo
 
 Operations:
 - create_task: name, frequency (once|minutely|hourly|daily|weekly|monthly|custom),
-  scheduled_time ("HH:MM" = next occurrence in the task's timezone, or ISO 8601 datetime),
-  day_of_week (weekly: 0=Monday..6=Sunday or a list), day_of_month (monthly: 1-31, -1 = last
-  day), custom_schedule (custom: "every 3 days at 09:00", "every 2 hours", "every weekday at
-  08:00", "every 2 weeks on monday, thursday at 08:00", cron "30 8 * * 1-5", or
-  "RRULE:FREQ=..."), timezone (IANA,
-  e.g. "Europe/Paris"; ask the user if unsure), optional end_time, max_runs.
+  scheduled_time ("HH:MM" or "9am" = next occurrence in the task's timezone, an ISO 8601
+  datetime, or for once "in 2 hours", "tomorrow at 7", "next tuesday at 9"), day_of_week
+  (weekly only: 0=Monday..6=Sunday or a list), day_of_month (monthly only: 1-31, -1 = last
+  day), custom_schedule (frequency custom only: "every weekday at 9am", "every mon-thu at
+  18:30", "every other tuesday at 9", "twice a day at 8 and 20", "first monday of the month
+  at 10", "last business day of the month at 16", "on the 1st and 15th at 9", "every year on
+  March 3 at 9", "every quarter on the 1st at 9", "every 15 minutes between 9 and 17 on
+  weekdays", "every hour on the half hour", "in 2 hours", cron "30 8 * * 1-5", or
+  "RRULE:FREQ=..."), timezone (IANA such as "America/New_York", not "EST"; ask the user if
+  unsure), optional except_dates (["2026-12-25", ...]: local dates without runs), end_time,
+  max_runs. One schedule per task: "weekdays at 8 and weekends at 10" is two tasks.
   Then either execution_mode "direct" with tool_name, operation, parameters (one fixed tool
   call), or "orchestrated" with task_description (plain-language instructions an assistant
   will follow at run time) and optional available_tools, task_prompt.
@@ -61,9 +66,12 @@ Operations:
   and count (default 5, max 100). Stores nothing; returns description, next_runs and
   warnings (DST gaps/overlaps, days clamped to month end, times in the past). Use it when
   unsure, and read the schedule back to the user before creating.
-Answers carry next_run_time (ISO 8601 with offset, in the task's timezone); tell the user
-the schedule in words and the next run so they can catch mistakes. Errors name the field
-to fix and the accepted values.
+Answers of create_task, update_task and preview_schedule carry now: the current time in the
+task's timezone (ISO 8601 with offset). Work out relative dates ("tomorrow", "next Friday",
+"tonight") from it, never from your own idea of the date; a first preview_schedule call tells
+you now before you create. Answers carry next_run_time (ISO 8601 with offset, in the task's
+timezone); tell the user the schedule in words and the next run so they can catch mistakes.
+Errors name the field to fix and the accepted values.
 """
 
 OPERATIONS = (
@@ -120,6 +128,7 @@ def _kwargs_schema() -> dict[str, Any]:
     ]
     properties["parameters"]["type"] = "object"
     properties["available_tools"].update({"type": "array", "items": {"type": "string"}})
+    properties["except_dates"].update({"type": "array", "items": {"type": "string"}})
     properties["status"] = {
         "description": "get_tasks filter",
         "enum": [s.value for s in TaskStatus],
