@@ -315,12 +315,20 @@ async def cmd_action(args: argparse.Namespace) -> int:
 
 async def cmd_db(args: argparse.Namespace) -> int:
     from scheduler_service.health import schema_revision
+    from scheduler_service.leader import leadership_for
     from scheduler_service.storage.db import migrate_to_head, sync_url
 
     settings = settings_for(args)
     url = sync_url(settings.database_url)
     if args.db_command == "upgrade":
-        await asyncio.to_thread(migrate_to_head, url)
+        # Under the same lock as a starting service, which may be migrating right now.
+        leadership = leadership_for(settings.database_url)
+        await leadership.open()
+        try:
+            async with leadership.migrating():
+                await asyncio.to_thread(migrate_to_head, url)
+        finally:
+            await leadership.close()
     current, head = await asyncio.to_thread(schema_revision, url)
     data = {
         "database": redact_url(settings.database_url),
