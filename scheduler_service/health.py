@@ -17,7 +17,14 @@ from typing import Any
 from sqlalchemy import Integer, String, select, text, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from scheduler_service.storage.db import Database, alembic_config, create_sync_engine, sync_url
+from scheduler_service.storage import names
+from scheduler_service.storage.db import (
+    Database,
+    alembic_config,
+    create_sync_engine,
+    current_revisions,
+    sync_url,
+)
 from scheduler_service.storage.models import Base, utcnow
 
 HEALTH_CONNECT_TIMEOUT_S = 5
@@ -28,7 +35,7 @@ HEARTBEAT_SLACK_S = 5.0
 class LeaderHeartbeat(Base):
     """The single heartbeat row (id 1): which worker leads and when it last woke."""
 
-    __tablename__ = "task_scheduler_heartbeat"
+    __tablename__ = names.HEARTBEAT
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     worker: Mapped[str | None] = mapped_column(String(300))
@@ -84,7 +91,6 @@ def check_health(async_url: str, check_interval: float) -> HealthReport:
 
     Synchronous (one short connection): meant for the CLI and probes, not the event loop.
     """
-    from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     from scheduler_service.config import redact_url
@@ -102,7 +108,7 @@ def check_health(async_url: str, check_interval: float) -> HealthReport:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
             report.reachable = True
-            report.revision = sorted(MigrationContext.configure(conn).get_current_heads())
+            report.revision = sorted(current_revisions(conn))
             report.at_head = report.revision == [report.head]
             if report.at_head:
                 row = conn.execute(
@@ -140,14 +146,13 @@ def check_health(async_url: str, check_interval: float) -> HealthReport:
 
 def schema_revision(url: str) -> tuple[list[str], str | None]:
     """(the database's current revisions, the head this code ships) for a sync URL."""
-    from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
     engine = create_sync_engine(url)
     try:
         with engine.connect() as conn:
-            return sorted(MigrationContext.configure(conn).get_current_heads()), head
+            return sorted(current_revisions(conn)), head
     finally:
         engine.dispose()
 
