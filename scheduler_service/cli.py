@@ -30,6 +30,7 @@ log = logging.getLogger("scheduler_service.cli")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 TASK_STATUSES = ("scheduled", "paused", "completed", "failed", "cancelled", "missed")
 CELL_WIDTH = 48
+POSTGRES_DRIVERS = ("asyncpg", "psycopg", "psycopg_binary")
 
 
 # -- output -------------------------------------------------------------------------------
@@ -419,6 +420,15 @@ def one_line_errors(args: argparse.Namespace, code: list[int]) -> Iterator[None]
     except BrokenPipeError:  # the reader went away (`| head`): nothing left to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code[0] = EXIT_FAILED
+    except ModuleNotFoundError as exc:
+        if exc.name not in POSTGRES_DRIVERS:
+            raise
+        _fail(
+            "error: PostgreSQL needs the postgres extra: pip install 'task-scheduler[postgres]' "
+            f"(missing module {exc.name})",
+            code,
+            EXIT_USAGE,
+        )
     except (SQLAlchemyError, OSError) as exc:
         raw = _database_url(url)
         _fail(
@@ -442,6 +452,10 @@ def _fail(message: str, code: list[int], exit_code: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # TOOLS entries name the host's modules; an installed console script does not have the
+    # working directory on sys.path. Appended, so it can never shadow installed packages.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     args = build_parser().parse_args(argv)
     if args.command is None:
         args.command = "run"

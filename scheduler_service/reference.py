@@ -22,7 +22,7 @@ from scheduler_service.tasks.inputs import (
     TaskRef,
     UpdateTask,
 )
-from tools.scheduler_tool import INPUT_SCHEMA
+from scheduler_service.tools.scheduler_tool import INPUT_SCHEMA
 
 START = (
     "<!-- operations-table:start (generated: python -m scheduler_service.reference README.md) -->"

@@ -26,12 +26,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tools import Tool, ToolContext
+from scheduler_service.tools import Tool, ToolContext
 
 if TYPE_CHECKING:
     import anthropic
 
-    from config import Settings
+    from scheduler_service.config import Settings
     from scheduler_service.service import SchedulerService
 
 T = TypeVar("T")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from scheduler_service.cli import COMMANDS
 from scheduler_service.reference import operations_table, readme_section
-from tools.scheduler_tool import OPERATIONS
+from scheduler_service.tools.scheduler_tool import OPERATIONS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from scheduler_service import SchedulerService, lifespan
 from scheduler_service.storage.models import TaskRun
+from scheduler_service.tools import ToolContext
 from tests.conftest import RecordingTool, ServiceFactory, make_settings, next_notification
-from tools import ToolContext
 
 CTX = ToolContext(user_id="u1", conversation_id="c1")
 

@@ -11,8 +11,8 @@ from sqlalchemy import create_engine, text
 
 from scheduler_service import SchedulerService
 from scheduler_service.storage.db import migrate_to_head, sync_url
+from scheduler_service.tools import ToolContext
 from tests.conftest import make_settings
-from tools import ToolContext
 
 LEGACY_DUMP = Path(__file__).parent / "fixtures" / "legacy_0002.sql"
 OURS = {

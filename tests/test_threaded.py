@@ -13,9 +13,9 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 
 from scheduler_service.threaded import ThreadedScheduler
+from scheduler_service.tools import Tool, ToolContext, ToolError
 from tests.conftest import make_settings
 from tests.design_examples import INVENTORY
-from tools import Tool, ToolContext, ToolError
 
 THREADS = 8
 
