@@ -199,14 +199,8 @@ class Database:
 
 
 def migrations_dir() -> Path:
-    """Where the alembic scripts are.
-
-    A wheel carries them as ``scheduler_service/migrations`` (the build maps the
-    repository's ``alembic/`` there, see pyproject.toml); a checkout or an editable
-    install uses ``alembic/`` itself, which ``alembic upgrade head`` also reads.
-    """
-    installed = PACKAGE_DIR / "migrations"
-    return installed if (installed / "env.py").is_file() else PROJECT_ROOT / "alembic"
+    """The alembic scripts, inside the package so that a wheel carries them."""
+    return PACKAGE_DIR / "migrations"
 
 
 def alembic_config(url: str) -> Any:
@@ -260,9 +254,8 @@ def adopt_legacy_version(conn: Connection, script: Any) -> str | None:
 
 
 def migrate_to_head(url: str) -> None:
-    from alembic.script import ScriptDirectory
-
     from alembic import command
+    from alembic.script import ScriptDirectory
 
     cfg = alembic_config(url)
     script = ScriptDirectory.from_config(cfg)

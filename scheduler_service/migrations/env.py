@@ -2,9 +2,9 @@
 
 from logging.config import fileConfig
 
+from alembic import context
 from sqlalchemy import pool
 
-from alembic import context
 from scheduler_service.storage import names
 from scheduler_service.storage.db import create_sync_engine, sync_url
 from scheduler_service.storage.models import Base
