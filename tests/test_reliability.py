@@ -640,7 +640,9 @@ async def test_stop_waits_for_running_tasks_then_interrupts_them(
     assert gate.started == ["0", "1"]
     rows = {
         r["task_id"]: (r["status"], r["error"])
-        for r in database_rows(database_url, "select task_id, status, error from task_scheduler_runs")
+        for r in database_rows(
+            database_url, "select task_id, status, error from task_scheduler_runs"
+        )
     }
     assert rows == {
         ids[0]: ("succeeded", None),

@@ -172,5 +172,7 @@ async def test_concurrent_creates_across_replicas_respect_the_quota(
             await worker.send("create_many", count=share)
         results = [await w.event("created_many", timeout=60) for w in group]
     assert sum(r["ok"] for r in results) == 20, results
-    stored = rows(pg_url, "select count(*) as n from task_scheduler_tasks where user_id = 'replica'")
+    stored = rows(
+        pg_url, "select count(*) as n from task_scheduler_tasks where user_id = 'replica'"
+    )
     assert stored[0]["n"] == 20
