@@ -673,7 +673,9 @@ async def test_a_fire_whose_claim_fails_is_claimed_once_the_database_answers(
     async def failing_six_times(fires: list[tuple[str, list[datetime]]], now: datetime) -> Any:
         if len(failed) < 6:
             failed.extend(run_times for _, run_times in fires)
-            raise OperationalError("INSERT INTO task_scheduler_runs", {}, Exception("disk I/O error"))
+            raise OperationalError(
+                "INSERT INTO task_scheduler_runs", {}, Exception("disk I/O error")
+            )
         return await real_claim(fires, now)
 
     monkeypatch.setattr(service.runner.claims, "fire_many", failing_six_times)
