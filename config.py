@@ -7,20 +7,30 @@ code outside this repository imports ``from scheduler_service.config import Sett
 
 from scheduler_service.config import (
     DEFAULT_SYSTEM_PROMPT,
+    LOG_LEVELS,
     ConfigError,
     SchedulerConfig,
     SchedulerToolConfig,
     Settings,
     env_name,
     load_settings,
+    normalize_database_url,
+    redact_url,
+    unknown_variables,
+    warn_unknown_variables,
 )
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
+    "LOG_LEVELS",
     "ConfigError",
     "SchedulerConfig",
     "SchedulerToolConfig",
     "Settings",
     "env_name",
     "load_settings",
+    "normalize_database_url",
+    "redact_url",
+    "unknown_variables",
+    "warn_unknown_variables",
 ]

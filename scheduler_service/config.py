@@ -8,10 +8,28 @@ section and the field (``SCHEDULER__MAX_CONCURRENT_TASKS=10``,
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# URL schemes accepted for DATABASE_URL, and the async driver each one means.
+URL_SCHEMES = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "postgresql+psycopg": "postgresql+asyncpg",
+}
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a task automation assistant running a scheduled task on behalf of a user who is "
@@ -43,6 +61,9 @@ class SchedulerConfig(BaseModel):
         "how long it can sleep, and how often the leader looks for runs of dead workers.",
     )
     log_level: str = Field(default="INFO", description="Logging level for the scheduler")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text, or json: one JSON object per log line"
+    )
     max_concurrent_tasks: int = Field(
         default=5, ge=1, description="Maximum number of tasks to run concurrently"
     )
@@ -77,6 +98,14 @@ class SchedulerConfig(BaseModel):
     token_budget: int | None = Field(
         default=None, ge=1, description="Input+output tokens allowed per orchestrated run"
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _known_level(cls, value: Any) -> Any:
+        level = str(value).strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"unknown log level {value!r}; use one of {', '.join(LOG_LEVELS)}")
+        return level
 
 
 class SchedulerToolConfig(BaseModel):
@@ -123,12 +152,35 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _async_url(cls, value: str) -> str:
-        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            raise ValueError(
-                f"unsupported database URL {value!r}; use sqlite+aiosqlite:///path.db "
-                "or postgresql+asyncpg://user@host/dbname"
-            )
-        return value
+        return normalize_database_url(value)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ``***`` (for logs, banners and errors)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
+
+
+def normalize_database_url(value: str) -> str:
+    """Map accepted spellings to the async driver the service uses.
+
+    ``postgres://`` and ``postgresql://`` (as hosting platforms print them) become
+    ``postgresql+asyncpg://``; ``sqlite:///`` becomes ``sqlite+aiosqlite:///``.
+    """
+    accepted = (
+        "use sqlite+aiosqlite:///path.db (or sqlite:///path.db) or "
+        "postgresql://user:password@host/dbname (postgres://, postgresql+asyncpg:// also work)"
+    )
+    try:
+        url = make_url(value.strip())
+    except ArgumentError:
+        raise ValueError(f"not a database URL {redact_url(value)!r}; {accepted}") from None
+    driver = URL_SCHEMES.get(url.drivername)
+    if driver is None:
+        raise ValueError(f"unsupported database URL {redact_url(value)!r}; {accepted}")
+    return url.set(drivername=driver).render_as_string(hide_password=False)
 
 
 class ConfigError(Exception):
@@ -140,13 +192,76 @@ def env_name(loc: tuple[int | str, ...]) -> str:
     return "__".join(str(part).upper() for part in loc if not isinstance(part, int))
 
 
+_SECRET_WORDS = ("key", "password", "secret", "token")
+
+
+def _shown_input(name: str, value: Any) -> str:
+    """The rejected value as an error may show it: URLs without passwords, no secrets."""
+    if name == "DATABASE_URL" and isinstance(value, str):
+        return repr(redact_url(value))
+    if any(word in name.lower() for word in _SECRET_WORDS) and not name.endswith("TOKENS"):
+        return "'***'"
+    return repr(value)
+
+
+def _settings_error(exc: SettingsError) -> str:
+    """pydantic-settings reports unparsable JSON values as 'error parsing value for
+    field "tools" from source ...'; name the variable and say what is accepted."""
+    found = re.search(r'field "([^"]+)"', str(exc))
+    name = found.group(1).upper() if found else "a setting"
+    accepted = (
+        'a JSON list of "module:ToolClass" strings, e.g. TOOLS=\'["myapp.tools:Weather"]\''
+        if name == "TOOLS"
+        else "a valid JSON value"
+    )
+    return f"invalid configuration: {name}: not valid JSON; use {accepted}"
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Build Settings, turning validation errors into one readable message."""
+    """Build Settings, turning any error into one readable line per bad variable."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        lines = [
-            f"{env_name(err['loc'])}: {err['msg']} (got {err.get('input')!r})"
-            for err in exc.errors()
-        ]
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+        lines = []
+        for err in exc.errors():
+            name = env_name(err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"{name}: {msg} (got {_shown_input(name, err.get('input'))})")
+        raise ConfigError("invalid configuration: " + "; ".join(lines)) from None
+    except SettingsError as exc:
+        raise ConfigError(_settings_error(exc)) from None
+
+
+_PREFIXES: dict[str, type[BaseModel]] = {
+    "SCHEDULER__": SchedulerConfig,
+    "SCHEDULER_TOOL__": SchedulerToolConfig,
+}
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``SCHEDULER__*`` / ``SCHEDULER_TOOL__*`` names that match no setting (typos).
+
+    Such a variable would otherwise be ignored silently, leaving the default in force.
+    """
+    env = os.environ if environ is None else environ
+    unknown = []
+    for name in sorted(env):
+        upper = name.upper()
+        for prefix, model in _PREFIXES.items():
+            if upper.startswith(prefix):
+                field = upper.removeprefix(prefix).lower()
+                if field not in model.model_fields:
+                    unknown.append(name)
+                break
+    return unknown
+
+
+def warn_unknown_variables(log: logging.Logger, environ: Mapping[str, str] | None = None) -> None:
+    """Log one warning per unknown ``SCHEDULER__*`` / ``SCHEDULER_TOOL__*`` variable."""
+    for name in unknown_variables(environ):
+        prefix = (
+            "SCHEDULER_TOOL__" if name.upper().startswith("SCHEDULER_TOOL__") else "SCHEDULER__"
+        )
+        model = _PREFIXES[prefix]
+        known = ", ".join(prefix + f.upper() for f in model.model_fields)
+        log.warning("unknown setting %s is ignored; known %s settings: %s", name, prefix, known)

@@ -39,6 +39,7 @@ from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import func, select
 
 from scheduler_service.jobs import JOB_FUNCTION, RETRY_FUNCTION, FireContext, current_fire
+from scheduler_service.storage import names
 from scheduler_service.storage.retry import retry_locked
 
 log = logging.getLogger(__name__)
@@ -393,7 +394,7 @@ def build_scheduler(
         serialize=serialize,
         max_sleep=max_sleep,
         poll_interval=poll_interval,
-        jobstores={"default": SQLAlchemyJobStore(engine=engine)},
+        jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=names.JOBS)},
         executors={"default": executor},
         job_defaults={"misfire_grace_time": None, "coalesce": False, "max_instances": 1_000_000},
         timezone=UTC,

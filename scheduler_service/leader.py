@@ -51,7 +51,7 @@ class PresenceTaken(RuntimeError):
 
 def new_worker_id() -> str:
     """``host:pid:instance`` — the instance part is what liveness is decided on; host and
-    pid are there for the humans reading ``task_runs``."""
+    pid are there for the humans reading ``task_scheduler_runs``."""
     return f"{socket.gethostname()[:255]}:{os.getpid()}:{uuid.uuid4().hex}"
 
 

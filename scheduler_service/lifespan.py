@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from scheduler_service.config import Settings
+from scheduler_service.tools import Tool
+
+if TYPE_CHECKING:
+    import anthropic
 
 
 @contextlib.asynccontextmanager
-async def lifespan(app: Any, settings: Settings | None = None) -> AsyncIterator[dict[str, Any]]:
-    """Use as ``FastAPI(lifespan=lifespan)``; the service is in ``app.state.scheduler``
-    (and in the lifespan state as ``scheduler``)."""
+async def lifespan(
+    app: Any,
+    settings: Settings | None = None,
+    *,
+    tools: Sequence[Tool] = (),
+    anthropic_client: anthropic.AsyncAnthropic | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """Use as ``FastAPI(lifespan=lifespan)``, or with your settings and tools as
+    ``FastAPI(lifespan=functools.partial(lifespan, settings=..., tools=[MyTool()]))``.
+
+    The service is in ``app.state.scheduler`` (and in the lifespan state as
+    ``scheduler``). Tools given here are registered before any run can start.
+    """
     from scheduler_service.service import SchedulerService
 
-    async with SchedulerService(settings) as service:
+    service = SchedulerService(settings, tools=tools, anthropic_client=anthropic_client)
+    async with service:
         state = getattr(app, "state", None)
         if state is not None:
             state.scheduler = service

@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import importlib
 import logging
+from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from scheduler_service.config import Settings, load_settings
+from scheduler_service.config import ConfigError, Settings, load_settings, warn_unknown_variables
 from scheduler_service.engine import (
     PG_POLL_INTERVAL_S,
     POLL_INTERVAL_S,
@@ -17,7 +18,9 @@ from scheduler_service.engine import (
     JobControl,
     build_scheduler,
 )
+from scheduler_service.health import Heartbeat
 from scheduler_service.leader import leadership_for
+from scheduler_service.logs import ensure_service_logging
 from scheduler_service.runs.execution import Execution
 from scheduler_service.runs.notifications import NotificationCallback, Notifier
 from scheduler_service.runs.recovery import (
@@ -43,14 +46,27 @@ LEADER_RETRY_S = 0.5  # how often a standby retries the scheduling lock (and a l
 
 
 def load_tool(path: str) -> Tool:
-    """'package.module:attribute' → a Tool instance (a class is instantiated)."""
+    """'package.module:attribute' → a Tool instance (a class is instantiated).
+
+    Raises ConfigError naming TOOLS and the entry, never an import traceback.
+    """
     module_name, _, attribute = path.partition(":")
     if not module_name or not attribute:
-        raise ValueError(f"TOOLS entry {path!r}: use 'package.module:ToolClass'")
-    target = getattr(importlib.import_module(module_name), attribute)
-    tool = target() if isinstance(target, type) else target
+        raise ConfigError(
+            f"invalid configuration: TOOLS entry {path!r}: use 'package.module:ToolClass'"
+        )
+    try:
+        target = getattr(importlib.import_module(module_name), attribute)
+        tool = target() if isinstance(target, type) else target
+    except Exception as exc:
+        raise ConfigError(
+            f"invalid configuration: TOOLS entry {path!r} cannot be loaded "
+            f"({type(exc).__name__}: {exc}); use 'package.module:ToolClass' importable here"
+        ) from None
     if not isinstance(getattr(tool, "name", None), str) or not hasattr(tool, "run"):
-        raise ValueError(f"TOOLS entry {path!r} is not a Tool (needs name and run)")
+        raise ConfigError(
+            f"invalid configuration: TOOLS entry {path!r} is not a Tool (needs name and run)"
+        )
     return tool  # type: ignore[no-any-return]
 
 
@@ -69,12 +85,17 @@ def default_anthropic_client(settings: Settings) -> anthropic.AsyncAnthropic | N
 
 
 class SchedulerService:
-    """The embeddable service. Use ``async with SchedulerService(settings) as service``."""
+    """The embeddable service. Use ``async with SchedulerService(settings) as service``.
+
+    Pass the host's tools as ``tools=[...]``: they are registered before ``start`` catches
+    up on missed runs, so no run ever looks for a tool that is only registered later.
+    """
 
     def __init__(
         self,
         settings: Settings | None = None,
         *,
+        tools: Sequence[Tool] = (),
         anthropic_client: anthropic.AsyncAnthropic | None = None,
         on_notification: NotificationCallback | None = None,
         leader_retry: float = LEADER_RETRY_S,
@@ -123,6 +144,8 @@ class SchedulerService:
             self.tools.register(self.scheduler_tool)
         for path in self.settings.tools:
             self.tools.register(load_tool(path))
+        for tool in tools:
+            self.tools.register(tool)
         self.started = False
         self.leadership = leadership_for(self.settings.database_url)
         self.leading = asyncio.Event()  # set while this process runs the scheduler
@@ -130,12 +153,18 @@ class SchedulerService:
         self._standby: asyncio.Task[None] | None = None
         self._trigger_check: asyncio.Task[None] | None = None
         self._recovered_at = 0.0  # loop time of the leader's last sweep for dead workers' runs
+        self.heartbeat = Heartbeat(self.db, self.settings.scheduler.check_interval / 2)
 
     # -- lifecycle -------------------------------------------------------------------
     @property
     def is_leader(self) -> bool:
         """Whether this process fires jobs; a standby only serves tool calls."""
         return self.leading.is_set()
+
+    @property
+    def queue_depth(self) -> int:
+        """Runs of this process waiting for a free slot (``max_concurrent_tasks``)."""
+        return self.runner._slots.waiting
 
     async def start(self) -> None:
         """Migrate, then lead (recover, reconcile, fire jobs) or stand by.
@@ -145,7 +174,10 @@ class SchedulerService:
         leader fires jobs, every process serves tool calls). A standby keeps retrying the
         lock.
         """
-        logging.getLogger("scheduler_service").setLevel(self.settings.scheduler.log_level.upper())
+        ensure_service_logging(
+            self.settings.scheduler.log_level, self.settings.scheduler.log_format
+        )
+        warn_unknown_variables(log)
         try:
             await self.leadership.open()
             async with self.leadership.migrating():
@@ -186,7 +218,7 @@ class SchedulerService:
             log.exception("settling the run queue at stop failed; the next start settles it")
 
     def _where(self) -> str:
-        return self.db.engine.url.render_as_string()
+        return self.db.engine.url.render_as_string(hide_password=True)
 
     async def _abandon_start(self) -> None:
         """A failed start leaves no lock, task or running scheduler behind."""
@@ -209,6 +241,7 @@ class SchedulerService:
         self.wakeups.listen(self.scheduler.wakeup)
         self.leading.set()
         self._trigger_check = asyncio.get_running_loop().create_task(self._check_triggers())
+        await self.heartbeat.beat(self.leadership.worker)
 
     async def _check_triggers(self) -> None:
         """The slow half of reconciliation, after the leader has started firing."""
@@ -269,6 +302,8 @@ class SchedulerService:
             return
         if self._recovery_due():
             await self._recover()
+        if self.heartbeat.due():
+            await self.heartbeat.beat(self.leadership.worker)
 
     def _recovery_due(self) -> bool:
         """Recovery runs every ``check_interval``: after an outage, or a worker's death,

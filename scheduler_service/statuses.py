@@ -23,7 +23,7 @@ class TaskStatus(StrEnum):
 
 
 class RunStatus(StrEnum):
-    """The state of one ``task_runs`` row. ``queued`` and ``running`` are active."""
+    """The state of one ``task_scheduler_runs`` row. ``queued`` and ``running`` are active."""
 
     QUEUED = "queued"
     RUNNING = "running"

@@ -88,8 +88,8 @@ def utc(value: str) -> datetime:
 def load_db(db: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     with sqlite3.connect(db) as conn:
         conn.row_factory = sqlite3.Row
-        tasks = {r["id"]: dict(r) for r in conn.execute("select * from scheduled_tasks")}
-        runs = [dict(r) for r in conn.execute("select * from task_runs")]
+        tasks = {r["id"]: dict(r) for r in conn.execute("select * from task_scheduler_tasks")}
+        runs = [dict(r) for r in conn.execute("select * from task_scheduler_runs")]
     return tasks, runs
 
 

@@ -66,7 +66,9 @@ async def workers(db: Path, count: int) -> AsyncIterator[list[Worker]]:
 def runs_by_task(db: Path) -> dict[str, list[dict[str, Any]]]:
     with sqlite3.connect(db) as conn:
         conn.row_factory = sqlite3.Row
-        rows = [dict(r) for r in conn.execute("select * from task_runs order by queued_at")]
+        rows = [
+            dict(r) for r in conn.execute("select * from task_scheduler_runs order by queued_at")
+        ]
     by_task: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_task.setdefault(row["task_id"], []).append(row)
@@ -85,7 +87,7 @@ def settled(db: Path, task_ids: list[str]) -> Callable[[], Awaitable[bool]]:
 
 def notification_count(db: Path, task_id: str) -> int:
     with sqlite3.connect(db) as conn:
-        sql = "select count(*) from task_notifications where task_id = ?"
+        sql = "select count(*) from task_scheduler_notifications where task_id = ?"
         return int(conn.execute(sql, (task_id,)).fetchone()[0])
 
 

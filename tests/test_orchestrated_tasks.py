@@ -10,7 +10,13 @@ from sqlalchemy import select
 
 from scheduler_service import SchedulerService
 from scheduler_service.storage.models import ScheduledTask, TaskRun
-from tests.anthropic_mock import FakeAnthropic, Reply, error_body, text_message, tool_use_message
+from scheduler_service.testing import (
+    FakeAnthropic,
+    Reply,
+    error_body,
+    text_message,
+    tool_use_message,
+)
 from tests.conftest import ServiceFactory, next_notification
 from tests.design_examples import SALES
 from tools import Tool, ToolContext, ToolError

@@ -1,6 +1,6 @@
 """The orchestration loop against the real ``AsyncAnthropic`` client and a scripted API.
 
-Only the network is fake (``tests.anthropic_mock``), so these tests also check that the
+Only the network is fake (``scheduler_service.testing``), so these tests also check that the
 loop builds requests the SDK accepts and reads responses the way the SDK parses them.
 """
 
@@ -24,7 +24,7 @@ from scheduler_service.runs.orchestration import (
     build_system_prompt,
     run_orchestration,
 )
-from tests.anthropic_mock import (
+from scheduler_service.testing import (
     FakeAnthropic,
     error_body,
     text_message,

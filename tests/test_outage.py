@@ -107,13 +107,13 @@ async def run_under_outage(pg_url: str, proxy: OutageProxy, down_for: float) -> 
 
 async def settled_within(pg_url: str, timeout: float) -> None:
     async with asyncio.timeout(timeout):
-        active = "select id from task_runs where status in ('queued', 'running')"
+        active = "select id from task_scheduler_runs where status in ('queued', 'running')"
         while rows(pg_url, active):  # noqa: ASYNC110 (rows another connection writes)
             await asyncio.sleep(0.1)
 
 
 def check(pg_url: str, tool: ActingTool) -> Counter[str]:
-    runs = rows(pg_url, "select * from task_runs")
+    runs = rows(pg_url, "select * from task_scheduler_runs")
     assert not [r for r in runs if r["status"] not in FINAL], "a run was left queued/running"
     status = {r["id"]: r["status"] for r in runs}
     lost = [run_id for run_id, *_ in tool.acted if status.get(run_id) != "succeeded"]

@@ -439,7 +439,7 @@ async def test_a_pending_retry_survives_a_restart(
     assert len(retry_ids) == 1  # the retry is a job in the job store
     await service.stop()
     if lose_retry_job:  # a crash between recording attempt 1 and storing its retry
-        database_execute(database_url, "delete from apscheduler_jobs where id like 'retry:%'")
+        database_execute(database_url, "delete from task_scheduler_jobs where id like 'retry:%'")
 
     # No grace: had start-up put back a job at the claimed fire time, it would be missed.
     again = await start_service(tools=[FlakyTool()], retry_backoff_base=1, misfire_grace_time=0)
@@ -556,7 +556,7 @@ async def test_a_database_error_in_a_wakeup_does_not_stop_the_scheduler(
     failures: list[str] = []
 
     def fail_once(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.startswith("DELETE FROM apscheduler_jobs") and not failures:
+        if statement.startswith("DELETE FROM task_scheduler_jobs") and not failures:
             failures.append(statement)
             raise sqlite3.OperationalError("disk I/O error (injected)")
 
@@ -648,14 +648,16 @@ async def test_stop_waits_for_running_tasks_then_interrupts_them(
     assert gate.started == ["0", "1"]
     rows = {
         r["task_id"]: (r["status"], r["error"])
-        for r in database_rows(database_url, "select task_id, status, error from task_runs")
+        for r in database_rows(
+            database_url, "select task_id, status, error from task_scheduler_runs"
+        )
     }
     assert rows == {
         ids[0]: ("succeeded", None),
         ids[1]: ("interrupted", INTERRUPTED),
         ids[2]: ("interrupted", NOT_STARTED),
     }
-    notes = database_rows(database_url, "select task_id, status from task_notifications")
+    notes = database_rows(database_url, "select task_id, status from task_scheduler_notifications")
     assert sorted((n["task_id"], n["status"]) for n in notes) == sorted(
         [(ids[0], "succeeded"), (ids[1], "interrupted"), (ids[2], "interrupted")]
     )
@@ -679,7 +681,9 @@ async def test_a_fire_whose_claim_fails_is_claimed_once_the_database_answers(
     async def failing_six_times(fires: list[tuple[str, list[datetime]]], now: datetime) -> Any:
         if len(failed) < 6:
             failed.extend(run_times for _, run_times in fires)
-            raise OperationalError("INSERT INTO task_runs", {}, Exception("disk I/O error"))
+            raise OperationalError(
+                "INSERT INTO task_scheduler_runs", {}, Exception("disk I/O error")
+            )
         return await real_claim(fires, now)
 
     monkeypatch.setattr(service.runner.claims, "fire_many", failing_six_times)
@@ -720,7 +724,7 @@ async def test_recording_an_outcome_survives_a_database_error(
     async def record_failing_once(run: TaskRun, outcome: Any) -> Any:
         if not failures:
             failures.append(run.id)
-            raise OperationalError("UPDATE task_runs", {}, Exception("disk I/O error"))
+            raise OperationalError("UPDATE task_scheduler_runs", {}, Exception("disk I/O error"))
         return await real_record(run, outcome)
 
     monkeypatch.setattr(service.runner, "record", record_failing_once)

@@ -111,7 +111,7 @@ async def settled(url: str, timeout: float) -> None:
 
 
 def check_outcomes(url: str, side: Path) -> Counter[str]:
-    runs = rows(url, "select * from task_runs")
+    runs = rows(url, "select * from task_scheduler_runs")
     assert not [r for r in runs if r["status"] not in FINAL], "a run was left queued/running"
     final: dict[tuple[str, datetime], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
@@ -186,5 +186,7 @@ async def test_concurrent_creates_across_replicas_respect_the_quota(
             await worker.send("create_many", count=share)
         results = [await w.event("created_many", timeout=60) for w in group]
     assert sum(r["ok"] for r in results) == 20, results
-    stored = rows(pg_url, "select count(*) as n from scheduled_tasks where user_id = 'replica'")
+    stored = rows(
+        pg_url, "select count(*) as n from task_scheduler_tasks where user_id = 'replica'"
+    )
     assert stored[0]["n"] == 20

@@ -351,13 +351,15 @@ def test_migrations_run_with_alembic_and_refuse_unknown_revisions(tmp_path: Path
     con = sqlite3.connect(tmp_path / "m.db")
     tables = {row[0] for row in con.execute("select name from sqlite_master where type='table'")}
     assert {
-        "scheduled_tasks",
-        "task_runs",
-        "task_notifications",
-        "reminders",
-        "apscheduler_jobs",
-    } <= tables
-    con.execute("update alembic_version set version_num='9999_future'")
+        "task_scheduler_tasks",
+        "task_scheduler_runs",
+        "task_scheduler_notifications",
+        "task_scheduler_reminders",
+        "task_scheduler_jobs",
+        "task_scheduler_heartbeat",
+        "task_scheduler_alembic_version",
+    } == tables
+    con.execute("update task_scheduler_alembic_version set version_num='9999_future'")
     con.commit()
     con.close()
     with pytest.raises(SchemaError, match="9999_future"):

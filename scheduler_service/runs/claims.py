@@ -1,6 +1,6 @@
-"""Claims: a fire time becomes a ``task_runs`` row before anything runs.
+"""Claims: a fire time becomes a ``task_scheduler_runs`` row before anything runs.
 
-Every execution starts by inserting its ``task_runs`` row keyed by (task_id, fire_time,
+Every execution starts by inserting its ``task_scheduler_runs`` row keyed by (task_id, fire_time,
 attempt). The key is unique in the database, so a fire time that two processes (or a
 restart) both try to run is executed by whichever inserts first; the other sees the
 conflict and does nothing: no fire time runs twice.

@@ -84,6 +84,17 @@ class Execution:
     async def direct(self, task: ScheduledTask, context: ToolContext, timeout: float) -> Outcome:
         """One tool call with the task's fixed operation and parameters."""
         assert task.tool_name and task.operation
+        if task.tool_name not in self.registry:
+            # Not the task's fault: the host has not registered the tool (yet) in this
+            # process. Retrying gives a host that registers it late another chance.
+            return Outcome(
+                RunStatus.FAILED,
+                error=f"tool_name: no tool named {task.tool_name!r} is registered in this "
+                f"process (registered: {', '.join(self.registry.names()) or 'none'}); pass it "
+                "to SchedulerService(tools=[...]) or list it in TOOLS so it exists before start",
+                error_kind="tool_missing",
+                retryable=True,
+            )
         try:
             async with asyncio.timeout(timeout):
                 result = await self.registry.call(

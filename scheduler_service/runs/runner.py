@@ -1,7 +1,7 @@
 """The runner: where every run starts, waits for a slot, executes and is recorded.
 
 Read top to bottom, a fire time goes: ``on_fire`` (APScheduler fired a job, via
-``jobs.fire_task``) → ``claims.Claims.fire`` (the ``task_runs`` row) → a FIFO slot
+``jobs.fire_task``) → ``claims.Claims.fire`` (the ``task_scheduler_runs`` row) → a FIFO slot
 (``slots``) → ``execution.Execution.run`` → ``outcomes.record_outcomes`` (retry or settle)
 → the notifier. Retries (``on_retry``) and manual runs (``run_now``) take the same path
 from a claim of one attempt.

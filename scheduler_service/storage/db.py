@@ -33,8 +33,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, select, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import create_engine, event, inspect, select, text
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -42,13 +42,14 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from scheduler_service.storage import names
 from scheduler_service.storage.models import ScheduledTask
 from scheduler_service.storage.retry import retry_locked
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-MIGRATIONS_DIR = PROJECT_ROOT / "alembic"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # scheduler_service/
+PROJECT_ROOT = PACKAGE_DIR.parent
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
@@ -197,29 +198,74 @@ class Database:
         await self.engine.dispose()
 
 
+def migrations_dir() -> Path:
+    """The alembic scripts, inside the package so that a wheel carries them."""
+    return PACKAGE_DIR / "migrations"
+
+
 def alembic_config(url: str) -> Any:
+    """An alembic Config for ``url`` that needs no alembic.ini (works from any directory)."""
     from alembic.config import Config
 
-    cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["configure_logging"] = False
     return cfg
 
 
-def migrate_to_head(url: str) -> None:
+def current_revisions(conn: Connection) -> set[str]:
+    """The revisions recorded in the scheduler's own version table."""
     from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
 
+    context = MigrationContext.configure(conn, opts={"version_table": names.VERSION_TABLE})
+    return set(context.get_current_heads())
+
+
+def adopt_legacy_version(conn: Connection, script: Any) -> str | None:
+    """Move a revision written by an earlier version out of the shared ``alembic_version``.
+
+    Earlier versions kept their revision in alembic's default table, which a host using
+    alembic also writes. Adopt it into ``task_scheduler_alembic_version`` only when it is
+    one of ours and the scheduler's (unprefixed) tables are there; a host's own revision
+    is never touched. Returns the adopted revision.
+    """
+    from alembic.runtime.migration import MigrationContext
+
+    tables = set(inspect(conn).get_table_names())
+    if names.VERSION_TABLE in tables or names.LEGACY_VERSION_TABLE not in tables:
+        return None
+    if not set(names.LEGACY_TABLES) & tables:
+        return None
+    known = {rev.revision for rev in script.walk_revisions()}
+    legacy = names.LEGACY_VERSION_TABLE
+    rows = [row[0] for row in conn.execute(text(f"SELECT version_num FROM {legacy}"))]
+    ours = [rev for rev in rows if rev in known]
+    if not ours:
+        return None
+    revision = str(ours[0])
+    context = MigrationContext.configure(conn, opts={"version_table": names.VERSION_TABLE})
+    context.stamp(script, revision)
+    conn.execute(text(f"DELETE FROM {legacy} WHERE version_num = :rev"), {"rev": revision})
+    if len(rows) == 1:
+        conn.execute(text(f"DROP TABLE {legacy}"))
+    log.info("adopted schema revision %s from %s", revision, legacy)
+    return revision
+
+
+def migrate_to_head(url: str) -> None:
     from alembic import command
+    from alembic.script import ScriptDirectory
 
     cfg = alembic_config(url)
     script = ScriptDirectory.from_config(cfg)
     known = {rev.revision for rev in script.walk_revisions()}
     engine = create_sync_engine(url)
     try:
+        with engine.begin() as conn:
+            adopt_legacy_version(conn, script)
         with engine.connect() as conn:
-            current = set(MigrationContext.configure(conn).get_current_heads())
+            current = current_revisions(conn)
     finally:
         engine.dispose()
     unknown = current - known

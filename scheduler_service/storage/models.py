@@ -1,8 +1,8 @@
 """The application's tables (SQLAlchemy 2 typed models).
 
 These rows are the source of truth for what a task is and what happened to it.
-APScheduler's own ``apscheduler_jobs`` table only holds timing; it is created by the
-migrations too (see ``alembic/versions``), never at run time.
+APScheduler's own table (``task_scheduler_jobs``) only holds timing; it is created by the
+migrations too (see ``scheduler_service/migrations/versions``), never at run time.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, UniqueConst
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from scheduler_service.storage import names
 
 
 def utcnow() -> datetime:
@@ -53,7 +55,7 @@ class Base(DeclarativeBase):
 
 
 class ScheduledTask(Base):
-    __tablename__ = "scheduled_tasks"
+    __tablename__ = names.TASKS
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(200), index=True)
@@ -104,10 +106,10 @@ class ScheduledTask(Base):
 class TaskRun(Base):
     """One attempt at one fire time. The unique key is what fences duplicate runs."""
 
-    __tablename__ = "task_runs"
+    __tablename__ = names.RUNS
     __table_args__ = (
-        UniqueConstraint("task_id", "fire_time", "attempt", name="uq_task_runs_fire"),
-        Index("ix_task_runs_status", "status"),
+        UniqueConstraint("task_id", "fire_time", "attempt", name="uq_task_scheduler_runs_fire"),
+        Index("ix_task_scheduler_runs_status", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -134,8 +136,10 @@ class TaskRun(Base):
 class TaskNotification(Base):
     """What the host shows in the user's conversation after a run (or a missed one)."""
 
-    __tablename__ = "task_notifications"
-    __table_args__ = (Index("ix_task_notifications_pending", "conversation_id", "displayed_at"),)
+    __tablename__ = names.NOTIFICATIONS
+    __table_args__ = (
+        Index("ix_task_scheduler_notifications_pending", "conversation_id", "displayed_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     task_id: Mapped[str] = mapped_column(String(40), index=True)
@@ -152,7 +156,7 @@ class TaskNotification(Base):
 
 
 class Reminder(Base):
-    __tablename__ = "reminders"
+    __tablename__ = names.REMINDERS
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(200), index=True)

@@ -1,5 +1,8 @@
 """initial schema
 
+The tables carry the ``task_scheduler_`` prefix (0004 renames the unprefixed tables that
+earlier versions of this revision created).
+
 Revision ID: 0001
 Revises: 
 Create Date: 2026-11-26
@@ -18,16 +21,17 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # APScheduler's job store table, exactly as SQLAlchemyJobStore defines it. Created here
+    # APScheduler's job store table, exactly as SQLAlchemyJobStore defines it (with
+    # tablename='task_scheduler_jobs'). Created here
     # so that two processes starting together never race to create it.
-    op.create_table('apscheduler_jobs',
+    op.create_table('task_scheduler_jobs',
     sa.Column('id', sa.Unicode(length=191), nullable=False),
     sa.Column('next_run_time', sa.Float(precision=25), nullable=True),
     sa.Column('job_state', sa.LargeBinary(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index('ix_apscheduler_jobs_next_run_time', 'apscheduler_jobs', ['next_run_time'])
-    op.create_table('reminders',
+    op.create_index('ix_task_scheduler_jobs_next_run_time', 'task_scheduler_jobs', ['next_run_time'])
+    op.create_table('task_scheduler_reminders',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('user_id', sa.String(length=200), nullable=False),
     sa.Column('conversation_id', sa.String(length=200), nullable=True),
@@ -41,10 +45,10 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
-    with op.batch_alter_table('reminders', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_reminders_user_id'), ['user_id'], unique=False)
+    with op.batch_alter_table('task_scheduler_reminders', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_task_scheduler_reminders_user_id'), ['user_id'], unique=False)
 
-    op.create_table('scheduled_tasks',
+    op.create_table('task_scheduler_tasks',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('user_id', sa.String(length=200), nullable=False),
     sa.Column('conversation_id', sa.String(length=200), nullable=True),
@@ -85,12 +89,12 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
-    with op.batch_alter_table('scheduled_tasks', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_scheduled_tasks_next_run_at'), ['next_run_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_scheduled_tasks_status'), ['status'], unique=False)
-        batch_op.create_index(batch_op.f('ix_scheduled_tasks_user_id'), ['user_id'], unique=False)
+    with op.batch_alter_table('task_scheduler_tasks', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_task_scheduler_tasks_next_run_at'), ['next_run_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_task_scheduler_tasks_status'), ['status'], unique=False)
+        batch_op.create_index(batch_op.f('ix_task_scheduler_tasks_user_id'), ['user_id'], unique=False)
 
-    op.create_table('task_notifications',
+    op.create_table('task_scheduler_notifications',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('task_id', sa.String(length=40), nullable=False),
     sa.Column('run_id', sa.String(length=40), nullable=True),
@@ -105,11 +109,11 @@ def upgrade() -> None:
     sa.Column('displayed_at', sa.DateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
-    with op.batch_alter_table('task_notifications', schema=None) as batch_op:
-        batch_op.create_index('ix_task_notifications_pending', ['conversation_id', 'displayed_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_task_notifications_task_id'), ['task_id'], unique=False)
+    with op.batch_alter_table('task_scheduler_notifications', schema=None) as batch_op:
+        batch_op.create_index('ix_task_scheduler_notifications_pending', ['conversation_id', 'displayed_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_task_scheduler_notifications_task_id'), ['task_id'], unique=False)
 
-    op.create_table('task_runs',
+    op.create_table('task_scheduler_runs',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('task_id', sa.String(length=40), nullable=False),
     sa.Column('user_id', sa.String(length=200), nullable=False),
@@ -127,36 +131,36 @@ def upgrade() -> None:
     sa.Column('usage', sa.JSON(), nullable=True),
     sa.Column('details', sa.JSON(), nullable=True),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('task_id', 'fire_time', 'attempt', name='uq_task_runs_fire')
+    sa.UniqueConstraint('task_id', 'fire_time', 'attempt', name='uq_task_scheduler_runs_fire')
     )
-    with op.batch_alter_table('task_runs', schema=None) as batch_op:
-        batch_op.create_index('ix_task_runs_status', ['status'], unique=False)
-        batch_op.create_index(batch_op.f('ix_task_runs_task_id'), ['task_id'], unique=False)
+    with op.batch_alter_table('task_scheduler_runs', schema=None) as batch_op:
+        batch_op.create_index('ix_task_scheduler_runs_status', ['status'], unique=False)
+        batch_op.create_index(batch_op.f('ix_task_scheduler_runs_task_id'), ['task_id'], unique=False)
 
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
-    with op.batch_alter_table('task_runs', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_task_runs_task_id'))
-        batch_op.drop_index('ix_task_runs_status')
+    with op.batch_alter_table('task_scheduler_runs', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_task_scheduler_runs_task_id'))
+        batch_op.drop_index('ix_task_scheduler_runs_status')
 
-    op.drop_table('task_runs')
-    with op.batch_alter_table('task_notifications', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_task_notifications_task_id'))
-        batch_op.drop_index('ix_task_notifications_pending')
+    op.drop_table('task_scheduler_runs')
+    with op.batch_alter_table('task_scheduler_notifications', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_task_scheduler_notifications_task_id'))
+        batch_op.drop_index('ix_task_scheduler_notifications_pending')
 
-    op.drop_table('task_notifications')
-    with op.batch_alter_table('scheduled_tasks', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_scheduled_tasks_user_id'))
-        batch_op.drop_index(batch_op.f('ix_scheduled_tasks_status'))
-        batch_op.drop_index(batch_op.f('ix_scheduled_tasks_next_run_at'))
+    op.drop_table('task_scheduler_notifications')
+    with op.batch_alter_table('task_scheduler_tasks', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_task_scheduler_tasks_user_id'))
+        batch_op.drop_index(batch_op.f('ix_task_scheduler_tasks_status'))
+        batch_op.drop_index(batch_op.f('ix_task_scheduler_tasks_next_run_at'))
 
-    op.drop_table('scheduled_tasks')
-    with op.batch_alter_table('reminders', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_reminders_user_id'))
+    op.drop_table('task_scheduler_tasks')
+    with op.batch_alter_table('task_scheduler_reminders', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_task_scheduler_reminders_user_id'))
 
-    op.drop_table('reminders')
-    op.drop_index('ix_apscheduler_jobs_next_run_time', table_name='apscheduler_jobs')
-    op.drop_table('apscheduler_jobs')
+    op.drop_table('task_scheduler_reminders')
+    op.drop_index('ix_task_scheduler_jobs_next_run_time', table_name='task_scheduler_jobs')
+    op.drop_table('task_scheduler_jobs')

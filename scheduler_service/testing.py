@@ -1,5 +1,9 @@
 """A scripted fake of the Anthropic Messages API for tests, over ``httpx2.MockTransport``.
 
+Public so that a host application can test its own Claude-driven code (and the
+scheduler's orchestrated tasks) offline: ``from scheduler_service.testing import
+FakeAnthropic, text_message, tool_use_message``.
+
 Tests use the REAL ``anthropic.AsyncAnthropic`` client so that request building, response
 parsing and error classes are the SDK's own; only the network is replaced. The anthropic
 2.x SDK runs on ``httpx2`` (not ``httpx``), so respx cannot intercept it, while a
@@ -41,6 +45,7 @@ __all__ = [
     "error_body",
     "message_body",
     "text_message",
+    "tool_use_ids",
     "tool_use_message",
 ]
 

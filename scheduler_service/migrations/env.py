@@ -2,9 +2,10 @@
 
 from logging.config import fileConfig
 
+from alembic import context
 from sqlalchemy import pool
 
-from alembic import context
+from scheduler_service.storage import names
 from scheduler_service.storage.db import create_sync_engine, sync_url
 from scheduler_service.storage.models import Base
 
@@ -25,7 +26,12 @@ def _url() -> str:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True)
+    context.configure(
+        url=_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        version_table=names.VERSION_TABLE,
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -37,6 +43,7 @@ def run_migrations_online() -> None:
             connection=connection,
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
+            version_table=names.VERSION_TABLE,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -1,0 +1,467 @@
+"""``task-scheduler``: run the service and operate it from a shell.
+
+Every command takes ``--database-url`` (else ``DATABASE_URL`` / ``.env``), every listing
+takes ``--json``. Exit codes: 0 success, 1 the command failed (a task not found, a tool
+error, an unreachable database, an unhealthy service), 2 bad usage or configuration.
+Errors are one line on stderr, never a traceback, and never show a password.
+
+``task-scheduler`` with no command (or ``task-scheduler --demo``) is ``task-scheduler run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import Any
+
+from scheduler_service.config import ConfigError, Settings, load_settings, redact_url
+from scheduler_service.health import first_line
+from scheduler_service.logs import configure_logging
+
+log = logging.getLogger("scheduler_service.cli")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+TASK_STATUSES = ("scheduled", "paused", "completed", "failed", "cancelled", "missed")
+CELL_WIDTH = 48
+POSTGRES_DRIVERS = ("asyncpg", "psycopg", "psycopg_binary")
+
+
+# -- output -------------------------------------------------------------------------------
+def _cell(value: Any) -> str:
+    text = "-" if value is None or value == "" else str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= CELL_WIDTH else text[: CELL_WIDTH - 1] + "…"
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """A plain aligned table: ``columns`` are (key, heading) pairs."""
+    cells = [[_cell(row.get(key)) for key, _ in columns] for row in rows]
+    headings = [heading for _, heading in columns]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headings)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headings, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
+    """JSON with ``--json``, else the human rendering."""
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    else:
+        print(text())
+
+
+def details(data: dict[str, Any], keys: Sequence[str]) -> str:
+    width = max(len(k) for k in keys)
+    return "\n".join(f"{k.ljust(width)}  {_cell(data.get(k))}" for k in keys if k in data)
+
+
+TASK_COLUMNS = [
+    ("task_id", "ID"),
+    ("user_id", "USER"),
+    ("name", "NAME"),
+    ("status", "STATUS"),
+    ("schedule", "SCHEDULE"),
+    ("next_run_time", "NEXT RUN"),
+    ("last_status", "LAST"),
+]
+RUN_COLUMNS = [
+    ("run_id", "RUN"),
+    ("kind", "KIND"),
+    ("fire_time", "FIRE TIME"),
+    ("attempt", "TRY"),
+    ("status", "STATUS"),
+    ("duration_ms", "MS"),
+    ("error", "ERROR"),
+]
+NOTIFICATION_COLUMNS = [
+    ("id", "ID"),
+    ("conversation_id", "CONVERSATION"),
+    ("created_at", "CREATED"),
+    ("status", "STATUS"),
+    ("title", "TITLE"),
+    ("message", "MESSAGE"),
+]
+
+
+# -- arguments ------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--database-url",
+        default=argparse.SUPPRESS,
+        help="database to use (overrides DATABASE_URL); postgres:// URLs are accepted",
+    )
+    listing = argparse.ArgumentParser(add_help=False)
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    parser = argparse.ArgumentParser(
+        prog="task-scheduler",
+        description="Run the task scheduler service, or inspect and operate it.",
+        epilog="Without a command, runs the service (`task-scheduler --demo` shows it working).",
+    )
+    parser.add_argument("--database-url", default=None, help=argparse.SUPPRESS)
+    _run_options(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="run the service in the foreground")
+    _run_options(run)
+
+    tool = sub.add_parser(
+        "tool",
+        parents=[common, listing],
+        help="call a scheduler_tool operation as a user",
+        description="Call one operation, e.g. "
+        "`task-scheduler tool get_tasks --user u1` or "
+        '`task-scheduler tool get_task \'{"task_id": "task_…"}\' --user u1`.',
+    )
+    tool.add_argument("operation", help="e.g. create_task, get_tasks, preview_schedule")
+    tool.add_argument("kwargs", nargs="?", default=None, help="the operation's kwargs as JSON")
+    tool.add_argument("--user", required=True, help="the user the call acts for")
+    tool.add_argument("--conversation", default=None, help="the conversation it belongs to")
+    tool.add_argument("--tool", default="scheduler_tool", help="tool name (default scheduler_tool)")
+
+    tasks = sub.add_parser("tasks", parents=[common, listing], help="list tasks of every user")
+    tasks.add_argument("--user", default=None, help="only this user's tasks")
+    tasks.add_argument("--status", choices=TASK_STATUSES, default=None, help="only this status")
+
+    task = sub.add_parser(
+        "task", parents=[common, listing], help="one task, its runs and next runs"
+    )
+    task.add_argument("task_id")
+
+    runs = sub.add_parser("runs", parents=[common, listing], help="a task's runs, newest first")
+    runs.add_argument("task_id")
+    runs.add_argument("--limit", type=int, default=20)
+
+    notes = sub.add_parser(
+        "notifications", parents=[common, listing], help="pending notifications (not marked)"
+    )
+    notes.add_argument("--conversation", default=None, help="only this conversation's")
+    notes.add_argument("--all", action="store_true", help="include displayed ones")
+
+    for action, words in (
+        ("pause", "pause a task"),
+        ("resume", "resume a paused task"),
+        ("run-now", "run a task once now (waits for the result)"),
+        ("cancel", "cancel a task (its history is kept)"),
+    ):
+        p = sub.add_parser(action, parents=[common, listing], help=f"{words}, as operator")
+        p.add_argument("task_id")
+
+    db = sub.add_parser("db", help="database schema: upgrade, current")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    db_sub.add_parser("upgrade", parents=[common], help="migrate the schema to head")
+    db_sub.add_parser("current", parents=[common, listing], help="show the schema revision")
+
+    sub.add_parser(
+        "health",
+        parents=[common, listing],
+        help="exit 0 only if the database is reachable, at head, and a leader is awake",
+    )
+
+    mcp = sub.add_parser(
+        "mcp",
+        parents=[common],
+        help="serve the scheduler to an MCP host over stdio",
+        description="Serve scheduler_tool and get_notifications over MCP (stdio), acting "
+        "for one user and conversation. Also runs the service (tasks fire from here).",
+    )
+    mcp.add_argument("--user", required=True, help="the user every call acts for")
+    mcp.add_argument("--conversation", required=True, help="the conversation notified")
+    return parser
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--demo", action="store_true", help="schedule and run example tasks")
+    parser.add_argument(
+        "--run-for", type=float, default=None, metavar="SECONDS", help="stop after this long"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=None, metavar="PORT", help="serve /metrics here"
+    )
+
+
+# -- commands ------------------------------------------------------------------------------
+def settings_for(args: argparse.Namespace, **scheduler: Any) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "database_url", None):
+        overrides["database_url"] = args.database_url
+    settings = load_settings(**overrides)
+    if scheduler:
+        settings.scheduler = settings.scheduler.model_copy(update=scheduler)
+    return settings
+
+
+@contextlib.asynccontextmanager
+async def operator_service(args: argparse.Namespace) -> Any:
+    """A service that serves calls but never fires jobs (it does not seek the lock)."""
+    from scheduler_service.operator import Operator
+    from scheduler_service.service import SchedulerService
+
+    settings = settings_for(args, enabled=False, log_level="WARNING")
+    async with SchedulerService(settings) as service:
+        yield Operator(service)
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    from scheduler_service.demo import run_demo, show_state
+    from scheduler_service.service import SchedulerService
+
+    settings = settings_for(args)
+    configure_logging(settings.scheduler.log_level, settings.scheduler.log_format)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    service = SchedulerService(settings)
+    if args.metrics_port is not None:
+        from scheduler_service.metrics import SchedulerMetrics
+
+        SchedulerMetrics().bind(service).serve(args.metrics_port)
+        log.info("metrics on http://0.0.0.0:%d/metrics", args.metrics_port)
+    async with service:
+        where = redact_url(settings.database_url)
+        print(f"scheduler running on {where} — Ctrl-C to stop", flush=True)
+        if args.demo:
+            await run_demo(service)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(args.run_for):
+                await stop.wait()
+        if args.demo:
+            await show_state(service)
+        print("stopping…", flush=True)
+    return EXIT_OK
+
+
+async def cmd_tool(args: argparse.Namespace) -> int:
+    from scheduler_service.tools import ToolContext
+
+    context = ToolContext(user_id=args.user, conversation_id=args.conversation)
+    async with operator_service(args) as op:
+        result = await op.service.tools.call(
+            args.tool, args.operation, args.kwargs, context=context
+        )
+    emit(args, result, lambda: _tool_text(result))
+    return EXIT_OK
+
+
+def _tool_text(result: dict[str, Any]) -> str:
+    if isinstance(result.get("tasks"), list):
+        return table(result["tasks"], [c for c in TASK_COLUMNS if c[0] != "user_id"]) + (
+            f"\n{result.get('message', '')}"
+        )
+    message = result.get("message")
+    rest = {k: v for k, v in result.items() if k != "message"}
+    body = json.dumps(rest, indent=2, default=str, ensure_ascii=False)
+    return f"{message}\n{body}" if message else body
+
+
+async def cmd_tasks(args: argparse.Namespace) -> int:
+    async with operator_service(args) as op:
+        rows = await op.tasks(user=args.user, status=args.status)
+    emit(args, rows, lambda: table(rows, TASK_COLUMNS) + f"\n{len(rows)} task(s)")
+    return EXIT_OK
+
+
+async def cmd_task(args: argparse.Namespace) -> int:
+    async with operator_service(args) as op:
+        task = await op.task(args.task_id)
+
+    def text() -> str:
+        keys = [
+            "task_id", "name", "user_id", "conversation_id", "status", "schedule", "timezone",
+            "execution_mode", "tool_name", "operation", "task_description", "run_count",
+            "success_count", "failure_count", "last_run_time", "last_status", "last_error",
+        ]  # fmt: skip
+        parts = [details(task, keys), "", "next runs:"]
+        parts += [f"  {t}" for t in task["next_runs"]] or ["  (none)"]
+        parts += ["", "recent runs:", table(task.get("recent_runs", []), RUN_COLUMNS)]
+        return "\n".join(parts)
+
+    emit(args, task, text)
+    return EXIT_OK
+
+
+async def cmd_runs(args: argparse.Namespace) -> int:
+    async with operator_service(args) as op:
+        rows = await op.runs(args.task_id, limit=args.limit)
+    emit(args, rows, lambda: table(rows, RUN_COLUMNS) + f"\n{len(rows)} run(s)")
+    return EXIT_OK
+
+
+async def cmd_notifications(args: argparse.Namespace) -> int:
+    async with operator_service(args) as op:
+        rows = await op.notifications(conversation=args.conversation, include_displayed=args.all)
+    emit(args, rows, lambda: table(rows, NOTIFICATION_COLUMNS) + f"\n{len(rows)} notification(s)")
+    return EXIT_OK
+
+
+async def cmd_action(args: argparse.Namespace) -> int:
+    async with operator_service(args) as op:
+        result = await op.act(args.command, args.task_id)
+    emit(args, result, lambda: str(result.get("message", result)))
+    run = result.get("run")
+    failed = isinstance(run, dict) and run.get("status") not in (None, "succeeded", "skipped")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+async def cmd_db(args: argparse.Namespace) -> int:
+    from scheduler_service.health import schema_revision
+    from scheduler_service.leader import leadership_for
+    from scheduler_service.storage.db import migrate_to_head, sync_url
+
+    settings = settings_for(args)
+    url = sync_url(settings.database_url)
+    if args.db_command == "upgrade":
+        # Under the same lock as a starting service, which may be migrating right now.
+        leadership = leadership_for(settings.database_url)
+        await leadership.open()
+        try:
+            async with leadership.migrating():
+                await asyncio.to_thread(migrate_to_head, url)
+        finally:
+            await leadership.close()
+    current, head = await asyncio.to_thread(schema_revision, url)
+    data = {
+        "database": redact_url(settings.database_url),
+        "revision": current,
+        "head": head,
+        "at_head": current == [head],
+    }
+    state = "at head" if data["at_head"] else f"head is {head}: run `task-scheduler db upgrade`"
+    emit(
+        args, data, lambda: f"{data['database']}: revision {', '.join(current) or 'none'} ({state})"
+    )
+    return EXIT_OK
+
+
+async def cmd_health(args: argparse.Namespace) -> int:
+    from scheduler_service.health import check_health
+
+    settings = settings_for(args)
+    report = await asyncio.to_thread(
+        check_health, settings.database_url, settings.scheduler.check_interval
+    )
+
+    def text() -> str:
+        lines = [
+            f"database   {report.database}: {'reachable' if report.reachable else 'UNREACHABLE'}",
+            f"schema     {', '.join(report.revision) or 'none'} (head {report.head})",
+            f"leader     {report.leader or '-'} (last heartbeat {report.last_beat or 'never'})",
+        ]
+        lines += [f"problem    {p}" for p in report.problems]
+        lines.append("healthy" if report.ok else "UNHEALTHY")
+        return "\n".join(lines)
+
+    emit(args, report.to_dict(), text)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+async def cmd_mcp(args: argparse.Namespace) -> int:
+    try:
+        from scheduler_service.mcp_server import serve_stdio
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("mcp"):
+            raise
+        raise ConfigError(
+            "the mcp command needs the MCP SDK: pip install 'task-scheduler[mcp]'"
+        ) from None
+
+    settings = settings_for(args)
+    configure_logging(settings.scheduler.log_level, settings.scheduler.log_format)
+    await serve_stdio(settings, user=args.user, conversation=args.conversation)
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "run": cmd_run,
+    "tool": cmd_tool,
+    "tasks": cmd_tasks,
+    "task": cmd_task,
+    "runs": cmd_runs,
+    "notifications": cmd_notifications,
+    "pause": cmd_action,
+    "resume": cmd_action,
+    "run-now": cmd_action,
+    "cancel": cmd_action,
+    "db": cmd_db,
+    "health": cmd_health,
+    "mcp": cmd_mcp,
+}
+
+
+# -- errors -----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def one_line_errors(args: argparse.Namespace, code: list[int]) -> Iterator[None]:
+    """Turn every expected failure into one stderr line and an exit code."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from scheduler_service.storage.db import SchemaError
+    from scheduler_service.tools import ToolError
+
+    url = getattr(args, "database_url", None)
+    try:
+        yield
+    except ConfigError as exc:
+        _fail(str(exc), code, EXIT_USAGE)
+    except SchemaError as exc:
+        _fail(f"error: {exc}", code, EXIT_USAGE)
+    except ToolError as exc:
+        _fail(f"error: {exc}", code, EXIT_FAILED)
+    except BrokenPipeError:  # the reader went away (`| head`): nothing left to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code[0] = EXIT_FAILED
+    except ModuleNotFoundError as exc:
+        if exc.name not in POSTGRES_DRIVERS:
+            raise
+        _fail(
+            "error: PostgreSQL needs the postgres extra: pip install 'task-scheduler[postgres]' "
+            f"(missing module {exc.name})",
+            code,
+            EXIT_USAGE,
+        )
+    except (SQLAlchemyError, OSError) as exc:
+        raw = _database_url(url)
+        _fail(
+            f"error: database {redact_url(raw)} unavailable: "
+            f"{type(exc).__name__}: {first_line(exc, raw)}",
+            code,
+            EXIT_FAILED,
+        )
+
+
+def _database_url(url: str | None) -> str:
+    try:
+        return load_settings(**({"database_url": url} if url else {})).database_url
+    except ConfigError:
+        return "(unknown)"
+
+
+def _fail(message: str, code: list[int], exit_code: int) -> None:
+    print(message, file=sys.stderr)
+    code[0] = exit_code
+
+
+def main(argv: list[str] | None = None) -> None:
+    # TOOLS entries name the host's modules; an installed console script does not have the
+    # working directory on sys.path. Appended, so it can never shadow installed packages.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        args.command = "run"
+    if args.command != "run" and args.command != "mcp":
+        configure_logging("WARNING")
+    code = [EXIT_OK]
+    with one_line_errors(args, code):
+        code[0] = asyncio.run(COMMANDS[args.command](args))
+    sys.exit(code[0])

@@ -1,0 +1,169 @@
+"""Liveness of the service as an operator sees it: the leader's heartbeat and the health check.
+
+The leader writes one row (``task_scheduler_heartbeat``) when it takes the lead and then
+every half ``check_interval`` from its leadership loop, which runs every couple of seconds
+anyway. ``task-scheduler health`` (a separate process, maybe on another host) can then
+tell "a leader is firing jobs" from "every worker is down or stuck", which the database
+alone cannot show. One UPDATE per half interval keeps it cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Integer, String, select, text, update
+from sqlalchemy.orm import Mapped, mapped_column
+
+from scheduler_service.storage import names
+from scheduler_service.storage.db import (
+    Database,
+    alembic_config,
+    create_sync_engine,
+    current_revisions,
+    sync_url,
+)
+from scheduler_service.storage.models import Base, utcnow
+
+HEALTH_CONNECT_TIMEOUT_S = 5
+# Grace on top of check_interval: the leadership loop ticks every couple of seconds.
+HEARTBEAT_SLACK_S = 5.0
+
+
+class LeaderHeartbeat(Base):
+    """The single heartbeat row (id 1): which worker leads and when it last woke."""
+
+    __tablename__ = names.HEARTBEAT
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    worker: Mapped[str | None] = mapped_column(String(300))
+    beat_at: Mapped[datetime | None]
+
+
+class Heartbeat:
+    """Written by the leader; ``due`` keeps the writes to one per half interval."""
+
+    def __init__(self, db: Database, every: float) -> None:
+        self.db = db
+        self.every = every
+        self._last = float("-inf")
+
+    def due(self) -> bool:
+        return asyncio.get_running_loop().time() - self._last >= self.every
+
+    async def beat(self, worker: str) -> None:
+        self._last = asyncio.get_running_loop().time()
+        async with self.db.write() as session:
+            await session.execute(
+                update(LeaderHeartbeat)
+                .where(LeaderHeartbeat.id == 1)
+                .values(worker=worker, beat_at=utcnow())
+            )
+
+
+@dataclass
+class HealthReport:
+    """What ``task-scheduler health`` prints; ``ok`` only when every check passed."""
+
+    database: str
+    reachable: bool = False
+    revision: list[str] = field(default_factory=list)
+    head: str | None = None
+    at_head: bool = False
+    leader: str | None = None
+    last_beat: str | None = None
+    beat_age_s: float | None = None
+    leader_alive: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def check_health(async_url: str, check_interval: float) -> HealthReport:
+    """Database reachable, schema at head, a leader beat within ``check_interval``.
+
+    Synchronous (one short connection): meant for the CLI and probes, not the event loop.
+    """
+    from alembic.script import ScriptDirectory
+
+    from scheduler_service.config import redact_url
+
+    report = HealthReport(database=redact_url(async_url))
+    url = sync_url(async_url)
+    options: dict[str, Any] = (
+        {}
+        if url.startswith("sqlite")
+        else {"connect_args": {"connect_timeout": HEALTH_CONNECT_TIMEOUT_S}}
+    )
+    engine = create_sync_engine(url, **options)
+    report.head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+            report.reachable = True
+            report.revision = sorted(current_revisions(conn))
+            report.at_head = report.revision == [report.head]
+            if report.at_head:
+                row = conn.execute(
+                    select(LeaderHeartbeat.worker, LeaderHeartbeat.beat_at).where(
+                        LeaderHeartbeat.id == 1
+                    )
+                ).first()
+                if row is not None and row.beat_at is not None:
+                    beat = row.beat_at.replace(tzinfo=UTC)
+                    report.leader, report.last_beat = row.worker, beat.isoformat()
+                    report.beat_age_s = round((datetime.now(UTC) - beat).total_seconds(), 3)
+                    report.leader_alive = report.beat_age_s <= check_interval + HEARTBEAT_SLACK_S
+    except Exception as exc:
+        if not report.reachable:
+            report.problems.append(
+                f"database unreachable: {type(exc).__name__}: {first_line(exc, async_url)}"
+            )
+        else:
+            report.problems.append(f"health query failed: {first_line(exc, async_url)}")
+    finally:
+        engine.dispose()
+    if report.reachable and not report.at_head:
+        report.problems.append(
+            f"schema at revision {', '.join(report.revision) or 'none'}, expected {report.head}: "
+            "run `task-scheduler db upgrade`"
+        )
+    if report.at_head and not report.leader_alive:
+        age = "never" if report.beat_age_s is None else f"{report.beat_age_s:.0f} s ago"
+        report.problems.append(
+            f"no leader has woken within {check_interval:g} s (last heartbeat: {age}); "
+            "is a `task-scheduler run` (or a host app) running with SCHEDULER__ENABLED=true?"
+        )
+    return report
+
+
+def schema_revision(url: str) -> tuple[list[str], str | None]:
+    """(the database's current revisions, the head this code ships) for a sync URL."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    engine = create_sync_engine(url)
+    try:
+        with engine.connect() as conn:
+            return sorted(current_revisions(conn)), head
+    finally:
+        engine.dispose()
+
+
+def first_line(exc: BaseException, url: str | None = None) -> str:
+    """An exception's first line, without the database password."""
+    text_ = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0]
+    if url:
+        from sqlalchemy.engine import make_url
+
+        password = make_url(url).password
+        if password:
+            text_ = text_.replace(str(password), "***")
+    return text_

@@ -1,0 +1,134 @@
+"""The operator CLI against a real SQLite file: listings, actions, db, health, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from scheduler_service import cli
+from scheduler_service.health import LeaderHeartbeat, check_health
+from scheduler_service.service import SchedulerService
+from scheduler_service.storage.models import utcnow
+
+REMINDER = {
+    "name": "Water plants",
+    "frequency": "daily",
+    "scheduled_time": "09:00",
+    "timezone": "Europe/Paris",
+    "tool_name": "reminder_tool",
+    "operation": "add_reminder",
+    "parameters": {"title": "Water the plants", "date": "today"},
+}
+
+
+@pytest.fixture
+def url(db_path: Path) -> str:
+    return f"sqlite:///{db_path}"  # the plain spelling is accepted too
+
+
+@pytest.fixture(autouse=True)
+def _keep_pytest_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI configures the root logger for its process; not inside pytest's."""
+    monkeypatch.setattr(cli, "configure_logging", lambda *a, **k: None)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return int(done.value.code or 0), out, err
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    code, out, err = run_cli(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_db_upgrade_then_current(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    code, out, _ = run_cli(capsys, "db", "upgrade", "--database-url", url)
+    assert code == 0 and "at head" in out
+    current = run_json(capsys, "db", "current", "--database-url", url)
+    assert current["at_head"] and current["revision"] == [current["head"]]
+
+
+def test_tool_tasks_task_runs_notifications_and_actions(
+    capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    db = ("--database-url", url)
+    created = run_json(
+        capsys, "tool", "create_task", json.dumps(REMINDER), "--user", "u1",
+        "--conversation", "c1", *db,
+    )  # fmt: skip
+    task_id = created["task"]["task_id"]
+    run_json(capsys, "tool", "create_task", json.dumps({**REMINDER, "name": "Other"}),
+             "--user", "u2", *db)  # fmt: skip
+
+    assert {t["user_id"] for t in run_json(capsys, "tasks", *db)} == {"u1", "u2"}
+    mine = run_json(capsys, "tasks", "--user", "u1", *db)
+    assert [t["task_id"] for t in mine] == [task_id]
+    code, out, _ = run_cli(capsys, "tasks", *db)
+    assert code == 0 and "Water plants" in out and "SCHEDULE" in out
+
+    task = run_json(capsys, "task", task_id, *db)
+    assert len(task["next_runs"]) == 5 and task["next_runs"][0].endswith(("+01:00", "+02:00"))
+
+    code, out, _ = run_cli(capsys, "run-now", task_id, *db)
+    assert code == 0 and "succeeded" in out
+    runs = run_json(capsys, "runs", task_id, *db)
+    assert [(r["kind"], r["status"]) for r in runs] == [("manual", "succeeded")]
+
+    pending = run_json(capsys, "notifications", "--conversation", "c1", *db)
+    assert [n["task_id"] for n in pending] == [task_id]
+    assert run_json(capsys, "notifications", "--conversation", "c1", *db) == pending  # not marked
+
+    assert run_json(capsys, "pause", task_id, *db)["status"] == "paused"
+    assert run_json(capsys, "tasks", "--status", "paused", *db)[0]["task_id"] == task_id
+    assert run_json(capsys, "resume", task_id, *db)["status"] == "scheduled"
+    assert run_json(capsys, "cancel", task_id, *db)["status"] == "cancelled"
+
+
+def test_failures_exit_non_zero_with_one_line(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    code, _, err = run_cli(capsys, "task", "task_missing", "--database-url", url)
+    assert code == 1 and err.strip() == (
+        "error: not_found: task_id: no task 'task_missing'; list them with `tasks`"
+    )
+    code, _, err = run_cli(
+        capsys, "tool", "create_task", '{"name": "x"}', "--user", "u1", "--database-url", url
+    )
+    assert code == 1 and err.startswith("error: invalid_input:") and "frequency" in err
+    code, _, err = run_cli(capsys, "tasks", "--database-url", "mysql://x@h/db")
+    assert code == 2 and "DATABASE_URL" in err
+
+
+def test_health_fails_without_a_leader(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    run_cli(capsys, "db", "upgrade", "--database-url", url)
+    code, out, _ = run_cli(capsys, "health", "--database-url", url)
+    assert code == 1 and "no leader has woken" in out and "UNHEALTHY" in out
+
+
+def test_health_fails_before_migration(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    report = run_cli(capsys, "health", "--json", "--database-url", url)
+    assert report[0] == 1
+    data = json.loads(report[1])
+    assert data["reachable"] and not data["at_head"] and "db upgrade" in data["problems"][0]
+
+
+async def test_health_follows_the_leaders_heartbeat(service: SchedulerService) -> None:
+    interval = service.settings.scheduler.check_interval
+    report = await asyncio.to_thread(check_health, service.settings.database_url, interval)
+    assert report.ok, report.problems
+    assert report.leader == service.leadership.worker
+
+    async with service.db.write() as session:  # a leader that stopped waking up
+        await session.execute(
+            update(LeaderHeartbeat).values(beat_at=utcnow() - timedelta(seconds=interval * 3))
+        )
+    report = await asyncio.to_thread(check_health, service.settings.database_url, interval)
+    assert not report.ok and "no leader has woken" in report.problems[0]

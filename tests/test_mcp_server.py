@@ -1,0 +1,71 @@
+"""`task-scheduler mcp` as a subprocess, driven by the official MCP client over stdio."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from mcp import Client, StdioServerParameters
+from mcp.types import CallToolResult
+
+from tests.design_examples import INVENTORY
+
+
+def _payload(result: CallToolResult) -> Any:
+    if result.structured_content is not None:
+        return result.structured_content
+    return json.loads(result.content[0].text)  # type: ignore[union-attr]
+
+
+async def test_mcp_server_schedules_runs_and_reports(tmp_path: Path) -> None:
+    server = StdioServerParameters(
+        command=sys.executable,
+        args=[
+            "-m",
+            "scheduler_service",
+            "mcp",
+            "--user",
+            "u1",
+            "--conversation",
+            "c1",
+            "--database-url",
+            f"sqlite+aiosqlite:///{tmp_path / 'mcp.db'}",
+        ],
+        env={"PYTHONPATH": os.pathsep.join(sys.path)},
+        cwd=tmp_path,
+    )
+    async with Client(server, read_timeout_seconds=60) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert set(tools) == {"scheduler_tool", "get_notifications"}
+        assert "preview_schedule" in (tools["scheduler_tool"].description or "")
+
+        created = _payload(
+            await client.call_tool(
+                "scheduler_tool", {"operation": "create_task", "kwargs": INVENTORY}
+            )
+        )
+        task_id = created["task"]["task_id"]
+        assert created["task"]["next_run_time"]
+
+        ran = _payload(
+            await client.call_tool(
+                "scheduler_tool", {"operation": "execute_task_now", "kwargs": {"task_id": task_id}}
+            )
+        )
+        assert ran["run"]["status"] == "succeeded"
+
+        notes = _payload(await client.call_tool("get_notifications", {}))
+        assert [n["task_id"] for n in notes["notifications"]] == [task_id]
+        assert notes["notifications"][0]["conversation_id"] == "c1"
+        again = _payload(await client.call_tool("get_notifications", {}))
+        assert again["count"] == 0  # marked displayed by the first call
+
+        bad = await client.call_tool(
+            "scheduler_tool", {"operation": "create_task", "kwargs": {"name": "x"}}
+        )
+        assert bad.is_error
+        text = bad.content[0].text  # type: ignore[union-attr]
+        assert "invalid_input: frequency" in text

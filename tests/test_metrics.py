@@ -1,0 +1,80 @@
+"""Prometheus metrics from real runs: counts by status, lateness, tokens, leader, queue."""
+
+from __future__ import annotations
+
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from scheduler_service.metrics import SchedulerMetrics
+from scheduler_service.service import SchedulerService
+from scheduler_service.testing import FakeAnthropic, text_message
+from scheduler_service.tools import ToolContext
+from tests.conftest import RecordingTool, make_settings, next_notification, watch_notifications
+from tests.design_examples import INVENTORY, SALES
+
+CTX = ToolContext(user_id="u1", conversation_id="c1")
+
+
+def sample(metrics: SchedulerMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_runs_lateness_tokens_and_leader(db_path: Path) -> None:
+    fake = FakeAnthropic(
+        text_message("Report sent.", usage={"input_tokens": 40, "output_tokens": 7})
+    )
+    service = SchedulerService(make_settings(db_path), anthropic_client=fake.client())
+    metrics = SchedulerMetrics().bind(service)
+    watch_notifications(service)  # after the metrics: notified once they are counted
+    service.tools.register(RecordingTool())
+    assert sample(metrics, "task_scheduler_leader") == 0.0
+    async with service:
+        assert sample(metrics, "task_scheduler_leader") == 1.0
+        soon = (datetime.now(UTC) + timedelta(seconds=0.3)).isoformat()
+        once = {
+            **INVENTORY,
+            "frequency": "once",
+            "scheduled_time": soon,
+        }
+        await service.scheduler_tool.run("create_task", once, context=CTX)
+        await next_notification(service)  # fired by APScheduler at its fire time
+        created = await service.scheduler_tool.run("create_task", SALES, context=CTX)
+        await service.scheduler_tool.run(
+            "execute_task_now", {"task_id": created["task"]["task_id"]}, context=CTX
+        )
+        await next_notification(service)
+        assert sample(metrics, "task_scheduler_runs_total", status="succeeded") == 2.0
+        assert sample(metrics, "task_scheduler_fire_lateness_seconds_count") == 2.0
+        assert 0 <= sample(metrics, "task_scheduler_fire_lateness_seconds_sum") < 5
+        assert (
+            sample(metrics, "task_scheduler_orchestration_tokens_total", kind="input_tokens") == 40
+        )
+        assert (
+            sample(metrics, "task_scheduler_orchestration_tokens_total", kind="output_tokens") == 7
+        )
+        assert sample(metrics, "task_scheduler_queue_depth") == 0.0
+        text = generate_latest(metrics.registry).decode()
+        assert "task_scheduler_runs_total" in text and "task_scheduler_leader 1.0" in text
+    assert sample(metrics, "task_scheduler_leader") == 0.0
+    await fake.aclose()
+
+
+def test_metrics_served_over_http_and_mountable() -> None:
+    metrics = SchedulerMetrics()
+    metrics.runs.labels(status="failed").inc()
+    host_registry = CollectorRegistry()
+    metrics.register_to(host_registry)
+    assert host_registry.get_sample_value("task_scheduler_runs_total", {"status": "failed"}) == 1
+    server = metrics.serve(0, addr="127.0.0.1")
+    try:
+        port = server.server_address[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            body: Any = reply.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert 'task_scheduler_runs_total{status="failed"} 1.0' in body
