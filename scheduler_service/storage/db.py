@@ -199,8 +199,10 @@ class Database:
 
 
 def migrations_dir() -> Path:
-    """The alembic scripts, inside the package so that a wheel carries them."""
-    return PACKAGE_DIR / "migrations"
+    """The alembic scripts: ``alembic/`` in a checkout (and an editable install); the wheel
+    carries the same directory as ``scheduler_service/migrations``."""
+    installed = PACKAGE_DIR / "migrations"
+    return installed if installed.is_dir() else PACKAGE_DIR.parent / "alembic"
 
 
 def alembic_config(url: str) -> Any:

@@ -2,7 +2,7 @@
 
 These rows are the source of truth for what a task is and what happened to it.
 APScheduler's own table (``task_scheduler_jobs``) only holds timing; it is created by the
-migrations too (see ``scheduler_service/migrations/versions``), never at run time.
+migrations too (see ``alembic/versions``), never at run time.
 """
 
 from __future__ import annotations
