@@ -104,7 +104,7 @@ async def first_effect_after(side: Path, since: float, timeout: float = 20) -> f
 
 async def settled(url: str, timeout: float) -> None:
     """Until no run is queued or running (rows other processes write: polled)."""
-    active = "select id from task_runs where status in ('queued', 'running')"
+    active = "select id from task_scheduler_runs where status in ('queued', 'running')"
     async with asyncio.timeout(timeout):
         while rows(url, active):  # noqa: ASYNC110
             await asyncio.sleep(0.1)

@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -56,6 +56,10 @@ class Base(DeclarativeBase):
 
 class ScheduledTask(Base):
     __tablename__ = names.TASKS
+    # get_tasks pages: a user's tasks by next run, creation, id (see tasks.paging).
+    __table_args__ = (
+        Index("ix_task_scheduler_tasks_listing", "user_id", "next_run_at", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(200), index=True)
@@ -110,6 +114,13 @@ class TaskRun(Base):
     __table_args__ = (
         UniqueConstraint("task_id", "fire_time", "attempt", name="uq_task_scheduler_runs_fire"),
         Index("ix_task_scheduler_runs_status", "status"),
+        # The run queue (PostgreSQL): unassigned queued runs, oldest fire time first.
+        Index(
+            "ix_task_scheduler_runs_queue",
+            "fire_time",
+            postgresql_where=text("status = 'queued' AND worker IS NULL"),
+            sqlite_where=text("status = 'queued' AND worker IS NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
