@@ -6,7 +6,7 @@ Run from the repository root::
     .venv/bin/python -m bench.run                      # full: 100k stored, bursts 1k and 10k
     .venv/bin/python -m bench.run --stored 20000       # a reduced full run
     .venv/bin/python -m bench.run --quick --json out.json
-    .venv/bin/python -m bench.run --profile-burst burst.prof   # cProfile of one 1,000 burst
+    .venv/bin/python -m bench.run --profile-burst burst.txt    # pyinstrument, one 1,000 burst
 
 Every measure runs the service and the baseline in the same process invocation,
 interleaved (service, bare, service, bare, ...), ``--reps`` times (min/median/max).
@@ -45,13 +45,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import cProfile
 import json
 import logging
 import math
 import os
 import platform
-import pstats
 import shutil
 import subprocess
 import sys
@@ -165,7 +163,7 @@ def read_burst(url: str, due: datetime) -> dict[str, Any]:
 
 # -- bursts -----------------------------------------------------------------------------
 async def project_burst(
-    url: str, runs: int, concurrency: int, timeout: float, profiler: cProfile.Profile | None = None
+    url: str, runs: int, concurrency: int, timeout: float, profiler: Any = None
 ) -> dict[str, Any]:
     finished = 0
     all_done = asyncio.Event()
@@ -200,13 +198,13 @@ async def project_burst(
         probe.start()
         cpu0 = time.process_time()
         if profiler is not None:
-            profiler.enable()
+            profiler.start()
         try:
             await asyncio.wait_for(all_done.wait(), timeout)
         except TimeoutError:
             result["error"] = f"timed out after {timeout:.0f} s ({finished}/{runs} runs)"
         if profiler is not None:
-            profiler.disable()
+            profiler.stop()
         cpu = time.process_time() - cpu0
         await probe.stop()
     rows = read_burst(url, due)
@@ -1025,24 +1023,50 @@ def machine() -> dict[str, Any]:
 
 
 async def profile_burst(args: argparse.Namespace, work: Path, out: Path) -> None:
-    profiler = cProfile.Profile()
+    """One burst under pyinstrument (main thread, stacks as they run, 1 ms samples)."""
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        raise SystemExit("--profile-burst needs pyinstrument (pip install -e '.[dev]')") from None
+    profiler = Profiler(interval=0.001, async_mode="disabled")
     result = await project_burst(
         sqlite_url(work / "profile.db"), args.burst, args.concurrency, args.timeout, profiler
     )
-    profiler.dump_stats(out)
+    await asyncio.to_thread(out.write_text, profiler.output_text(unicode=True, show_all=False))
     say(f"burst {args.burst}: recorded {result.get('recorded_s', math.nan):.2f} s; profile {out}")
-    stats = pstats.Stats(profiler)
-    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-    total = sum(tt for (_cc, _nc, tt, _ct, _callers) in raw.values())
-    own = [
-        (ct, nc, f"{Path(file).relative_to(ROOT)}:{line} {name}")
-        for (file, line, name), (_cc, nc, _tt, ct, _callers) in raw.items()
-        if "/scheduler_service/" in file and file.startswith(str(ROOT))
-    ]
-    own.sort(reverse=True)
-    print(f"main-thread profile: {total:.2f} s of samples; the project's frames by cumulative time")
-    for ct, nc, where in own[:15]:
-        print(f"  {ct / total * 100:5.1f}%  {ct:6.2f} s  {nc:7d} calls  {where}")
+    for line in hot_spots(profiler):
+        print(line)
+
+
+def hot_spots(profiler: Any, top: int = 10) -> list[str]:
+    """The project's own frames by inclusive time (each counted once per stack), and the
+    frames with the most self time, as shares of the main thread's samples."""
+    root = profiler.last_session.root_frame()
+    total = root.time or 1.0
+    inclusive: dict[str, float] = {}
+    self_time: dict[str, float] = {}
+
+    def walk(frame: Any, on_path: frozenset[str], parent: str) -> None:
+        if frame.is_synthetic:  # "[self]" and the like: time spent in the parent itself
+            self_time[parent] = self_time.get(parent, 0.0) + frame.time
+            return
+        key = f"{frame.file_path_short or frame.file_path}:{frame.line_no} {frame.function}"
+        if not frame.children:
+            self_time[key] = self_time.get(key, 0.0) + frame.time
+        own = "/scheduler_service/" in (frame.file_path or "")
+        if own and key not in on_path:
+            inclusive[key] = inclusive.get(key, 0.0) + frame.time
+        for child in frame.children:
+            walk(child, on_path | {key}, key)
+
+    walk(root, frozenset(), "")
+    lines = [f"main thread: {total:.2f} s sampled; the project's frames by inclusive time:"]
+    for key, t in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {t / total * 100:5.1f}%  {t:6.2f} s  {key}")
+    lines.append("frames by self time (any code):")
+    for key, t in sorted(self_time.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {t / total * 100:5.1f}%  {t:6.2f} s  {key}")
+    return lines
 
 
 def main() -> None:
