@@ -981,6 +981,15 @@ def table(res: Results, args: argparse.Namespace) -> tuple[list[list[str]], list
             ]
         )
         records.append({"measure": "pg speed-up 1→3", "project": speedup})
+        shares = []
+        for item in res.data.get("pg_3", []):
+            per = list(item.get("per_worker", []))
+            per = sorted(per + [0] * (item["replicas"] - len(per)), reverse=True)
+            shares.append("/".join(str(n) for n in per))
+        per_replica = "; ".join(shares) or "—"
+        rows.append(
+            ["PostgreSQL 3 replicas: runs per replica", "spread", per_replica, "—", "—", "—"]
+        )
         row(
             "PostgreSQL CPU per run (replicas)",
             "≤ 2 ms",
