@@ -74,7 +74,7 @@ _lock = threading.Lock()
 _engine: Engine | None = None
 _done: list[tuple[float, float, float]] = []  # (fire_time, started, finished) per run
 _target = 0
-_on_all_done: Callable[[], None] | None = None
+_on_all_done: Callable[[], object] | None = None
 
 
 def sync_engine(url: str, pool_size: int = 5) -> Engine:
@@ -129,7 +129,7 @@ def bare_scheduler(engine: Engine, concurrency: int) -> AsyncIOScheduler:
     )
 
 
-def reset(target: int, engine: Engine | None, on_all_done: Callable[[], None] | None) -> None:
+def reset(target: int, engine: Engine | None, on_all_done: Callable[[], object] | None) -> None:
     global _engine, _target, _on_all_done
     with _lock:
         _done.clear()
@@ -200,9 +200,8 @@ def bulk_store(engine: Engine, n: int, user_id: str = "bench", batch: int = 5000
     return time.perf_counter() - t0
 
 
-def page(engine: Engine, user_id: str, limit: int, offset: int) -> int:
-    """A plain-SQL listing page: the total, then one page by creation order. Returns
-    the total (0 when the page came back empty)."""
+def page(engine: Engine, user_id: str, limit: int, offset: int) -> tuple[int, int]:
+    """A plain-SQL listing page: the total, then one page by creation order."""
     with engine.connect() as conn:
         total = conn.execute(
             select(func.count()).select_from(BARE_TASKS).where(BARE_TASKS.c.user_id == user_id)
@@ -214,7 +213,7 @@ def page(engine: Engine, user_id: str, limit: int, offset: int) -> int:
             .limit(limit)
             .offset(offset)
         ).all()
-    return int(total) if rows or total == 0 else 0
+    return int(total), len(rows)
 
 
 async def startup_probe(url: str) -> dict[str, Any]:

@@ -347,7 +347,7 @@ async def project_fire_delay(
             )
         ).all()
     engine.dispose()
-    late = [(s - f).total_seconds() * 1000 for f, s in rows]
+    late = [(s - f).total_seconds() * 1000 for f, s in rows if s is not None]
     return {
         **result,
         "runs": len(late),
@@ -664,19 +664,32 @@ async def run_all(args: argparse.Namespace, work: Path) -> Results:
     bare_stored = work / "bare_stored.db"
     took = bare.bulk_store(bare.sync_engine(f"sqlite:///{bare_stored}"), args.stored)
     res.add("bare_stored_create", {"seconds": took})
+    Attempt = Callable[[int, float], Coroutine[Any, Any, dict[str, Any]]]
+
+    def burst_attempt(rep: int) -> Attempt:
+        return lambda k, m: project_burst(
+            sqlite_url(work / f"burst-{rep}-{k}.db"),
+            args.burst,
+            args.concurrency,
+            timeout,
+            margin=m,
+        )
+
+    def fire_attempt(rep: int) -> Attempt:
+        return lambda k, m: project_fire_delay(
+            sqlite_url(copy_sqlite(stored_db, work / f"fire-{rep}-{k}.db")),
+            args.stored,
+            args.fire_tasks,
+            args.fire_window,
+            timeout,
+            margin=m,
+        )
+
     for rep in range(args.reps):
         say(f"rep {rep + 1}/{args.reps}: burst {args.burst}")
         res.add(
             "burst",
-            await retried(
-                lambda k, m, rep=rep: project_burst(
-                    sqlite_url(work / f"burst-{rep}-{k}.db"),
-                    args.burst,
-                    args.concurrency,
-                    timeout,
-                    margin=m,
-                )
-            ),
+            await retried(burst_attempt(rep)),
         )
         res.add(
             "bare_burst_noop",
@@ -695,14 +708,7 @@ async def run_all(args: argparse.Namespace, work: Path) -> Results:
             res.add(
                 "fire",
                 await retried(
-                    lambda k, m, rep=rep: project_fire_delay(
-                        sqlite_url(copy_sqlite(stored_db, work / f"fire-{rep}-{k}.db")),
-                        args.stored,
-                        args.fire_tasks,
-                        args.fire_window,
-                        timeout,
-                        margin=m,
-                    ),
+                    fire_attempt(rep),
                     2.0,
                 ),
             )
