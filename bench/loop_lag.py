@@ -25,87 +25,16 @@ import argparse
 import asyncio
 import gc
 import logging
-import statistics
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.common import LagProbe, NoopTool
 from scheduler_service import SchedulerService
 from scheduler_service.config import SchedulerConfig, SchedulerToolConfig, Settings
-from scheduler_service.tools import Tool, ToolContext
-
-SAMPLE_S = 0.01
-
-
-class NoopTool(Tool):
-    """The cheapest possible async tool: what remains is the scheduler's own cost."""
-
-    name = "noop"
-    description = "Does nothing (benchmark)."
-    input_schema = {"type": "object", "properties": {"operation": {"enum": ["tick"]}}}
-
-    async def run(
-        self, operation: str, kwargs: dict[str, Any] | str | None, *, context: ToolContext
-    ) -> dict[str, Any]:
-        return {"message": "tick"}
-
-
-class LagProbe:
-    """Samples how late a 10 ms sleep wakes up: that delay is time the loop was blocked.
-
-    Also records every gen-2 garbage collection, to tell the process's GC pauses apart
-    from the scheduler's own work.
-    """
-
-    def __init__(self) -> None:
-        self.samples: list[tuple[float, float]] = []  # (start, lag)
-        self.gc_pauses: list[tuple[float, float]] = []  # (start, end) of gen-2 collections
-        self._gc_start = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _sample(self) -> None:
-        while True:
-            start = time.perf_counter()
-            await asyncio.sleep(SAMPLE_S)
-            self.samples.append((start, time.perf_counter() - start - SAMPLE_S))
-
-    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
-        if info["generation"] != 2:
-            return
-        if phase == "start":
-            self._gc_start = time.perf_counter()
-        else:
-            self.gc_pauses.append((self._gc_start, time.perf_counter()))
-
-    def start(self) -> None:
-        gc.callbacks.append(self._on_gc)
-        self._task = asyncio.get_running_loop().create_task(self._sample())
-
-    async def stop(self) -> None:
-        assert self._task is not None
-        gc.callbacks.remove(self._on_gc)
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-
-    def _overlaps_gc(self, start: float, lag: float) -> bool:
-        end = start + SAMPLE_S + lag
-        return any(g0 < end and start < g1 for g0, g1 in self.gc_pauses)
-
-    def summary(self) -> dict[str, float]:
-        ordered = sorted(lag for _s, lag in self.samples)
-        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-        no_gc = [lag for s, lag in self.samples if not self._overlaps_gc(s, lag)]
-        return {
-            "samples": len(ordered),
-            "max_ms": ordered[-1] * 1000,
-            "p99_ms": p99 * 1000,
-            "median_ms": statistics.median(ordered) * 1000,
-            "max_no_gc_ms": max(no_gc, default=0.0) * 1000,
-            "gc2_count": len(self.gc_pauses),
-            "gc2_max_ms": max((b - a for a, b in self.gc_pauses), default=0.0) * 1000,
-        }
+from scheduler_service.tools import ToolContext
 
 
 async def create_tasks(service: SchedulerService, runs: int, due: datetime) -> None:

@@ -19,19 +19,11 @@ from typing import Any
 
 from sqlalchemy import select
 
+from bench.common import NoopTool
 from scheduler_service import SchedulerService
 from scheduler_service.config import SchedulerConfig, Settings
 from scheduler_service.storage.models import TaskRun
-from scheduler_service.tools import Tool, ToolContext
-
-
-class NoopTool(Tool):
-    name = "noop_tool"
-    description = "Does nothing."
-    input_schema = {"type": "object", "properties": {"operation": {"enum": ["noop"]}}}
-
-    async def run(self, operation: str, kwargs: Any, *, context: ToolContext) -> dict[str, Any]:
-        return {"message": "ok"}
+from scheduler_service.tools import ToolContext
 
 
 async def measure(tasks: int, spread: float) -> dict[str, float]:
@@ -57,8 +49,8 @@ async def measure(tasks: int, spread: float) -> dict[str, float]:
                         "name": f"t{i}",
                         "frequency": "once",
                         "scheduled_time": due.isoformat(),
-                        "tool_name": "noop_tool",
-                        "operation": "noop",
+                        "tool_name": NoopTool.name,
+                        "operation": "tick",
                     },
                     context=ctx,
                 )
