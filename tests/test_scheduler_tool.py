@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from scheduler_service import SchedulerService
 from scheduler_service.storage.models import ScheduledTask, TaskRun
-from tests.conftest import RecordingTool, ServiceFactory
+from tests.conftest import RecordingTool, ServiceFactory, next_notification
 from tests.design_examples import INVENTORY, SALES
 from tools import ToolContext, ToolError
 
@@ -605,6 +605,7 @@ async def test_max_runs_cannot_fall_below_runs_made(
         await service.runner.on_fire(
             task["task_id"], [datetime.fromisoformat(fire["next_run_time"])]
         )
+        await next_notification(service)  # the run finished (queued first on PostgreSQL)
     await expect_error(
         service,
         "update_task",
