@@ -8,6 +8,7 @@ code outside this repository imports ``from scheduler_service.config import Sett
 from scheduler_service.config import (
     DEFAULT_SYSTEM_PROMPT,
     ConfigError,
+    LimitsConfig,
     SchedulerConfig,
     SchedulerToolConfig,
     Settings,
@@ -18,6 +19,7 @@ from scheduler_service.config import (
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "ConfigError",
+    "LimitsConfig",
     "SchedulerConfig",
     "SchedulerToolConfig",
     "Settings",

@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, select, update
 
 from scheduler_service.config import Settings
 from scheduler_service.engine import JobControl
+from scheduler_service.limits import json_size, quote
 from scheduler_service.runs.execution import SCHEDULER_TOOL
 from scheduler_service.runs.runner import TaskRunner
 from scheduler_service.schedules import (
@@ -111,7 +112,7 @@ class TaskManager:
         nothing."""
         fields = data.model_dump(exclude_unset=True, exclude={"task_id", "count"})
         if data.task_id is not None:
-            task = await self._owned(data.task_id, context)
+            task = await self.owned(data.task_id, context)
             fields = {k: v for k, v in self._merged(task, fields).items() if k in SCHEDULE_FIELDS}
         elif not fields.get("frequency"):
             raise ToolError(
@@ -175,6 +176,14 @@ class TaskManager:
                 f"operation: {operation!r} is not an operation of {name}; use one of "
                 f"{', '.join(allowed)}",
             )
+        limit = self.settings.limits.max_parameters_bytes
+        size = json_size(fields.get("parameters") or {})
+        if size > limit:
+            raise ToolError(
+                "invalid_input",
+                f"parameters: {size} bytes as JSON, more than the limit of {limit}; pass "
+                "less data (a direct task's parameters are stored with it and sent each run)",
+            )
 
     def _check_orchestrated(self, fields: dict[str, Any]) -> None:
         if not (fields.get("task_description") or "").strip():
@@ -187,25 +196,28 @@ class TaskManager:
         if names is not None:
             unknown = [n for n in names if n not in self.registry]
             if unknown or not names:
-                what = f"unknown tool(s) {', '.join(map(repr, unknown))}" if unknown else "empty"
+                what = f"unknown tool(s) {quote(', '.join(unknown))}" if unknown else "empty"
                 raise ToolError(
                     "invalid_input",
                     f"available_tools: {what}; available tools: {', '.join(self.registry.names())}",
                 )
 
     # -- reading ---------------------------------------------------------------------
-    async def _owned(self, task_id: str, context: ToolContext) -> ScheduledTask:
+    async def owned(self, task_id: str, context: ToolContext) -> ScheduledTask:
+        """The user's task, or ``not_found``: another user's task is answered exactly as
+        an id that does not exist (any conversation of the user may manage it)."""
         async with self.db.read() as session:
             task = await session.get(ScheduledTask, task_id)
         if task is None or task.user_id != context.user_id:
             raise ToolError(
                 "not_found",
-                f"task_id: no task {task_id!r} for this user; call get_tasks to see your tasks",
+                f"task_id: no task {quote(task_id, 60)} for this user; call get_tasks to see "
+                "your tasks",
             )
         return task
 
     async def get_task(self, task_id: str, context: ToolContext) -> dict[str, Any]:
-        task = await self._owned(task_id, context)
+        task = await self.owned(task_id, context)
         async with self.db.read() as session:
             runs = (
                 await session.scalars(
@@ -378,7 +390,7 @@ class TaskManager:
         self, data: UpdateTask, context: ToolContext
     ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
         """Returns the task, the names of the fields that changed, and its preview."""
-        task = await self._owned(data.task_id, context)
+        task = await self.owned(data.task_id, context)
         if task.status in FINISHED_TASK:
             raise ToolError(
                 "conflict",
@@ -462,7 +474,7 @@ class TaskManager:
         return parsed
 
     async def delete_task(self, task_id: str, context: ToolContext) -> ScheduledTask:
-        task = await self._owned(task_id, context)
+        task = await self.owned(task_id, context)
         async with self.db.write() as session:
             await self.db.lock_task(session, task_id)  # no run of it starts or ends meanwhile
             await session.execute(delete(TaskRun).where(TaskRun.task_id == task_id))
@@ -483,7 +495,7 @@ class TaskManager:
         self, task_id: str, context: ToolContext, status: str
     ) -> tuple[ScheduledTask, bool]:
         """cancel / pause / resume. Returns the task and whether anything changed."""
-        task = await self._owned(task_id, context)
+        task = await self.owned(task_id, context)
         if task.status == status:
             return task, False
         allowed: dict[str, tuple[str, ...]] = {
@@ -564,6 +576,7 @@ class TaskManager:
         """A manual run. Two calls at once (LLMs call tools in parallel) get one run and
         one ``conflict``: the task is reserved in this process before the first await,
         and other processes see its queued/running row."""
+        await self.owned(task_id, context)  # ownership first: never "conflict" for another's
         if task_id in self._manual_reserved:
             raise self._already_running(task_id)
         self._manual_reserved.add(task_id)
@@ -585,7 +598,7 @@ class TaskManager:
         )
 
     async def _execute_now(self, task_id: str, context: ToolContext, wait: bool) -> dict[str, Any]:
-        task = await self._owned(task_id, context)
+        task = await self.owned(task_id, context)
         if await self.runner.is_running(task_id):
             raise self._already_running(task_id)
         if not wait:
@@ -594,7 +607,7 @@ class TaskManager:
             job.add_done_callback(self._background.discard)
             return {"task": task_to_dict(task), "run": None}
         run = await self.runner.run_now(task)
-        fresh = await self._owned(task_id, context)
+        fresh = await self.owned(task_id, context)
         return {
             "task": task_to_dict(fresh),
             "run": run_to_dict(run, task.timezone) if run else None,

@@ -1,0 +1,129 @@
+"""Bad input is ``invalid_input`` naming the field, on SQLite and PostgreSQL, and changes
+nothing; errors quote at most ~100 characters of a bad value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from scheduler_service import SchedulerService
+from tools import ToolContext, ToolError
+
+USER = ToolContext(user_id="u1", conversation_id="c1")
+DAILY: dict[str, Any] = {
+    "name": "digest",
+    "frequency": "daily",
+    "scheduled_time": "09:00",
+    "execution_mode": "direct",
+    "tool_name": "reminder_tool",
+    "operation": "add_reminder",
+    "parameters": {"title": "x", "due_date": "2030-01-01"},
+}
+
+
+async def call(service: SchedulerService, operation: Any, kwargs: Any) -> dict[str, Any]:
+    tool = service.tools.get("scheduler_tool")
+    return await tool.run(operation, kwargs, context=USER)
+
+
+async def refused(service: SchedulerService, operation: Any, kwargs: Any, field: str) -> str:
+    with pytest.raises(ToolError) as info:
+        await call(service, operation, kwargs)
+    assert info.value.code == "invalid_input", info.value
+    assert info.value.message.startswith(field), info.value.message
+    assert len(info.value.message) < 800
+    return info.value.message
+
+
+async def count_tasks(service: SchedulerService) -> int:
+    return int((await call(service, "get_tasks", {}))["total"])
+
+
+@pytest.mark.parametrize("operation", [["create_task"], {"op": 1}, 7, None, "x" * 10_000])
+async def test_operation_of_any_type_is_invalid_input(
+    service: SchedulerService, operation: Any
+) -> None:
+    message = await refused(service, operation, {}, "operation")
+    assert len(message) < 400
+
+
+DEEP: Any = 1
+for _ in range(30):
+    DEEP = [DEEP]
+
+BAD: list[tuple[str, dict[str, Any], str]] = [
+    ("nul in name", {"name": "a\x00b"}, "kwargs.name"),
+    ("nul in parameters", {"parameters": {"k": "\x00"}}, "kwargs.parameters.k"),
+    ("nul in a key", {"parameters": {"\x00": 1}}, "kwargs.parameters"),
+    ("lone surrogate", {"name": "\ud800"}, "kwargs.name"),
+    ("deep parameters", {"parameters": {"a": DEEP}}, "kwargs.parameters.a"),
+    ("long custom_schedule", {"frequency": "custom", "custom_schedule": "x" * 201}, "custom_schedule"),
+    ("long scheduled_time", {"scheduled_time": "9" * 41}, "scheduled_time"),
+    ("long timezone", {"timezone": "A" * 300}, "timezone"),
+    ("unknown timezone path", {"timezone": "../../etc/passwd"}, "timezone"),
+    ("long name", {"name": "n" * 201}, "name"),
+    ("long description", {"description": "d" * 2001}, "description"),
+    ("huge parameters", {"parameters": {"blob": "p" * 20_000}}, "parameters"),
+    ("too many tools", {"execution_mode": "orchestrated", "task_description": "t",
+                        "available_tools": [f"t{i}" for i in range(60)]}, "available_tools"),
+    ("day_of_month overflow", {"frequency": "monthly", "day_of_month": 2**63}, "day_of_month"),
+    ("max_tokens above the model", {"execution_mode": "orchestrated", "task_description": "t",
+                                    "max_tokens": 60_000}, "max_tokens"),
+    ("dtstart before 1000", {"frequency": "custom",
+                             "custom_schedule": "DTSTART:09000101T000000 RRULE:FREQ=DAILY"},
+     "custom_schedule"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("label", "change", "field"), BAD, ids=[b[0] for b in BAD])
+async def test_bad_create_is_invalid_input_and_stores_nothing(
+    service: SchedulerService, label: str, change: dict[str, Any], field: str
+) -> None:
+    message = await refused(service, "create_task", {**DAILY, **change}, field)
+    assert "zoneinfo" not in message and "/usr/" not in message
+    assert await count_tasks(service) == 0
+
+
+async def test_kwargs_nested_100000_deep_is_invalid_input(service: SchedulerService) -> None:
+    await refused(service, "create_task", "[" * 100_000, "kwargs")
+    await refused(service, "create_task", '{"a":' * 100_000, "kwargs")
+
+
+async def test_offset_beyond_int64_is_invalid_input(service: SchedulerService) -> None:
+    await refused(service, "get_tasks", {"offset": 2**63}, "offset")
+    assert (await call(service, "get_tasks", {"offset": 1_000_000_000}))["count"] == 0
+
+
+async def test_error_quotes_at_most_about_100_characters(service: SchedulerService) -> None:
+    message = await refused(service, "create_task", {**DAILY, "frequency": "f" * 100_000}, "")
+    assert len(message) < 600
+    message = await refused(service, "get_task", {"task_id": "t" * 1_000_000}, "task_id")
+    assert len(message) < 300
+
+
+async def test_lists_are_deduplicated(service: SchedulerService) -> None:
+    weekly = {**DAILY, "frequency": "weekly", "day_of_week": [0, 0, 2, 2, 0]}
+    task = (await call(service, "create_task", weekly))["task"]
+    assert task["day_of_week"] == [0, 2]
+
+
+async def test_valid_values_at_the_column_limits_are_stored(service: SchedulerService) -> None:
+    """At the limit, every backend stores the value (no "unavailable" from PostgreSQL)."""
+    task = (await call(service, "create_task", {**DAILY, "name": "n" * 200}))["task"]
+    assert task["name"] == "n" * 200
+    zone = "America/Argentina/ComodRivadavia"
+    task = (await call(service, "create_task", {**DAILY, "timezone": zone}))["task"]
+    assert task["timezone"] == zone
+
+
+async def test_bad_context_is_forbidden(service: SchedulerService) -> None:
+    tool = service.tools.get("scheduler_tool")
+    for context in (
+        ToolContext(user_id="u" * 201),
+        ToolContext(user_id="a\x00b"),
+        ToolContext(user_id="u1", conversation_id="c\nforged"),
+    ):
+        with pytest.raises(ToolError) as info:
+            await tool.run("get_tasks", {}, context=context)
+        assert info.value.code == "forbidden"
