@@ -18,6 +18,7 @@ from scheduler_service.engine import (
     build_scheduler,
 )
 from scheduler_service.leader import leadership_for
+from scheduler_service.retention import Retention
 from scheduler_service.runs.execution import Execution
 from scheduler_service.runs.notifications import NotificationCallback, Notifier
 from scheduler_service.runs.recovery import check_triggers, reconcile, recover_interrupted
@@ -123,6 +124,7 @@ class SchedulerService:
         self._standby: asyncio.Task[None] | None = None
         self._trigger_check: asyncio.Task[None] | None = None
         self._recovered_at = 0.0  # loop time of the leader's last sweep for dead workers' runs
+        self.retention = Retention(self.db, self.settings.limits)
 
     # -- lifecycle -------------------------------------------------------------------
     @property
@@ -221,6 +223,7 @@ class SchedulerService:
             try:
                 if self.is_leader:
                     await self._check_leadership()
+                    await self.retention.purge_if_due()
                 elif await self.leadership.try_acquire():
                     await self._take_over()
                 elif self._recovery_due():

@@ -3,12 +3,17 @@ nothing; errors quote at most ~100 characters of a bad value."""
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from scheduler_service import SchedulerService
-from tools import ToolContext, ToolError
+from scheduler_service.retention import purge_expired
+from scheduler_service.storage.models import utcnow
+from tests.conftest import RecordingTool, ServiceFactory, next_notification
+from tools import Tool, ToolContext, ToolError
 
 USER = ToolContext(user_id="u1", conversation_id="c1")
 DAILY: dict[str, Any] = {
@@ -127,3 +132,70 @@ async def test_bad_context_is_forbidden(service: SchedulerService) -> None:
         with pytest.raises(ToolError) as info:
             await tool.run("get_tasks", {}, context=context)
         assert info.value.code == "forbidden"
+
+
+class BigTool(Tool):
+    """Returns and fails with megabytes (a careless or hostile tool)."""
+
+    name = "big_tool"
+    description = "Returns a lot."
+    input_schema = {
+        "type": "object",
+        "properties": {"operation": {"type": "string", "enum": ["big", "fail"]}},
+    }
+
+    async def run(self, operation: str, kwargs: Any, *, context: ToolContext) -> dict[str, Any]:
+        if operation == "fail":
+            raise ToolError("invalid_input", "E" * 5_000_000)
+        return {"message": "M" * 5_000_000}
+
+
+BIG = {**DAILY, "tool_name": "big_tool", "operation": "big", "parameters": {}}
+
+
+async def test_stored_results_errors_and_notifications_are_cut(
+    start_service: ServiceFactory,
+) -> None:
+    service = await start_service(tools=[BigTool()])
+    limit = service.settings.limits.max_stored_chars
+    for operation in ("big", "fail"):
+        task = (await call(service, "create_task", {**BIG, "operation": operation}))["task"]
+        run = (await call(service, "execute_task_now", {"task_id": task["task_id"]}))["run"]
+        stored = json.dumps([run["result"], run["error"]])
+        assert len(stored) < limit + 500 and "truncated" in stored
+        note = await next_notification(service)
+        assert len(note["message"]) <= limit + 200
+        got = (await call(service, "get_task", {"task_id": task["task_id"]}))["task"]
+        assert len(json.dumps([got["last_result"], got["last_error"]])) < limit + 500
+
+
+async def test_execute_now_refused_on_finished_and_rate_limited(
+    start_service: ServiceFactory,
+) -> None:
+    service = await start_service(tools=[RecordingTool()])
+    direct = {**DAILY, "tool_name": "recording_tool", "operation": "record", "parameters": {}}
+    task_id = (await call(service, "create_task", direct))["task"]["task_id"]
+    assert (await call(service, "execute_task_now", {"task_id": task_id}))["run"]
+    with pytest.raises(ToolError) as info:
+        await call(service, "execute_task_now", {"task_id": task_id})
+    assert info.value.code == "quota_exceeded" and "once every" in info.value.message
+    await call(service, "cancel_task", {"task_id": task_id})
+    service.settings.limits.manual_run_interval = 0
+    with pytest.raises(ToolError) as info:
+        await call(service, "execute_task_now", {"task_id": task_id})
+    assert info.value.code == "conflict" and "cancelled" in info.value.message
+
+
+async def test_finished_tasks_are_capped_and_expire(start_service: ServiceFactory) -> None:
+    service = await start_service()
+    service.settings.limits.max_finished_tasks_per_user = 3
+    for _ in range(6):
+        task_id = (await call(service, "create_task", DAILY))["task"]["task_id"]
+        await call(service, "cancel_task", {"task_id": task_id})
+    await call(service, "create_task", DAILY)
+    statuses = [t["status"] for t in (await call(service, "get_tasks", {}))["tasks"]]
+    assert sorted(statuses) == ["cancelled"] * 3 + ["scheduled"]
+    later = utcnow() + timedelta(days=service.settings.limits.retention_days + 1)
+    assert await purge_expired(service.db, service.settings.limits.retention_days, later) == 3
+    statuses = [t["status"] for t in (await call(service, "get_tasks", {}))["tasks"]]
+    assert statuses == ["scheduled"]

@@ -20,7 +20,14 @@ from sqlalchemy import delete, func, select, update
 from scheduler_service.config import Settings
 from scheduler_service.engine import JobControl
 from scheduler_service.limits import json_size, quote
-from scheduler_service.runs.execution import SCHEDULER_TOOL
+from scheduler_service.retention import prune_finished
+from scheduler_service.runs.chains import (
+    SCHEDULER_TOOL,
+    check_tools,
+    journal_of,
+    release_create,
+    reserve_create,
+)
 from scheduler_service.runs.runner import TaskRunner
 from scheduler_service.schedules import (
     Schedule,
@@ -31,7 +38,13 @@ from scheduler_service.schedules import (
     preview,
     preview_input,
 )
-from scheduler_service.statuses import FINISHED_TASK, LIVE_TASK, ExecutionMode, TaskStatus
+from scheduler_service.statuses import (
+    FINISHED_TASK,
+    LIVE_TASK,
+    ExecutionMode,
+    RunKind,
+    TaskStatus,
+)
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskRun, new_id, utcnow
 from scheduler_service.tasks import paging
@@ -276,8 +289,29 @@ class TaskManager:
         self, data: CreateTask, context: ToolContext
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Returns the task and its schedule preview (first runs, warnings)."""
-        now = utcnow()
         fields = data.model_dump()
+        journal = journal_of(context)
+        if journal is None:
+            return await self._create(fields, context)
+        fields["execution_mode"] = self._check_execution(fields)
+        if fields["execution_mode"] == ExecutionMode.ORCHESTRATED and not fields.get(
+            "available_tools"
+        ):  # the default (every tool) may exceed the run's: name the run's tools instead
+            fields["available_tools"] = sorted(journal.grantable) or None
+        check_tools(journal, self._task_tools(fields), self._tools_field(fields))
+        reserve_create(journal, self.settings.limits.max_creates_per_run)
+        try:
+            task, shown = await self._create(fields, context)
+        except BaseException:
+            release_create(journal)
+            raise
+        journal.record(f"created task '{task['name']}' ({task['task_id']})")
+        return task, shown
+
+    async def _create(
+        self, fields: dict[str, Any], context: ToolContext
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        now = utcnow()
         schedule = await self._schedule(fields, now)
         mode = self._check_execution(fields)
         trigger, next_run, shown = await asyncio.to_thread(plan, schedule, now)
@@ -316,6 +350,9 @@ class TaskManager:
                     "delete or cancel a task first",
                 )
             session.add(task)
+            await prune_finished(
+                session, context.user_id, self.settings.limits.max_finished_tasks_per_user
+            )
         try:
             await self.jobs.schedule(task.id, trigger, next_run)
         except Exception as exc:
@@ -421,6 +458,9 @@ class TaskManager:
             merged["execution_mode"] = self._check_execution(
                 {**merged, "execution_mode": changes.get("execution_mode", task.execution_mode)}
             )
+        journal = journal_of(context)
+        if journal is not None:
+            check_tools(journal, self._task_tools(merged), self._tools_field(merged))
         trigger, first, shown = await asyncio.to_thread(plan, schedule, now)
         next_run = first if reschedule else task.next_run_at
         before = task_to_dict(task)
@@ -450,7 +490,40 @@ class TaskManager:
                 ) from None
         after = task_to_dict(task)
         changed = [k for k in after if after[k] != before.get(k) and k not in ("updated_at",)]
+        if journal is not None:
+            journal.record(
+                f"updated task '{task.name}' ({task.id}): {', '.join(changed) or 'nothing'}"
+            )
         return after, changed, shown
+
+    def _task_tools(self, fields: dict[str, Any]) -> set[str]:
+        """The tools a task with these fields can use when it runs."""
+        if fields.get("execution_mode") == ExecutionMode.DIRECT:
+            return {str(fields.get("tool_name"))}
+        names = fields.get("available_tools")
+        return set(names) if names else {n for n in self.registry.names() if n != SCHEDULER_TOOL}
+
+    @staticmethod
+    def _tools_field(fields: dict[str, Any]) -> str:
+        direct = fields.get("execution_mode") == ExecutionMode.DIRECT
+        return "tool_name" if direct else "available_tools"
+
+    def _check_run_may_start(self, task: ScheduledTask, context: ToolContext) -> None:
+        """A run may not start (resume, run now) a task with more powers than it has."""
+        journal = journal_of(context)
+        if journal is not None:
+            fields = {
+                "execution_mode": task.execution_mode,
+                "tool_name": task.tool_name,
+                "available_tools": task.available_tools,
+            }
+            check_tools(journal, self._task_tools(fields), "task_id")
+
+    @staticmethod
+    def _journal(context: ToolContext, change: str) -> None:
+        journal = journal_of(context)
+        if journal is not None:
+            journal.record(change)
 
     async def _updated_schedule(
         self, task: ScheduledTask, changes: dict[str, Any], merged: dict[str, Any], now: datetime
@@ -483,6 +556,7 @@ class TaskManager:
             await self._remove_jobs(task_id)
         except Exception:  # harmless: a job whose task is gone removes itself when it fires
             log.exception("could not remove the job of deleted task %s", task_id)
+        self._journal(context, f"deleted task '{task.name}' ({task.id})")
         return task
 
     async def _remove_jobs(self, task_id: str) -> None:
@@ -496,6 +570,8 @@ class TaskManager:
     ) -> tuple[ScheduledTask, bool]:
         """cancel / pause / resume. Returns the task and whether anything changed."""
         task = await self.owned(task_id, context)
+        if status == TaskStatus.SCHEDULED:
+            self._check_run_may_start(task, context)
         if task.status == status:
             return task, False
         allowed: dict[str, tuple[str, ...]] = {
@@ -552,6 +628,7 @@ class TaskManager:
             raise ToolError(
                 "unavailable", f"the scheduler could not change the job ({exc}); try again"
             ) from None
+        self._journal(context, f"set task '{task.name}' ({task.id}) {status}")
         return task, True
 
     async def _apply_status_to_job(
@@ -576,7 +653,8 @@ class TaskManager:
         """A manual run. Two calls at once (LLMs call tools in parallel) get one run and
         one ``conflict``: the task is reserved in this process before the first await,
         and other processes see its queued/running row."""
-        await self.owned(task_id, context)  # ownership first: never "conflict" for another's
+        task = await self.owned(task_id, context)  # ownership first: not_found, never conflict
+        self._check_run_may_start(task, context)
         if task_id in self._manual_reserved:
             raise self._already_running(task_id)
         self._manual_reserved.add(task_id)
@@ -599,8 +677,16 @@ class TaskManager:
 
     async def _execute_now(self, task_id: str, context: ToolContext, wait: bool) -> dict[str, Any]:
         task = await self.owned(task_id, context)
+        if task.status in FINISHED_TASK:
+            raise ToolError(
+                "conflict",
+                f"task_id: task {task.id!r} is {task.status} and does not run any more; "
+                "create a new task instead",
+            )
         if await self.runner.is_running(task_id):
             raise self._already_running(task_id)
+        await self._check_manual_rate(task)
+        self._journal(context, f"ran task '{task.name}' ({task.id}) now")
         if not wait:
             job = asyncio.get_running_loop().create_task(self._run_reserved(task))
             self._background.add(job)
@@ -612,6 +698,27 @@ class TaskManager:
             "task": task_to_dict(fresh),
             "run": run_to_dict(run, task.timezone) if run else None,
         }
+
+    async def _check_manual_rate(self, task: ScheduledTask) -> None:
+        """At most one manual run of a task per ``limits.manual_run_interval`` seconds."""
+        interval = self.settings.limits.manual_run_interval
+        if interval <= 0:
+            return
+        async with self.db.read() as session:
+            last = await session.scalar(
+                select(func.max(TaskRun.queued_at)).where(
+                    TaskRun.task_id == task.id, TaskRun.kind == RunKind.MANUAL
+                )
+            )
+        if last is None:
+            return
+        wait = interval - (utcnow() - last).total_seconds()
+        if wait > 0:
+            raise ToolError(
+                "quota_exceeded",
+                f"task_id: task {task.id!r} was run manually {interval - wait:.0f} s ago; a task "
+                f"runs manually at most once every {interval:g} s, try again in {wait:.0f} s",
+            )
 
     async def _run_reserved(self, task: ScheduledTask) -> TaskRun | None:
         """A background manual run keeps the task reserved until it has finished."""
