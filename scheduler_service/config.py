@@ -121,7 +121,7 @@ class LimitsConfig(BaseModel):
     )
     max_rrule_count: int = Field(default=1000, ge=1, description="Largest COUNT an RRULE may give")
     schedule_eval_seconds: float = Field(
-        default=2.0,
+        default=1.0,
         gt=0,
         description="Time budget of one schedule evaluation (parse, preview, next run); a "
         "schedule that needs more is refused as invalid_input",

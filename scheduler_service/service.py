@@ -9,6 +9,7 @@ import logging
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from scheduler_service import logs
 from scheduler_service.config import Settings, load_settings
 from scheduler_service.engine import (
     PG_POLL_INTERVAL_S,
@@ -125,6 +126,7 @@ class SchedulerService:
         self._trigger_check: asyncio.Task[None] | None = None
         self._recovered_at = 0.0  # loop time of the leader's last sweep for dead workers' runs
         self.retention = Retention(self.db, self.settings.limits)
+        logs.install()  # again: loggers of modules imported after the package
 
     # -- lifecycle -------------------------------------------------------------------
     @property
@@ -295,6 +297,7 @@ class SchedulerService:
         await self.leadership.release()
         await self.runner.drain(self.settings.scheduler.shutdown_grace)
         await self.tasks.drain_background()
+        self.tasks.close()
         await self.leadership.close()
         self._jobstore_engine.dispose()
         await self.db.dispose()

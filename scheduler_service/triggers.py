@@ -364,6 +364,9 @@ _STEPS = {du.WEEKLY: timedelta(weeks=1), du.DAILY: ONE_DAY, du.HOURLY: timedelta
 _STEPS |= {du.MINUTELY: timedelta(minutes=1), du.SECONDLY: ONE_SECOND}
 
 
+COUNT_REBASE_MAX = 100_000  # larger COUNTs are refused at input (limits.max_rrule_count)
+
+
 class LocalRRuleTrigger(_LocalRuleTrigger):
     """An RFC 5545 RRULE over local wall time (UTC when DTSTART ends in Z).
 
@@ -376,6 +379,13 @@ class LocalRRuleTrigger(_LocalRuleTrigger):
         spec = parse_rrule(self.expression)
         self._zone = UTC if spec.utc else ZoneInfo(self.timezone)
         self._rule = compile_rrule(spec, self._zone)
+        self._until_from_count = False
+        if self._rule._count is not None and self._rule._count <= COUNT_REBASE_MAX:
+            # COUNT is counted from DTSTART, so dateutil would walk from there on every
+            # query: find the last occurrence once and keep it as UNTIL, then re-base.
+            last = list(self._rule)[-1:] or [self._rule._dtstart]
+            self._rule = self._rule.replace(count=None, until=last[0])
+            self._until_from_count = True
         hours = self._rule._byhour
         self.fixed_hours = hours is not None and len(set(hours)) < 24
         step = _STEPS.get(self._rule._freq)
@@ -392,7 +402,7 @@ class LocalRRuleTrigger(_LocalRuleTrigger):
         up to year 9999 for a rule that never matches (e.g. BYMONTH=2;BYMONTHDAY=30)."""
         low = wall(start, self._zone) - ONE_DAY
         until = low + span + ONE_DAY
-        if self._rule._until is not None:
+        if self._rule._until is not None and not self._until_from_count:
             until = min(until, self._rule._until)
         probe = self._rule_near(low).replace(until=until, count=None)
         return probe.after(low) is not None

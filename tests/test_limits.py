@@ -3,6 +3,7 @@ nothing; errors quote at most ~100 characters of a bad value."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any
@@ -199,3 +200,52 @@ async def test_finished_tasks_are_capped_and_expire(start_service: ServiceFactor
     assert await purge_expired(service.db, service.settings.limits.retention_days, later) == 3
     statuses = [t["status"] for t in (await call(service, "get_tasks", {}))["tasks"]]
     assert statuses == ["scheduled"]
+
+
+SPARSE = "RRULE:FREQ=SECONDLY;BYMONTH=2;BYMONTHDAY=29;BYHOUR=3;BYMINUTE=7;BYSECOND=0"
+
+
+async def test_costly_schedule_is_refused_within_its_budget(service: SchedulerService) -> None:
+    budget = service.settings.limits.schedule_eval_seconds
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    message = await refused(
+        service, "preview_schedule", {"frequency": "custom", "custom_schedule": SPARSE},
+        "custom_schedule",
+    )  # fmt: skip
+    assert "to compute" in message
+    assert loop.time() - started < budget + 2
+
+
+async def test_count_beyond_the_limit_is_refused(service: SchedulerService) -> None:
+    rule = "DTSTART:19000101T000000 RRULE:FREQ=DAILY;COUNT=100000"
+    for operation in ("preview_schedule", "create_task"):
+        kwargs = {**DAILY, "frequency": "custom", "custom_schedule": rule, "scheduled_time": None}
+        if operation == "preview_schedule":
+            kwargs = {"frequency": "custom", "custom_schedule": rule}
+        message = await refused(service, operation, kwargs, "custom_schedule")
+        assert "COUNT=100000" in message
+
+
+async def test_costly_previews_do_not_starve_another_users_create(
+    service: SchedulerService,
+) -> None:
+    """Costly previews at once: each is cut at its budget, one at a time for their
+    user, so another user's create finds a free evaluation thread at once."""
+    budget = service.settings.limits.schedule_eval_seconds
+    loop = asyncio.get_running_loop()
+    previews = [
+        asyncio.ensure_future(
+            call(service, "preview_schedule", {"frequency": "custom", "custom_schedule": SPARSE})
+        )
+        for _ in range(3)
+    ]
+    await asyncio.sleep(0)  # the previews are queued first
+    started = loop.time()
+    other = ToolContext(user_id="u2", conversation_id="c2")
+    tool = service.tools.get("scheduler_tool")
+    task = (await tool.run("create_task", DAILY, context=other))["task"]
+    assert task["status"] == "scheduled"
+    assert loop.time() - started < budget + 1
+    results = await asyncio.gather(*previews, return_exceptions=True)
+    assert all(isinstance(r, ToolError) and r.code == "invalid_input" for r in results)

@@ -42,6 +42,8 @@ OFFSET_MAX = 1_000_000_000
 SMALL_INT = 1_000_000  # day_of_month / day_of_week numbers: far beyond any valid value
 _DTSTART_YEAR = re.compile(r"DTSTART[^:\s]*:(\d{4})", re.IGNORECASE)
 MIN_DTSTART_YEAR = 1900
+_COUNT = re.compile(r"COUNT\s*=\s*(\d+)", re.IGNORECASE)
+MAX_RRULE_COUNT = 1000  # without settings (LimitsConfig.max_rrule_count's default)
 
 
 _Day = Annotated[int, Field(ge=-SMALL_INT, le=SMALL_INT)] | Annotated[str, Field(max_length=20)]
@@ -158,8 +160,8 @@ class TaskFields(_Strict):
 
     @field_validator("custom_schedule")
     @classmethod
-    def _dtstart_year(cls, value: str | None) -> str | None:
-        return _check_dtstart(value)
+    def _rule_bounds(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _check_count(_check_dtstart(value), info)
 
     @field_validator("day_of_week", "available_tools", mode="after")
     @classmethod
@@ -200,6 +202,22 @@ class TaskFields(_Strict):
                 f"accepts per call; give 1-{limit}"
             )
         return value
+
+
+def _check_count(value: str | None, info: ValidationInfo) -> str | None:
+    """An RRULE's COUNT bounds the occurrences walked from its DTSTART on every
+    evaluation: refuse one beyond ``limits.max_rrule_count``."""
+    settings = _settings(info)
+    match = _COUNT.search(value or "")
+    if match is None:
+        return value
+    limit = settings.limits.max_rrule_count if settings else MAX_RRULE_COUNT
+    if int(match[1]) > limit:
+        raise ValueError(
+            f"COUNT={match[1][:12]} is more than {limit}; give COUNT up to {limit}, or "
+            "UNTIL=<date> / max_runs to end the rule"
+        )
+    return value
 
 
 def _check_dtstart(value: str | None) -> str | None:
@@ -248,8 +266,8 @@ class PreviewSchedule(_Strict):
 
     @field_validator("custom_schedule")
     @classmethod
-    def _dtstart_year(cls, value: str | None) -> str | None:
-        return _check_dtstart(value)
+    def _rule_bounds(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _check_count(_check_dtstart(value), info)
 
     @field_validator("day_of_week", mode="after")
     @classmethod

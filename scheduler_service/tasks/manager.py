@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import delete, func, select, update
 
 from scheduler_service.config import Settings
 from scheduler_service.engine import JobControl
+from scheduler_service.evaluation import BudgetExceeded, Evaluator
 from scheduler_service.limits import json_size, quote
 from scheduler_service.retention import prune_finished
 from scheduler_service.runs.chains import (
@@ -62,6 +64,8 @@ from scheduler_service.tasks.views import run_to_dict, task_to_dict
 from scheduler_service.tools import ToolContext, ToolError, ToolRegistry
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def schedule_input(fields: dict[str, Any]) -> ScheduleInput:
@@ -78,6 +82,12 @@ def plan(schedule: Schedule, now: datetime) -> tuple[BaseTrigger, datetime | Non
     """Trigger, first run and preview of a schedule (run in a thread: see _schedule)."""
     trigger = build_trigger(schedule)
     return trigger, trigger.get_next_fire_time(None, now), schedule_preview(schedule, now)
+
+
+def first_fire(schedule: dict[str, Any], now: datetime) -> tuple[BaseTrigger, datetime | None]:
+    """A stored schedule's trigger and its next fire after ``now`` (off the loop)."""
+    trigger = build_trigger(Schedule.from_dict(schedule))
+    return trigger, trigger.get_next_fire_time(None, now)
 
 
 # Changing only these keeps the schedule's phase ("every 2 weeks" stays on its weeks).
@@ -105,20 +115,45 @@ class TaskManager:
         self.has_llm = has_llm
         self._background: set[asyncio.Task[Any]] = set()
         self._manual_reserved: set[str] = set()  # task ids with a manual run starting here
+        limits = settings.limits
+        self._user_turns: dict[str, asyncio.Lock] = {}
+        self.evaluator = Evaluator(
+            workers=limits.schedule_eval_workers, budget=limits.schedule_eval_seconds
+        )
 
-    # -- validation ------------------------------------------------------------------
-    async def _schedule(self, fields: dict[str, Any], now: datetime) -> Schedule:
-        """Parse in a thread: an odd RRULE can take dateutil a noticeable moment."""
+    async def _evaluate(
+        self, user: str, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """A schedule computation in the evaluation pool, within its time budget; a
+        ScheduleError or an exceeded budget is ``invalid_input``. One user's
+        computations run one at a time, so one user cannot occupy the whole pool."""
+        lock = self._user_turns.setdefault(user, asyncio.Lock())
         try:
-            return await asyncio.to_thread(
-                parse_schedule,
-                schedule_input(fields),
-                now=now,
-                default_timezone=self.settings.default_timezone,
-                min_interval=self.settings.scheduler.min_interval,
-            )
+            async with lock:
+                return await self.evaluator.run(fn, *args, **kwargs)
         except ScheduleError as exc:
             raise ToolError("invalid_input", str(exc)) from None
+        except BudgetExceeded as exc:
+            raise ToolError(
+                "invalid_input",
+                f"custom_schedule: the schedule needs more than {exc.seconds:g} s to compute; "
+                "give a simpler one (a recent or no DTSTART, a smaller COUNT, fewer BY parts)",
+            ) from None
+        finally:
+            if not lock.locked() and self._user_turns.get(user) is lock:
+                del self._user_turns[user]
+
+    # -- validation ------------------------------------------------------------------
+    async def _schedule(self, user: str, fields: dict[str, Any], now: datetime) -> Schedule:
+        """Parse off the loop: an odd RRULE can take dateutil a noticeable moment."""
+        return await self._evaluate(
+            user,
+            parse_schedule,
+            schedule_input(fields),
+            now=now,
+            default_timezone=self.settings.default_timezone,
+            min_interval=self.settings.scheduler.min_interval,
+        )
 
     async def preview(self, data: PreviewSchedule, context: ToolContext) -> dict[str, Any]:
         """preview_schedule: what a schedule (or a task's, with changes) would do. Stores
@@ -132,17 +167,15 @@ class TaskManager:
                 "invalid_input",
                 "frequency: required (or give task_id to preview an existing task's schedule)",
             )
-        try:
-            return await asyncio.to_thread(
-                preview_input,
-                schedule_input(fields),
-                now=utcnow(),
-                default_timezone=self.settings.default_timezone,
-                min_interval=self.settings.scheduler.min_interval,
-                count=data.count,
-            )
-        except ScheduleError as exc:
-            raise ToolError("invalid_input", str(exc)) from None
+        return await self._evaluate(
+            context.user_id,
+            preview_input,
+            schedule_input(fields),
+            now=utcnow(),
+            default_timezone=self.settings.default_timezone,
+            min_interval=self.settings.scheduler.min_interval,
+            count=data.count,
+        )
 
     def _check_execution(self, fields: dict[str, Any]) -> str:
         mode = fields.get("execution_mode")
@@ -312,9 +345,9 @@ class TaskManager:
         self, fields: dict[str, Any], context: ToolContext
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         now = utcnow()
-        schedule = await self._schedule(fields, now)
+        schedule = await self._schedule(context.user_id, fields, now)
         mode = self._check_execution(fields)
-        trigger, next_run, shown = await asyncio.to_thread(plan, schedule, now)
+        trigger, next_run, shown = await self._evaluate(context.user_id, plan, schedule, now)
         task = ScheduledTask(
             id=new_id("task"),
             user_id=context.user_id,
@@ -461,7 +494,7 @@ class TaskManager:
         journal = journal_of(context)
         if journal is not None:
             check_tools(journal, self._task_tools(merged), self._tools_field(merged))
-        trigger, first, shown = await asyncio.to_thread(plan, schedule, now)
+        trigger, first, shown = await self._evaluate(context.user_id, plan, schedule, now)
         next_run = first if reschedule else task.next_run_at
         before = task_to_dict(task)
         async with self.db.write() as session:
@@ -541,7 +574,7 @@ class TaskManager:
                 f"max_runs: {max_runs} would end a task that has already run {task.run_count} "
                 f"time(s); give more than {task.run_count}, or cancel_task to stop it now",
             )
-        parsed = await self._schedule(merged, now)
+        parsed = await self._schedule(task.user_id, merged, now)
         if all(k in LIMIT_FIELDS for k in changes if k in SCHEDULE_FIELDS):
             return dataclasses.replace(stored, end_time=parsed.end_time, max_runs=parsed.max_runs)
         return parsed
@@ -592,9 +625,10 @@ class TaskManager:
             )
         now = utcnow()
         next_run: datetime | None = None
+        trigger: BaseTrigger | None = None
         if status == TaskStatus.SCHEDULED:
-            next_run = build_trigger(Schedule.from_dict(task.schedule)).get_next_fire_time(
-                None, now
+            trigger, next_run = await self._evaluate(
+                context.user_id, first_fire, task.schedule, now
             )
             if next_run is None or next_run <= now:
                 raise ToolError(
@@ -612,7 +646,7 @@ class TaskManager:
                 row.consecutive_failures = 0
             task = row
         try:
-            await self._apply_status_to_job(task, status, next_run)
+            await self._apply_status_to_job(task, status, trigger, next_run)
         except Exception as exc:
             log.exception("could not change the job of task %s; undoing", task.id)
             await self._restore(
@@ -632,14 +666,18 @@ class TaskManager:
         return task, True
 
     async def _apply_status_to_job(
-        self, task: ScheduledTask, status: str, next_run: datetime | None
+        self,
+        task: ScheduledTask,
+        status: str,
+        trigger: BaseTrigger | None,
+        next_run: datetime | None,
     ) -> None:
         if status == TaskStatus.CANCELLED:
             await self._remove_jobs(task.id)
         elif status == TaskStatus.PAUSED:
             await self.jobs.pause(task.id)
         else:
-            trigger = build_trigger(Schedule.from_dict(task.schedule))
+            assert trigger is not None
             await self.jobs.schedule(task.id, trigger, next_run)
 
     async def _restore(self, task_id: str, values: dict[str, Any]) -> None:
@@ -726,6 +764,9 @@ class TaskManager:
             return await self.runner.run_now(task)
         finally:
             self._manual_reserved.discard(task.id)
+
+    def close(self) -> None:
+        self.evaluator.close()
 
     async def drain_background(self) -> None:
         if self._background:
