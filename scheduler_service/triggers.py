@@ -25,6 +25,7 @@ more than once within a day, nor by a day or more (true of every zone's future r
 
 from __future__ import annotations
 
+import functools
 from abc import abstractmethod
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
@@ -367,6 +368,16 @@ _STEPS |= {du.MINUTELY: timedelta(minutes=1), du.SECONDLY: ONE_SECOND}
 COUNT_REBASE_MAX = 100_000  # larger COUNTs are refused at input (limits.max_rrule_count)
 
 
+@functools.lru_cache(maxsize=1024)
+def _last_occurrence(expression: str, timezone: str) -> datetime:
+    """The last occurrence of a COUNT rule, walked once per process (a trigger is
+    compiled each time its job is loaded), keyed by the rule's text and zone."""
+    spec = parse_rrule(expression)
+    rule = compile_rrule(spec, UTC if spec.utc else ZoneInfo(timezone))
+    last: list[datetime] = list(rule)[-1:] or [rule._dtstart]
+    return last[0]
+
+
 class LocalRRuleTrigger(_LocalRuleTrigger):
     """An RFC 5545 RRULE over local wall time (UTC when DTSTART ends in Z).
 
@@ -383,8 +394,8 @@ class LocalRRuleTrigger(_LocalRuleTrigger):
         if self._rule._count is not None and self._rule._count <= COUNT_REBASE_MAX:
             # COUNT is counted from DTSTART, so dateutil would walk from there on every
             # query: find the last occurrence once and keep it as UNTIL, then re-base.
-            last = list(self._rule)[-1:] or [self._rule._dtstart]
-            self._rule = self._rule.replace(count=None, until=last[0])
+            last = _last_occurrence(self.expression, self.timezone)
+            self._rule = self._rule.replace(count=None, until=last)
             self._until_from_count = True
         hours = self._rule._byhour
         self.fixed_hours = hours is not None and len(set(hours)) < 24

@@ -249,3 +249,13 @@ async def test_costly_previews_do_not_starve_another_users_create(
     assert loop.time() - started < budget + 1
     results = await asyncio.gather(*previews, return_exceptions=True)
     assert all(isinstance(r, ToolError) and r.code == "invalid_input" for r in results)
+
+
+async def test_count_rule_keeps_its_runs_after_rebasing(service: SchedulerService) -> None:
+    rule = "DTSTART:20300101T090000 RRULE:FREQ=DAILY;INTERVAL=2;COUNT=5"
+    shown = await call(
+        service, "preview_schedule", {"frequency": "custom", "custom_schedule": rule, "count": 10}
+    )
+    assert [r[:10] for r in shown["next_runs"]] == [
+        "2030-01-01", "2030-01-03", "2030-01-05", "2030-01-07", "2030-01-09",
+    ]  # fmt: skip
