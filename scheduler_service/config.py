@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -83,6 +90,15 @@ class SchedulerConfig(BaseModel):
     token_budget: int | None = Field(
         default=None, ge=1, description="Input+output tokens allowed per orchestrated run"
     )
+
+    @model_validator(mode="after")
+    def _tokens_within_model(self) -> SchedulerConfig:
+        if self.max_tokens > self.model_max_tokens:
+            raise ValueError(
+                f"max_tokens={self.max_tokens} is above model_max_tokens="
+                f"{self.model_max_tokens}; every orchestrated run would fail"
+            )
+        return self
 
 
 class SchedulerToolConfig(BaseModel):
