@@ -12,7 +12,7 @@ other users' ids). After every call:
   jobs, plus paused tasks' paused jobs);
 * no user holds more live tasks than the quota.
 
-CI runs ``FUZZ_EXAMPLES`` examples per backend (default 40); run many more with e.g.
+CI runs ``FUZZ_EXAMPLES`` examples per backend (default 80); run many more with e.g.
 ``FUZZ_EXAMPLES=10000 pytest tests/test_fuzz.py -k sqlite``. One service serves every
 example (in an event loop of its own thread), so state accumulates as in real use.
 """
@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import threading
+from collections import Counter
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -39,8 +40,8 @@ from scheduler_service.tools.scheduler_tool import OPERATIONS
 from tests.conftest import RecordingTool
 from tools import ToolContext, ToolError
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
-QUOTA = 4
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "80"))
+QUOTA = 6
 USERS = (
     ToolContext(user_id="fuzz-a", conversation_id="a1"),
     ToolContext(user_id="fuzz-a", conversation_id="a2"),
@@ -72,6 +73,7 @@ class Fuzzed:
         self.service = service
         self.task_ids: list[str] = []
         self.calls = 0
+        self.answers: Counter[str] = Counter()  # "operation code", for the closing line
 
 
 @pytest.fixture
@@ -113,6 +115,10 @@ JSON = st.recursive(
     max_leaves=12,
 )
 ANY = st.one_of(JSON, TEXT, INT, st.booleans(), st.lists(INT, max_size=3))
+MOSTLY = st.sampled_from([True, True, True, True, False])
+HOSTILE_OPERATION = st.sampled_from(
+    [["create_task"], {"op": "get_tasks"}, None, 7, "CREATE_TASK", " get_task", "x" * 1000]
+)
 
 
 def plausible(*values: Any) -> st.SearchStrategy[Any]:
@@ -177,6 +183,18 @@ VALID: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
+SCHEDULE = {"frequency", "scheduled_time", "day_of_week", "day_of_month", "custom_schedule",
+            "timezone", "end_time", "max_runs"}  # fmt: skip
+TASK_FIELDS = set(FIELDS) - {"status", "limit", "offset", "count", "wait", "unknown_field"}
+ACCEPTED: dict[str, set[str]] = {
+    "create_task": TASK_FIELDS,
+    "update_task": TASK_FIELDS,
+    "get_tasks": {"status", "frequency", "execution_mode", "limit", "offset"},
+    "preview_schedule": SCHEDULE | {"count"},
+    "execute_task_now": {"wait"},
+}
+
+
 class TaskRef:
     """The n-th task created so far (resolved when the call is made, so that what
     hypothesis draws does not depend on earlier examples)."""
@@ -197,19 +215,25 @@ class JsonText:
 
 @st.composite
 def calls(draw: st.DrawFn) -> tuple[Any, Any, ToolContext]:
-    ops = st.sampled_from(OPERATIONS)
-    operation = draw(st.one_of(st.just("create_task"), ops, ops, ANY))
-    names = draw(st.lists(st.sampled_from(sorted(FIELDS)), max_size=8, unique=True))
-    if draw(st.booleans()):  # a valid call with a few fields changed reaches deeper
-        names = names[: draw(st.integers(0, 2))]
-        base = draw(st.sampled_from(VALID))
+    pick = draw(st.integers(0, len(OPERATIONS) + 3))
+    if pick < len(OPERATIONS):
+        operation: Any = OPERATIONS[pick]
+    elif pick < len(OPERATIONS) + 2:
+        operation = "create_task"
     else:
-        base = {}
+        operation = draw(st.one_of(HOSTILE_OPERATION, ANY))
+    names = draw(st.lists(st.sampled_from(sorted(FIELDS)), max_size=8, unique=True))
+    base: dict[str, Any] = {}
+    if draw(MOSTLY):  # a well-formed call with a field or two changed goes deeper
+        accepted = ACCEPTED.get(operation, set()) if isinstance(operation, str) else set()
+        names = [n for n in names if n in accepted][: draw(st.integers(0, 2))]
+        if operation == "create_task":
+            base = draw(st.sampled_from(VALID))
     kwargs: Any = {**base, **{name: draw(FIELDS[name]) for name in names}}
     ids = st.builds(TaskRef, st.integers(0, 50))
-    if operation != "create_task" and draw(st.integers(0, 3)):
-        kwargs["task_id"] = draw(st.one_of(ids, ids, ids, TEXT, INT))
-    shape = draw(st.integers(0, 9))
+    if operation != "create_task" and draw(MOSTLY):
+        kwargs["task_id"] = draw(ids) if draw(MOSTLY) else draw(st.one_of(TEXT, INT))
+    shape = draw(st.integers(0, 19))
     if shape == 0:
         kwargs = JsonText(kwargs)
     elif shape == 1:
@@ -247,9 +271,11 @@ async def one_call(fuzzed: Fuzzed, operation: Any, kwargs: Any, ctx: ToolContext
     try:
         out = await service.scheduler_tool.run(operation, kwargs, context=ctx)
     except ToolError as exc:
+        fuzzed.answers[f"{operation if isinstance(operation, str) else '?'} {exc.code}"] += 1
         assert exc.code not in ("execution_failed", "unavailable"), (operation, kwargs, exc)
         assert len(exc.message) < 2000, exc.message[:300]
     else:
+        fuzzed.answers[f"{operation} ok"] += 1
         assert isinstance(out, dict)
         json.dumps(out)
         task = out.get("task")
@@ -275,3 +301,4 @@ def test_fuzz_scheduler_tool(fuzzed: Fuzzed) -> None:
 
     example()
     print(f"fuzz: {fuzzed.calls} calls, {len(fuzzed.task_ids)} tasks created")
+    print("fuzz answers:", dict(sorted(fuzzed.answers.items())))

@@ -226,7 +226,8 @@ class SchedulerTool(Tool):
             args = parse_kwargs(kwargs)
             check_json(args, "kwargs", max_depth=self._tasks.settings.limits.max_depth)
             task_id = args.get("task_id")
-            if isinstance(task_id, str) and 0 < len(task_id) <= TASK_ID_CHARS:
+            takes_id = operation not in ("create_task", "get_tasks")
+            if takes_id and isinstance(task_id, str) and 0 < len(task_id) <= TASK_ID_CHARS:
                 # Ownership first: another user's task answers exactly as a missing one,
                 # whatever else is wrong with the call or whatever state the task is in.
                 await self._tasks.owned(task_id, context)
