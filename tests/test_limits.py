@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from scheduler_service import SchedulerService
 from scheduler_service.retention import purge_expired
-from scheduler_service.storage.models import utcnow
+from scheduler_service.storage.models import ScheduledTask, utcnow
 from tests.conftest import RecordingTool, ServiceFactory, next_notification
 from tools import Tool, ToolContext, ToolError
 
@@ -259,3 +260,37 @@ async def test_count_rule_keeps_its_runs_after_rebasing(service: SchedulerServic
     assert [r[:10] for r in shown["next_runs"]] == [
         "2030-01-01", "2030-01-03", "2030-01-05", "2030-01-07", "2030-01-09",
     ]  # fmt: skip
+
+
+async def test_schedule_work_is_off_the_loop_and_outside_write_transactions(
+    service: SchedulerService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """resume_task computes its next run in the evaluation pool, and a fire's plan is
+    computed before the claim's write transaction (on SQLite its in-process write lock
+    is free meanwhile)."""
+    from scheduler_service.runs import claims
+    from scheduler_service.tasks import manager
+
+    seen: list[tuple[str, bool]] = []
+
+    def spy(real: Any) -> Any:
+        def wrapped(*args: Any) -> Any:
+            locked = service.db.sqlite and service.db.write_lock.locked()
+            seen.append((threading.current_thread().name, locked))
+            return real(*args)
+
+        return wrapped
+
+    monkeypatch.setattr(manager, "first_fire", spy(manager.first_fire))
+    monkeypatch.setattr(claims, "_fire_plans", spy(claims._fire_plans))
+    task_id = (await call(service, "create_task", DAILY))["task"]["task_id"]
+    await call(service, "pause_task", {"task_id": task_id})
+    await call(service, "resume_task", {"task_id": task_id})
+    assert seen and seen[0][0].startswith("schedule-eval"), seen
+    async with service.db.read() as session:
+        row = await session.get(ScheduledTask, task_id)
+        assert row is not None and row.next_run_at is not None
+        due = row.next_run_at
+    seen.clear()
+    await service.runner.claims.fire(task_id, [due], due)
+    assert seen and seen[0][0] != threading.main_thread().name and not seen[0][1], seen
