@@ -15,7 +15,14 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -42,7 +49,7 @@ DEFAULT_SYSTEM_PROMPT = (
 def _check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError(
             f"unknown IANA timezone {value!r}; use a name such as 'UTC' or 'Europe/Paris'"
         ) from None
@@ -95,6 +102,12 @@ class SchedulerConfig(BaseModel):
     )
     max_iterations: int = Field(default=10, ge=1, description="Model calls per orchestrated run")
     max_tokens: int = Field(default=1024, ge=1, description="max_tokens per model call")
+    model_max_tokens: int = Field(
+        default=64_000,
+        ge=1,
+        description="The orchestration model's own output limit: a task's max_tokens above "
+        "it is refused at create/update time instead of failing every run",
+    )
     token_budget: int | None = Field(
         default=None, ge=1, description="Input+output tokens allowed per orchestrated run"
     )
@@ -107,6 +120,15 @@ class SchedulerConfig(BaseModel):
             raise ValueError(f"unknown log level {value!r}; use one of {', '.join(LOG_LEVELS)}")
         return level
 
+    @model_validator(mode="after")
+    def _tokens_within_model(self) -> SchedulerConfig:
+        if self.max_tokens > self.model_max_tokens:
+            raise ValueError(
+                f"max_tokens={self.max_tokens} is above model_max_tokens="
+                f"{self.model_max_tokens}; every orchestrated run would fail"
+            )
+        return self
+
 
 class SchedulerToolConfig(BaseModel):
     """Configuration for the scheduler_tool."""
@@ -114,6 +136,65 @@ class SchedulerToolConfig(BaseModel):
     enabled: bool = Field(default=True, description="Whether this tool is enabled by default")
     max_tasks_per_user: int = Field(
         default=20, ge=1, description="Maximum number of tasks a user can create"
+    )
+
+
+class LimitsConfig(BaseModel):
+    """Bounds on what one user, one model or one scheduled run can make the service store
+    or compute. Every limit answers ``invalid_input`` (or ``quota_exceeded`` /
+    ``conflict``) naming the field; see docs/limits.md."""
+
+    max_name_chars: int = Field(default=200, ge=1, le=200, description="Task name length")
+    max_description_chars: int = Field(default=2000, ge=1, description="Task description length")
+    max_prompt_chars: int = Field(
+        default=10_000, ge=1, description="task_description and task_prompt length"
+    )
+    max_parameters_bytes: int = Field(
+        default=16_384, ge=2, description="Direct task parameters, as UTF-8 JSON bytes"
+    )
+    max_depth: int = Field(
+        default=20, ge=2, description="Nesting depth of kwargs and parameters (objects/lists)"
+    )
+    max_list_items: int = Field(
+        default=50, ge=1, description="Items in available_tools, day_of_week and list filters"
+    )
+    max_stored_chars: int = Field(
+        default=20_000,
+        ge=100,
+        description="Run results and errors, task last_result/last_error and notification "
+        "messages are cut to this many characters (JSON text for results), with a marker",
+    )
+    max_rrule_count: int = Field(default=1000, ge=1, description="Largest COUNT an RRULE may give")
+    schedule_eval_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="Time budget of one schedule evaluation (parse, preview, next run); a "
+        "schedule that needs more is refused as invalid_input",
+    )
+    schedule_eval_workers: int = Field(
+        default=2,
+        ge=1,
+        description="Threads that evaluate schedules (their own pool: costly schedules "
+        "cannot starve the rest of the service)",
+    )
+    max_creates_per_run: int = Field(
+        default=3, ge=0, description="Tasks one scheduled run may create through scheduler_tool"
+    )
+    retention_days: float = Field(
+        default=30,
+        gt=0,
+        description="Finished tasks (completed, cancelled, failed, missed), finished runs and "
+        "displayed notifications older than this are deleted",
+    )
+    max_finished_tasks_per_user: int = Field(
+        default=100,
+        ge=0,
+        description="Finished tasks kept per user; creating a task deletes the oldest beyond it",
+    )
+    manual_run_interval: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds between two execute_task_now of the same task",
     )
 
 
@@ -143,6 +224,7 @@ class Settings(BaseSettings):
     )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     scheduler_tool: SchedulerToolConfig = Field(default_factory=SchedulerToolConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @field_validator("default_timezone")
     @classmethod

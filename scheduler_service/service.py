@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from scheduler_service import log_escape
 from scheduler_service.config import ConfigError, Settings, load_settings, warn_unknown_variables
 from scheduler_service.engine import (
     PG_POLL_INTERVAL_S,
@@ -21,6 +22,7 @@ from scheduler_service.engine import (
 from scheduler_service.health import Heartbeat
 from scheduler_service.leader import leadership_for
 from scheduler_service.logs import ensure_service_logging
+from scheduler_service.retention import Retention
 from scheduler_service.runs.execution import Execution
 from scheduler_service.runs.notifications import NotificationCallback, Notifier
 from scheduler_service.runs.recovery import (
@@ -154,6 +156,8 @@ class SchedulerService:
         self._trigger_check: asyncio.Task[None] | None = None
         self._recovered_at = 0.0  # loop time of the leader's last sweep for dead workers' runs
         self.heartbeat = Heartbeat(self.db, self.settings.scheduler.check_interval / 2)
+        self.retention = Retention(self.db, self.settings.limits)
+        log_escape.install()  # again: loggers of modules imported after the package
 
     # -- lifecycle -------------------------------------------------------------------
     @property
@@ -285,6 +289,7 @@ class SchedulerService:
             try:
                 if self.is_leader:
                     await self._check_leadership()
+                    await self.retention.purge_if_due()
                 elif await self.leadership.try_acquire():
                     await self._take_over()
                 elif self._recovery_due():
@@ -360,6 +365,7 @@ class SchedulerService:
         await self.runner.drain(self.settings.scheduler.shutdown_grace)
         await self._settle_queue_if_last()
         await self.tasks.drain_background()
+        self.tasks.close()
         await self.leadership.close()
         self._jobstore_engine.dispose()
         await self.db.dispose()

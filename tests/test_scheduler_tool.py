@@ -413,6 +413,7 @@ async def test_execute_now_conflict_while_running(
 ) -> None:
     tool = RecordingTool()
     service = await start_service(tools=[tool])
+    service.settings.limits.manual_run_interval = 0  # the rate limit is tested in test_limits
     task = await create(service, ctx, tool_name="recording_tool", operation="block", parameters={})
     first = await call(
         service, "execute_task_now", {"task_id": task["task_id"], "wait": False}, ctx

@@ -108,6 +108,14 @@ def _fire_plans(
     return plans
 
 
+def _still(
+    planned: dict[str, tuple[tuple[Any, datetime | None], FirePlan]], task: ScheduledTask
+) -> bool:
+    """Whether the plan read for ``task`` was computed from its current values."""
+    seen = planned.get(task.id)
+    return seen is not None and seen[0] == (task.schedule, task.next_run_at)
+
+
 class Claims:
     """Claims fire times and attempts for one runner.
 
@@ -143,12 +151,15 @@ class Claims:
         If another process claimed one of the fire times first, the unique key fails the
         whole transaction; each fire is then claimed on its own, so only that one is
         found already claimed."""
+        planned = await self._plans_from_read(fires, now)
         try:
             async with self.db.write() as session:
                 tasks = await self.db.lock_tasks(session, [task_id for task_id, _ in fires])
                 live = [(tasks[t], times) for t, times in fires if _fires_now(tasks.get(t))]
-                # Off the loop: a sparse RRULE can take dateutil a noticeable moment.
-                plans = await asyncio.to_thread(_fire_plans, live, now)
+                plans = {t.id: planned[t.id][1] for t, _ in live if _still(planned, t)}
+                changed = [(t, times) for t, times in live if t.id not in plans]
+                if changed:  # rare: changed since the read; off the loop, under the lock
+                    plans |= await asyncio.to_thread(_fire_plans, changed, now)
                 claimed = await self._claimed(session, fires, plans)
                 busy = await self._busy(session, [task_id for task_id, _ in fires])
                 return [
@@ -162,6 +173,26 @@ class Claims:
                 return [claim for fire in fires for claim in await self.fire_many([fire], now)]
             log.info("fire of task %s at %s already claimed", fires[0][0], fires[0][1][-1])
             return [FireClaim()]
+
+    async def _plans_from_read(
+        self, fires: Sequence[Fire], now: datetime
+    ) -> dict[str, tuple[tuple[Any, datetime | None], FirePlan]]:
+        """Fire plans computed from a read, off the loop and before the write
+        transaction (a sparse RRULE can take dateutil a noticeable moment, which the
+        write lock would wait for); each keeps the row values it was computed from, and
+        ``fire_many`` uses it only if the locked row still has them."""
+        async with self.db.read() as session:
+            rows = (
+                await session.scalars(
+                    select(ScheduledTask).where(
+                        ScheduledTask.id.in_([task_id for task_id, _ in fires])
+                    )
+                )
+            ).all()
+        times = dict(fires)
+        live = [(task, times[task.id]) for task in rows if _fires_now(task)]
+        plans = await asyncio.to_thread(_fire_plans, live, now)
+        return {t.id: ((t.schedule, t.next_run_at), plans[t.id]) for t, _ in live}
 
     def _claim_fire(
         self,

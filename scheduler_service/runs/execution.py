@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from scheduler_service.config import Settings
+from scheduler_service.limits import cut, cut_json
+from scheduler_service.runs.chains import SCHEDULER_TOOL, TASK_CHANGES, journal_for
 from scheduler_service.runs.outcomes import Outcome
 from scheduler_service.schedules import Schedule, describe
 from scheduler_service.statuses import ExecutionMode, RunStatus
@@ -30,7 +32,6 @@ if TYPE_CHECKING:  # imported when an orchestrated run first needs them: the SDK
 
 log = logging.getLogger(__name__)
 
-SCHEDULER_TOOL = "scheduler_tool"
 RETRYABLE_TOOL_ERRORS = ("unavailable", "execution_failed")
 
 
@@ -77,9 +78,32 @@ class Execution:
             timezone=task.timezone,
         )
         timeout = float(task.timeout or self.settings.scheduler.task_timeout)
+        with journal_for(run.id, self.tools_held(task)) as journal:
+            if task.execution_mode == ExecutionMode.ORCHESTRATED:
+                outcome = await self.orchestrated(task, context, timeout)
+            else:
+                outcome = await self.direct(task, context, timeout)
+        return self.bounded(outcome, journal.changes)
+
+    def tools_held(self, task: ScheduledTask) -> list[str]:
+        """The tools a run of ``task`` can call (what tasks it touches may hold)."""
         if task.execution_mode == ExecutionMode.ORCHESTRATED:
-            return await self.orchestrated(task, context, timeout)
-        return await self.direct(task, context, timeout)
+            return allowed_tool_names(task, self.registry)
+        return [task.tool_name] if task.tool_name else []
+
+    def bounded(self, outcome: Outcome, changes: list[str]) -> Outcome:
+        """The outcome as stored: result and error cut to ``limits.max_stored_chars``
+        (a tool or model may return megabytes), and the run's changes to tasks listed."""
+        limit = self.settings.limits.max_stored_chars
+        outcome.result = cut_json(outcome.result, limit)
+        outcome.error = cut(outcome.error, limit) if outcome.error is not None else None
+        if changes:  # retrying would repeat them; the notification lists them instead
+            outcome.retryable = False
+            text = cut("; ".join(changes), limit)
+            outcome.details = {**(outcome.details or {}), TASK_CHANGES: text}
+        details = cut_json(outcome.details or None, limit)
+        outcome.details = details or {}
+        return outcome
 
     async def direct(self, task: ScheduledTask, context: ToolContext, timeout: float) -> Outcome:
         """One tool call with the task's fixed operation and parameters."""

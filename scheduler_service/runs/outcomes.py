@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler_service.config import SchedulerConfig
 from scheduler_service.runs import notifications
+from scheduler_service.runs.chains import TASK_CHANGES
 from scheduler_service.runs.notifications import summarize
 from scheduler_service.statuses import ACTIVE_RUN, Frequency, RunKind, RunStatus, TaskStatus
 from scheduler_service.storage.db import Database
@@ -158,6 +159,9 @@ def update_task(
     message = summarize(outcome.result) if ok else (outcome.error or outcome.status)
     if row.attempt > 1:
         message += f" (after {row.attempt} attempts)"
+    changes = (outcome.details or {}).get(TASK_CHANGES)
+    if changes:  # what the run did to the user's tasks is never silent
+        message += f"\nChanges this run made to your tasks: {changes}"
     job, status = None, outcome.status
     if row.kind != RunKind.MANUAL and task.status == TaskStatus.SCHEDULED:
         job, status, message = settle(cfg, task, outcome, message)

@@ -6,10 +6,22 @@ what was wrong and what is accepted, so an LLM can fix its call on the next try.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+import re
+from functools import cache
+from typing import Annotated, Any, Literal, TypeVar
+from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
+from scheduler_service.config import Settings
+from scheduler_service.limits import max_tokens_limit, quote
 from scheduler_service.statuses import FREQUENCIES, FrequencyName, ModeName, TaskStatus
 from scheduler_service.tools import ToolError
 
@@ -17,6 +29,54 @@ TASK_STATUSES = tuple(status.value for status in TaskStatus)
 Frequency = FrequencyName
 Mode = ModeName
 Model = TypeVar("Model", bound=BaseModel)
+
+# Column sizes (storage/models.py): a longer value is refused here, on every backend.
+TASK_ID_CHARS = 40
+NAME_CHARS = 200
+TIME_CHARS = 40
+CUSTOM_SCHEDULE_CHARS = 200
+ZONE_CHARS = 64
+TOOL_CHARS = 100
+LIST_ITEMS = 50  # before de-duplication; the configured max_list_items applies after
+OFFSET_MAX = 1_000_000_000
+SMALL_INT = 1_000_000  # day_of_month / day_of_week numbers: far beyond any valid value
+_DTSTART_YEAR = re.compile(r"DTSTART[^:\s]*:(\d{4})", re.IGNORECASE)
+MIN_DTSTART_YEAR = 1900
+_COUNT = re.compile(r"COUNT\s*=\s*(\d+)", re.IGNORECASE)
+MAX_RRULE_COUNT = 1000  # without settings (LimitsConfig.max_rrule_count's default)
+
+
+_Day = Annotated[int, Field(ge=-SMALL_INT, le=SMALL_INT)] | Annotated[str, Field(max_length=20)]
+Weekdays = _Day | Annotated[list[_Day], Field(max_length=LIST_ITEMS)]
+
+
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones()) | {"UTC"}
+
+
+def _check_zone(value: str | None) -> str | None:
+    """Only names of the IANA database: any other text never reaches the file system."""
+    if value is None or not value.strip() or value.strip() in _zones():
+        return value
+    raise ValueError(
+        "not an IANA timezone; use a name such as 'UTC', 'America/New_York' or 'Europe/Paris'"
+    )
+
+
+def _settings(info: ValidationInfo) -> Settings | None:
+    context = info.context
+    return context.get("settings") if isinstance(context, dict) else None
+
+
+def _dedupe(value: Any) -> Any:
+    if isinstance(value, list):
+        out: list[Any] = []
+        for item in value:
+            if item not in out:
+                out.append(item)
+        return out
+    return value
 
 
 class _Strict(BaseModel):
@@ -26,22 +86,27 @@ class _Strict(BaseModel):
 class TaskFields(_Strict):
     """Fields shared by create_task and update_task (all optional here)."""
 
-    name: str | None = Field(None, min_length=1, max_length=200, description="Short task name")
-    description: str | None = Field(None, max_length=2000)
+    name: str | None = Field(
+        None, min_length=1, max_length=NAME_CHARS, description="Short task name"
+    )
+    description: str | None = Field(None, max_length=100_000)
     frequency: Frequency | None = Field(None, description=f"One of {', '.join(FREQUENCIES)}")
     scheduled_time: str | None = Field(
         None,
+        max_length=TIME_CHARS,
         description="HH:MM[:SS] or 9am / 9:30 pm / noon (next occurrence, task timezone), "
         "an ISO 8601 datetime, or for once tasks 'in 2 hours', 'tomorrow at 7', "
         "'next tuesday at 9' (relative to the now in the answers)",
     )
-    day_of_week: int | str | list[int | str] | None = Field(
+    day_of_week: Weekdays | None = Field(
         None, description="weekly: 0=Monday … 6=Sunday, a name, or a list"
     )
-    day_of_month: int | None = Field(None, description="monthly: 1–31, or -1 for the last day")
+    day_of_month: int | None = Field(
+        None, ge=-SMALL_INT, le=SMALL_INT, description="monthly: 1–31, or -1 for the last day"
+    )
     custom_schedule: str | None = Field(
         None,
-        max_length=500,
+        max_length=CUSTOM_SCHEDULE_CHARS,
         description='custom: "every weekday at 9am", "every other tuesday at 9", "twice a '
         'day at 8 and 20", "first monday of the month at 10", "last business day of the month '
         'at 16", "on the 1st and 15th at 9", "every year on March 3 at 9", "every 15 minutes '
@@ -54,23 +119,33 @@ class TaskFields(_Strict):
         description="Local dates (YYYY-MM-DD) on which a repeating task does not run, "
         "e.g. holidays",
     )
-    timezone: str | None = Field(None, description="IANA zone, e.g. Europe/Paris")
-    end_time: str | None = Field(None, description="ISO 8601; no runs after it")
+    timezone: str | None = Field(
+        None, max_length=ZONE_CHARS, description="IANA zone, e.g. Europe/Paris"
+    )
+    end_time: str | None = Field(
+        None, max_length=TIME_CHARS, description="ISO 8601; no runs after it"
+    )
     max_runs: int | None = Field(
         None, ge=1, le=1_000_000, description="Complete the task after this many runs"
     )
     execution_mode: Mode | None = None
-    tool_name: str | None = Field(None, description="direct: the tool to call")
-    operation: str | None = Field(None, description="direct: the tool operation")
+    tool_name: str | None = Field(
+        None, max_length=TOOL_CHARS, description="direct: the tool to call"
+    )
+    operation: str | None = Field(
+        None, max_length=TOOL_CHARS, description="direct: the tool operation"
+    )
     parameters: dict[str, Any] | None = Field(None, description="direct: the operation's kwargs")
     task_description: str | None = Field(
-        None, max_length=10_000, description="orchestrated: what the LLM should accomplish"
+        None, max_length=1_000_000, description="orchestrated: what the LLM should accomplish"
     )
     task_prompt: str | None = Field(
-        None, max_length=10_000, description="orchestrated: system prompt"
+        None, max_length=1_000_000, description="orchestrated: system prompt"
     )
-    available_tools: list[str] | None = Field(
-        None, description="orchestrated: tools the LLM may use (default: all but scheduler_tool)"
+    available_tools: list[Annotated[str, Field(max_length=TOOL_CHARS)]] | None = Field(
+        None,
+        max_length=LIST_ITEMS,
+        description="orchestrated: tools the LLM may use (default: all but scheduler_tool)",
     )
     timeout: int | None = Field(None, ge=1, le=86_400, description="Seconds per run")
     max_retries: int | None = Field(None, ge=0, le=10, description="Retries of a failed run")
@@ -96,6 +171,53 @@ class TaskFields(_Strict):
     def _day_of_month(cls, value: Any) -> Any:
         return _day_number(value)
 
+    _zone = field_validator("timezone")(_check_zone)
+
+    @field_validator("custom_schedule")
+    @classmethod
+    def _rule_bounds(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _check_count(_check_dtstart(value), info)
+
+    @field_validator("day_of_week", "available_tools", mode="after")
+    @classmethod
+    def _unique(cls, value: Any, info: ValidationInfo) -> Any:
+        value = _dedupe(value)
+        settings = _settings(info)
+        if isinstance(value, list) and settings and len(value) > settings.limits.max_list_items:
+            raise ValueError(
+                f"at most {settings.limits.max_list_items} distinct items, got {len(value)}"
+            )
+        return value
+
+    @field_validator("name", "description", "task_description", "task_prompt")
+    @classmethod
+    def _length(cls, value: str | None, info: ValidationInfo) -> str | None:
+        settings = _settings(info)
+        if value is None or settings is None:
+            return value
+        limits = settings.limits
+        limit = {
+            "name": limits.max_name_chars,
+            "description": limits.max_description_chars,
+        }.get(info.field_name or "", limits.max_prompt_chars)
+        if len(value) > limit:
+            raise ValueError(f"at most {limit} characters, got {len(value)}")
+        return value
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _model_tokens(cls, value: int | None, info: ValidationInfo) -> int | None:
+        settings = _settings(info)
+        if value is None or settings is None:
+            return value
+        limit = max_tokens_limit(settings.scheduler)
+        if value > limit:
+            raise ValueError(
+                f"{value} is above what the model {settings.scheduler.orchestration_model} "
+                f"accepts per call; give 1-{limit}"
+            )
+        return value
+
 
 def _day_number(value: Any) -> Any:
     """day_of_month as text ('last', '15th') is refused with the number to send instead."""
@@ -108,26 +230,56 @@ def _day_number(value: Any) -> Any:
     return value
 
 
+def _check_count(value: str | None, info: ValidationInfo) -> str | None:
+    """An RRULE's COUNT bounds the occurrences walked from its DTSTART on every
+    evaluation: refuse one beyond ``limits.max_rrule_count``."""
+    settings = _settings(info)
+    match = _COUNT.search(value or "")
+    if match is None:
+        return value
+    limit = settings.limits.max_rrule_count if settings else MAX_RRULE_COUNT
+    if int(match[1]) > limit:
+        raise ValueError(
+            f"COUNT={match[1][:12]} is more than {limit}; give COUNT up to {limit}, or "
+            "UNTIL=<date> / max_runs to end the rule"
+        )
+    return value
+
+
+def _check_dtstart(value: str | None) -> str | None:
+    """A DTSTART before 1900 would make the rule's stored text unreadable (years below
+    1000 are not zero-padded) and its evaluation long; refuse it with a clear message."""
+    if value is None:
+        return value
+    match = _DTSTART_YEAR.search(value)
+    if match and int(match[1]) < MIN_DTSTART_YEAR:
+        raise ValueError(
+            f"DTSTART year {match[1]} is before {MIN_DTSTART_YEAR}; give a DTSTART from "
+            f"{MIN_DTSTART_YEAR} on (or none: the rule then starts now)"
+        )
+    return value
+
+
 class CreateTask(TaskFields):
-    name: str = Field(..., min_length=1, max_length=200, description="Short task name")
+    name: str = Field(..., min_length=1, max_length=NAME_CHARS, description="Short task name")
     frequency: Frequency = Field(..., description=f"One of {', '.join(FREQUENCIES)}")
 
 
 class UpdateTask(TaskFields):
-    task_id: str = Field(..., min_length=1)
+    task_id: str = Field(..., min_length=1, max_length=TASK_ID_CHARS)
 
 
 class PreviewSchedule(_Strict):
     """preview_schedule: the schedule fields of create_task, or a task_id (plus changes)."""
 
-    task_id: str | None = Field(None, min_length=1)
+    task_id: str | None = Field(None, min_length=1, max_length=TASK_ID_CHARS)
     frequency: Frequency | None = None
-    scheduled_time: str | None = None
-    day_of_week: int | str | list[int | str] | None = None
-    day_of_month: int | None = None
-    custom_schedule: str | None = Field(None, max_length=500)
-    timezone: str | None = None
-    end_time: str | None = None
+    scheduled_time: Annotated[str, Field(max_length=TIME_CHARS)] | None = None
+    day_of_week: Weekdays | None = None
+    day_of_month: Annotated[int, Field(ge=-SMALL_INT, le=SMALL_INT)] | None = None
+    custom_schedule: Annotated[str, Field(max_length=CUSTOM_SCHEDULE_CHARS)] | None = None
+    timezone: Annotated[str, Field(max_length=ZONE_CHARS)] | None = None
+    end_time: Annotated[str, Field(max_length=TIME_CHARS)] | None = None
     max_runs: int | None = Field(None, ge=1, le=1_000_000)
     except_dates: list[str] | None = Field(None, max_length=1000)
     count: int = Field(5, ge=1, le=100, description="How many next runs to list")
@@ -142,9 +294,21 @@ class PreviewSchedule(_Strict):
     def _day_of_month(cls, value: Any) -> Any:
         return _day_number(value)
 
+    _zone = field_validator("timezone")(_check_zone)
+
+    @field_validator("custom_schedule")
+    @classmethod
+    def _rule_bounds(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _check_count(_check_dtstart(value), info)
+
+    @field_validator("day_of_week", mode="after")
+    @classmethod
+    def _unique(cls, value: Any) -> Any:
+        return _dedupe(value)
+
 
 class TaskRef(_Strict):
-    task_id: str = Field(..., min_length=1)
+    task_id: str = Field(..., min_length=1, max_length=TASK_ID_CHARS)
 
 
 class ExecuteNow(TaskRef):
@@ -152,11 +316,15 @@ class ExecuteNow(TaskRef):
 
 
 class ListTasks(_Strict):
-    status: Literal[TASK_STATUSES] | list[Literal[TASK_STATUSES]] | None = None  # type: ignore[valid-type]
-    frequency: Frequency | list[Frequency] | None = None
+    status: (
+        Literal[TASK_STATUSES]  # type: ignore[valid-type]
+        | Annotated[list[Literal[TASK_STATUSES]], Field(max_length=LIST_ITEMS)]  # type: ignore[valid-type]
+        | None
+    ) = None
+    frequency: Frequency | Annotated[list[Frequency], Field(max_length=LIST_ITEMS)] | None = None
     execution_mode: Mode | None = None
     limit: int = Field(20, ge=1, le=100)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=OFFSET_MAX)
     cursor: str | None = Field(None, max_length=1000)
 
 
@@ -182,12 +350,14 @@ def _describe_error(model: type[BaseModel], err: Any) -> str:
     if err["type"] == "missing":
         return f"{loc}: required"
     got = err.get("input")
-    return f"{loc}: {err['msg']} (got {got!r})"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {msg} (got {quote(got)})"
 
 
-def validate(model: type[Model], data: dict[str, Any]) -> Model:
+def validate(model: type[Model], data: dict[str, Any], settings: Settings | None = None) -> Model:
+    """The operation's kwargs as ``model``; ``settings`` brings the configured limits."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={"settings": settings})
     except ValidationError as exc:
         seen: list[str] = []
         for err in exc.errors():

@@ -12,15 +12,25 @@ import asyncio
 import dataclasses
 import logging
 import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import delete, func, select, update
 
 from scheduler_service.config import Settings
 from scheduler_service.engine import JobControl
-from scheduler_service.runs.execution import SCHEDULER_TOOL
+from scheduler_service.evaluation import BudgetExceeded, Evaluator
+from scheduler_service.limits import json_size, quote
+from scheduler_service.retention import prune_finished
+from scheduler_service.runs.chains import (
+    SCHEDULER_TOOL,
+    check_tools,
+    journal_of,
+    release_create,
+    reserve_create,
+)
 from scheduler_service.runs.runner import TaskRunner
 from scheduler_service.schedules import (
     Schedule,
@@ -37,6 +47,7 @@ from scheduler_service.statuses import (
     LIVE_TASK,
     ExecutionMode,
     Frequency,
+    RunKind,
     TaskStatus,
 )
 from scheduler_service.storage.db import Database
@@ -56,6 +67,8 @@ from scheduler_service.tasks.views import run_to_dict, task_to_dict
 from scheduler_service.tools import ToolContext, ToolError, ToolRegistry
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def schedule_input(fields: dict[str, Any]) -> ScheduleInput:
@@ -84,6 +97,12 @@ def one_time_fields(schedule: Schedule, fields: dict[str, Any]) -> dict[str, Any
     return {"frequency": Frequency.ONCE, "custom_schedule": None, "scheduled_time": local}
 
 
+def first_fire(schedule: dict[str, Any], now: datetime) -> tuple[BaseTrigger, datetime | None]:
+    """A stored schedule's trigger and its next fire after ``now`` (off the loop)."""
+    trigger = build_trigger(Schedule.from_dict(schedule))
+    return trigger, trigger.get_next_fire_time(None, now)
+
+
 # Changing only these keeps the schedule's phase ("every 2 weeks" stays on its weeks).
 LIMIT_FIELDS = ("end_time", "max_runs")
 
@@ -109,44 +128,67 @@ class TaskManager:
         self.has_llm = has_llm
         self._background: set[asyncio.Task[Any]] = set()
         self._manual_reserved: set[str] = set()  # task ids with a manual run starting here
+        limits = settings.limits
+        self._user_turns: dict[str, asyncio.Lock] = {}
+        self.evaluator = Evaluator(
+            workers=limits.schedule_eval_workers, budget=limits.schedule_eval_seconds
+        )
 
-    # -- validation ------------------------------------------------------------------
-    async def _schedule(self, fields: dict[str, Any], now: datetime) -> Schedule:
-        """Parse in a thread: an odd RRULE can take dateutil a noticeable moment."""
+    async def _evaluate(
+        self, user: str, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """A schedule computation in the evaluation pool, within its time budget; a
+        ScheduleError or an exceeded budget is ``invalid_input``. One user's
+        computations run one at a time, so one user cannot occupy the whole pool."""
+        lock = self._user_turns.setdefault(user, asyncio.Lock())
         try:
-            return await asyncio.to_thread(
-                parse_schedule,
-                schedule_input(fields),
-                now=now,
-                default_timezone=self.settings.default_timezone,
-                min_interval=self.settings.scheduler.min_interval,
-            )
+            async with lock:
+                return await self.evaluator.run(fn, *args, **kwargs)
         except ScheduleError as exc:
             raise ToolError("invalid_input", str(exc)) from None
+        except BudgetExceeded as exc:
+            raise ToolError(
+                "invalid_input",
+                f"custom_schedule: the schedule needs more than {exc.seconds:g} s to compute; "
+                "give a simpler one (a recent or no DTSTART, a smaller COUNT, fewer BY parts)",
+            ) from None
+        finally:
+            if not lock.locked() and self._user_turns.get(user) is lock:
+                del self._user_turns[user]
+
+    # -- validation ------------------------------------------------------------------
+    async def _schedule(self, user: str, fields: dict[str, Any], now: datetime) -> Schedule:
+        """Parse off the loop: an odd RRULE can take dateutil a noticeable moment."""
+        return await self._evaluate(
+            user,
+            parse_schedule,
+            schedule_input(fields),
+            now=now,
+            default_timezone=self.settings.default_timezone,
+            min_interval=self.settings.scheduler.min_interval,
+        )
 
     async def preview(self, data: PreviewSchedule, context: ToolContext) -> dict[str, Any]:
         """preview_schedule: what a schedule (or a task's, with changes) would do. Stores
         nothing."""
         fields = data.model_dump(exclude_unset=True, exclude={"task_id", "count"})
         if data.task_id is not None:
-            task = await self._owned(data.task_id, context)
+            task = await self.owned(data.task_id, context)
             fields = {k: v for k, v in self._merged(task, fields).items() if k in SCHEDULE_FIELDS}
         elif not fields.get("frequency"):
             raise ToolError(
                 "invalid_input",
                 "frequency: required (or give task_id to preview an existing task's schedule)",
             )
-        try:
-            return await asyncio.to_thread(
-                preview_input,
-                schedule_input(fields),
-                now=utcnow(),
-                default_timezone=self.settings.default_timezone,
-                min_interval=self.settings.scheduler.min_interval,
-                count=data.count,
-            )
-        except ScheduleError as exc:
-            raise ToolError("invalid_input", str(exc)) from None
+        return await self._evaluate(
+            context.user_id,
+            preview_input,
+            schedule_input(fields),
+            now=utcnow(),
+            default_timezone=self.settings.default_timezone,
+            min_interval=self.settings.scheduler.min_interval,
+            count=data.count,
+        )
 
     def _check_execution(self, fields: dict[str, Any]) -> str:
         mode = fields.get("execution_mode")
@@ -193,6 +235,14 @@ class TaskManager:
                 f"operation: {operation!r} is not an operation of {name}; use one of "
                 f"{', '.join(allowed)}",
             )
+        limit = self.settings.limits.max_parameters_bytes
+        size = json_size(fields.get("parameters") or {})
+        if size > limit:
+            raise ToolError(
+                "invalid_input",
+                f"parameters: {size} bytes as JSON, more than the limit of {limit}; pass "
+                "less data (a direct task's parameters are stored with it and sent each run)",
+            )
 
     def _check_orchestrated(self, fields: dict[str, Any]) -> None:
         if not (fields.get("task_description") or "").strip():
@@ -205,25 +255,28 @@ class TaskManager:
         if names is not None:
             unknown = [n for n in names if n not in self.registry]
             if unknown or not names:
-                what = f"unknown tool(s) {', '.join(map(repr, unknown))}" if unknown else "empty"
+                what = f"unknown tool(s) {quote(', '.join(unknown))}" if unknown else "empty"
                 raise ToolError(
                     "invalid_input",
                     f"available_tools: {what}; available tools: {', '.join(self.registry.names())}",
                 )
 
     # -- reading ---------------------------------------------------------------------
-    async def _owned(self, task_id: str, context: ToolContext) -> ScheduledTask:
+    async def owned(self, task_id: str, context: ToolContext) -> ScheduledTask:
+        """The user's task, or ``not_found``: another user's task is answered exactly as
+        an id that does not exist (any conversation of the user may manage it)."""
         async with self.db.read() as session:
             task = await session.get(ScheduledTask, task_id)
         if task is None or task.user_id != context.user_id:
             raise ToolError(
                 "not_found",
-                f"task_id: no task {task_id!r} for this user; call get_tasks to see your tasks",
+                f"task_id: no task {quote(task_id, 60)} for this user; call get_tasks to see "
+                "your tasks",
             )
         return task
 
     async def get_task(self, task_id: str, context: ToolContext) -> dict[str, Any]:
-        task = await self._owned(task_id, context)
+        task = await self.owned(task_id, context)
         async with self.db.read() as session:
             runs = (
                 await session.scalars(
@@ -282,12 +335,33 @@ class TaskManager:
         self, data: CreateTask, context: ToolContext
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Returns the task and its schedule preview (first runs, warnings)."""
-        now = utcnow()
         fields = data.model_dump()
-        schedule = await self._schedule(fields, now)
+        journal = journal_of(context)
+        if journal is None:
+            return await self._create(fields, context)
+        fields["execution_mode"] = self._check_execution(fields)
+        if fields["execution_mode"] == ExecutionMode.ORCHESTRATED and not fields.get(
+            "available_tools"
+        ):  # the default (every tool) may exceed the run's: name the run's tools instead
+            fields["available_tools"] = sorted(journal.grantable) or None
+        check_tools(journal, self._task_tools(fields), self._tools_field(fields))
+        reserve_create(journal, self.settings.limits.max_creates_per_run)
+        try:
+            task, shown = await self._create(fields, context)
+        except BaseException:
+            release_create(journal)
+            raise
+        journal.record(f"created task '{task['name']}' ({task['task_id']})")
+        return task, shown
+
+    async def _create(
+        self, fields: dict[str, Any], context: ToolContext
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        now = utcnow()
+        schedule = await self._schedule(context.user_id, fields, now)
         fields |= one_time_fields(schedule, fields)
         mode = self._check_execution(fields)
-        trigger, next_run, shown = await asyncio.to_thread(plan, schedule, now)
+        trigger, next_run, shown = await self._evaluate(context.user_id, plan, schedule, now)
         task = ScheduledTask(
             id=new_id("task"),
             user_id=context.user_id,
@@ -323,6 +397,9 @@ class TaskManager:
                     "delete or cancel a task first",
                 )
             session.add(task)
+            await prune_finished(
+                session, context.user_id, self.settings.limits.max_finished_tasks_per_user
+            )
         try:
             await self.jobs.schedule(task.id, trigger, next_run)
         except Exception as exc:
@@ -407,7 +484,7 @@ class TaskManager:
         self, data: UpdateTask, context: ToolContext
     ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
         """Returns the task, the names of the fields that changed, and its preview."""
-        task = await self._owned(data.task_id, context)
+        task = await self.owned(data.task_id, context)
         if task.status in FINISHED_TASK:
             raise ToolError(
                 "conflict",
@@ -439,7 +516,10 @@ class TaskManager:
                 {**merged, "execution_mode": changes.get("execution_mode", task.execution_mode)}
             )
         changes |= one_time_fields(schedule, merged)
-        trigger, first, shown = await asyncio.to_thread(plan, schedule, now)
+        journal = journal_of(context)
+        if journal is not None:
+            check_tools(journal, self._task_tools(merged), self._tools_field(merged))
+        trigger, first, shown = await self._evaluate(context.user_id, plan, schedule, now)
         next_run = first if reschedule else task.next_run_at
         before = task_to_dict(task)
         async with self.db.write() as session:
@@ -468,7 +548,40 @@ class TaskManager:
                 ) from None
         after = task_to_dict(task)
         changed = [k for k in after if after[k] != before.get(k) and k not in ("updated_at",)]
+        if journal is not None:
+            journal.record(
+                f"updated task '{task.name}' ({task.id}): {', '.join(changed) or 'nothing'}"
+            )
         return after, changed, shown
+
+    def _task_tools(self, fields: dict[str, Any]) -> set[str]:
+        """The tools a task with these fields can use when it runs."""
+        if fields.get("execution_mode") == ExecutionMode.DIRECT:
+            return {str(fields.get("tool_name"))}
+        names = fields.get("available_tools")
+        return set(names) if names else {n for n in self.registry.names() if n != SCHEDULER_TOOL}
+
+    @staticmethod
+    def _tools_field(fields: dict[str, Any]) -> str:
+        direct = fields.get("execution_mode") == ExecutionMode.DIRECT
+        return "tool_name" if direct else "available_tools"
+
+    def _check_run_may_start(self, task: ScheduledTask, context: ToolContext) -> None:
+        """A run may not start (resume, run now) a task with more powers than it has."""
+        journal = journal_of(context)
+        if journal is not None:
+            fields = {
+                "execution_mode": task.execution_mode,
+                "tool_name": task.tool_name,
+                "available_tools": task.available_tools,
+            }
+            check_tools(journal, self._task_tools(fields), "task_id")
+
+    @staticmethod
+    def _journal(context: ToolContext, change: str) -> None:
+        journal = journal_of(context)
+        if journal is not None:
+            journal.record(change)
 
     async def _updated_schedule(
         self, task: ScheduledTask, changes: dict[str, Any], merged: dict[str, Any], now: datetime
@@ -486,13 +599,13 @@ class TaskManager:
                 f"max_runs: {max_runs} would end a task that has already run {task.run_count} "
                 f"time(s); give more than {task.run_count}, or cancel_task to stop it now",
             )
-        parsed = await self._schedule(merged, now)
+        parsed = await self._schedule(task.user_id, merged, now)
         if all(k in LIMIT_FIELDS for k in changes if k in SCHEDULE_FIELDS):
             return dataclasses.replace(stored, end_time=parsed.end_time, max_runs=parsed.max_runs)
         return parsed
 
     async def delete_task(self, task_id: str, context: ToolContext) -> ScheduledTask:
-        task = await self._owned(task_id, context)
+        task = await self.owned(task_id, context)
         async with self.db.write() as session:
             await self.db.lock_task(session, task_id)  # no run of it starts or ends meanwhile
             await session.execute(delete(TaskRun).where(TaskRun.task_id == task_id))
@@ -501,6 +614,7 @@ class TaskManager:
             await self._remove_jobs(task_id)
         except Exception:  # harmless: a job whose task is gone removes itself when it fires
             log.exception("could not remove the job of deleted task %s", task_id)
+        self._journal(context, f"deleted task '{task.name}' ({task.id})")
         return task
 
     async def _remove_jobs(self, task_id: str) -> None:
@@ -513,7 +627,9 @@ class TaskManager:
         self, task_id: str, context: ToolContext, status: str
     ) -> tuple[ScheduledTask, bool]:
         """cancel / pause / resume. Returns the task and whether anything changed."""
-        task = await self._owned(task_id, context)
+        task = await self.owned(task_id, context)
+        if status == TaskStatus.SCHEDULED:
+            self._check_run_may_start(task, context)
         if task.status == status:
             return task, False
         allowed: dict[str, tuple[str, ...]] = {
@@ -534,9 +650,10 @@ class TaskManager:
             )
         now = utcnow()
         next_run: datetime | None = None
+        trigger: BaseTrigger | None = None
         if status == TaskStatus.SCHEDULED:
-            next_run = build_trigger(Schedule.from_dict(task.schedule)).get_next_fire_time(
-                None, now
+            trigger, next_run = await self._evaluate(
+                context.user_id, first_fire, task.schedule, now
             )
             if next_run is None or next_run <= now:
                 raise ToolError(
@@ -554,7 +671,7 @@ class TaskManager:
                 row.consecutive_failures = 0
             task = row
         try:
-            await self._apply_status_to_job(task, status, next_run)
+            await self._apply_status_to_job(task, status, trigger, next_run)
         except Exception as exc:
             log.exception("could not change the job of task %s; undoing", task.id)
             await self._restore(
@@ -570,17 +687,22 @@ class TaskManager:
             raise ToolError(
                 "unavailable", f"the scheduler could not change the job ({exc}); try again"
             ) from None
+        self._journal(context, f"set task '{task.name}' ({task.id}) {status}")
         return task, True
 
     async def _apply_status_to_job(
-        self, task: ScheduledTask, status: str, next_run: datetime | None
+        self,
+        task: ScheduledTask,
+        status: str,
+        trigger: BaseTrigger | None,
+        next_run: datetime | None,
     ) -> None:
         if status == TaskStatus.CANCELLED:
             await self._remove_jobs(task.id)
         elif status == TaskStatus.PAUSED:
             await self.jobs.pause(task.id)
         else:
-            trigger = build_trigger(Schedule.from_dict(task.schedule))
+            assert trigger is not None
             await self.jobs.schedule(task.id, trigger, next_run)
 
     async def _restore(self, task_id: str, values: dict[str, Any]) -> None:
@@ -594,6 +716,8 @@ class TaskManager:
         """A manual run. Two calls at once (LLMs call tools in parallel) get one run and
         one ``conflict``: the task is reserved in this process before the first await,
         and other processes see its queued/running row."""
+        task = await self.owned(task_id, context)  # ownership first: not_found, never conflict
+        self._check_run_may_start(task, context)
         if task_id in self._manual_reserved:
             raise self._already_running(task_id)
         self._manual_reserved.add(task_id)
@@ -615,20 +739,49 @@ class TaskManager:
         )
 
     async def _execute_now(self, task_id: str, context: ToolContext, wait: bool) -> dict[str, Any]:
-        task = await self._owned(task_id, context)
+        task = await self.owned(task_id, context)
+        if task.status in FINISHED_TASK:
+            raise ToolError(
+                "conflict",
+                f"task_id: task {task.id!r} is {task.status} and does not run any more; "
+                "create a new task instead",
+            )
         if await self.runner.is_running(task_id):
             raise self._already_running(task_id)
+        await self._check_manual_rate(task)
+        self._journal(context, f"ran task '{task.name}' ({task.id}) now")
         if not wait:
             job = asyncio.get_running_loop().create_task(self._run_reserved(task))
             self._background.add(job)
             job.add_done_callback(self._background.discard)
             return {"task": task_to_dict(task), "run": None}
         run = await self.runner.run_now(task)
-        fresh = await self._owned(task_id, context)
+        fresh = await self.owned(task_id, context)
         return {
             "task": task_to_dict(fresh),
             "run": run_to_dict(run, task.timezone) if run else None,
         }
+
+    async def _check_manual_rate(self, task: ScheduledTask) -> None:
+        """At most one manual run of a task per ``limits.manual_run_interval`` seconds."""
+        interval = self.settings.limits.manual_run_interval
+        if interval <= 0:
+            return
+        async with self.db.read() as session:
+            last = await session.scalar(
+                select(func.max(TaskRun.queued_at)).where(
+                    TaskRun.task_id == task.id, TaskRun.kind == RunKind.MANUAL
+                )
+            )
+        if last is None:
+            return
+        wait = interval - (utcnow() - last).total_seconds()
+        if wait > 0:
+            raise ToolError(
+                "quota_exceeded",
+                f"task_id: task {task.id!r} was run manually {interval - wait:.0f} s ago; a task "
+                f"runs manually at most once every {interval:g} s, try again in {wait:.0f} s",
+            )
 
     async def _run_reserved(self, task: ScheduledTask) -> TaskRun | None:
         """A background manual run keeps the task reserved until it has finished."""
@@ -636,6 +789,9 @@ class TaskManager:
             return await self.runner.run_now(task)
         finally:
             self._manual_reserved.discard(task.id)
+
+    def close(self) -> None:
+        self.evaluator.close()
 
     async def drain_background(self) -> None:
         if self._background:

@@ -56,6 +56,9 @@ class ToolContext:
     timezone: str | None = None
 
 
+MAX_KWARGS_CHARS = 1_000_000  # a kwargs JSON text longer than this is refused unread
+
+
 def parse_kwargs(kwargs: dict[str, Any] | str | None) -> dict[str, Any]:
     """Accept kwargs as a dict, a JSON object string, or nothing."""
     if kwargs is None:
@@ -64,8 +67,19 @@ def parse_kwargs(kwargs: dict[str, Any] | str | None) -> dict[str, Any]:
         text = kwargs.strip()
         if not text:
             return {}
+        if len(text) > MAX_KWARGS_CHARS:
+            raise ToolError(
+                "invalid_input",
+                f"kwargs: {len(text)} characters of JSON, more than {MAX_KWARGS_CHARS}; "
+                "send less data",
+            )
         try:
             value = json.loads(text)
+        except RecursionError:
+            raise ToolError(
+                "invalid_input",
+                "kwargs: the JSON is nested too deeply; pass a flat JSON object",
+            ) from None
         except json.JSONDecodeError as exc:
             raise ToolError(
                 "invalid_input",

@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from scheduler_service.limits import check_json, quote
 from scheduler_service.statuses import ExecutionMode, Frequency, RunStatus, TaskStatus
 from scheduler_service.tasks.inputs import (
+    TASK_ID_CHARS,
     CreateTask,
     ExecuteNow,
     ListTasks,
+    Model,
     PreviewSchedule,
     TaskFields,
     TaskRef,
@@ -157,6 +160,30 @@ INPUT_SCHEMA: dict[str, Any] = {
 }
 
 
+CONTEXT_CHARS = 200  # user_id and conversation_id columns
+
+
+def check_context(context: ToolContext) -> None:
+    """The host's ToolContext must name a user the database can store."""
+    if not isinstance(context, ToolContext) or not isinstance(context.user_id, str):
+        raise ToolError("forbidden", "context: the host must supply a ToolContext with a user_id")
+    for name in ("user_id", "conversation_id"):
+        value = getattr(context, name)
+        if value is None and name == "conversation_id":
+            continue
+        if (
+            not isinstance(value, str)
+            or not value
+            or len(value) > CONTEXT_CHARS
+            or "\x00" in value
+            or not value.isprintable()
+        ):
+            raise ToolError(
+                "forbidden",
+                f"context: {name} must be printable text of 1-{CONTEXT_CHARS} characters",
+            )
+
+
 def _warning_words(shown: dict[str, Any]) -> str:
     warnings = shown.get("warnings") or []
     return (" Warnings: " + " ".join(warnings)) if warnings else ""
@@ -196,19 +223,24 @@ class SchedulerTool(Tool):
         *,
         context: ToolContext,
     ) -> dict[str, Any]:
-        handler = self._ops.get(operation)
+        handler = self._ops.get(operation) if isinstance(operation, str) else None
         if handler is None:
             raise ToolError(
                 "invalid_input",
-                f"operation: {operation!r} is not an operation of scheduler_tool; use one of "
-                f"{', '.join(OPERATIONS)}",
+                f"operation: {quote(operation)} is not an operation of scheduler_tool; use one "
+                f"of {', '.join(OPERATIONS)}",
             )
-        if not isinstance(context, ToolContext) or not context.user_id:
-            raise ToolError(
-                "forbidden", "context: the host must supply a ToolContext with a user_id"
-            )
+        check_context(context)
         try:
-            return await handler(parse_kwargs(kwargs), context)
+            args = parse_kwargs(kwargs)
+            check_json(args, "kwargs", max_depth=self._tasks.settings.limits.max_depth)
+            task_id = args.get("task_id")
+            takes_id = operation not in ("create_task", "get_tasks")
+            if takes_id and isinstance(task_id, str) and 0 < len(task_id) <= TASK_ID_CHARS:
+                # Ownership first: another user's task answers exactly as a missing one,
+                # whatever else is wrong with the call or whatever state the task is in.
+                await self._tasks.owned(task_id, context)
+            return await handler(args, context)
         except ToolError:
             raise
         except SQLAlchemyError as exc:
@@ -221,12 +253,15 @@ class SchedulerTool(Tool):
             log.exception("scheduler_tool %s failed unexpectedly", operation)
             raise ToolError(
                 "execution_failed",
-                f"{operation} failed unexpectedly ({type(exc).__name__}: {exc}); this is a "
-                "scheduler bug, not a problem with your input",
+                f"{operation} failed unexpectedly ({type(exc).__name__}: {quote(str(exc))}); "
+                "this is a scheduler bug, not a problem with your input",
             ) from None
 
+    def _valid(self, model: type[Model], kwargs: dict[str, Any]) -> Model:
+        return validate(model, kwargs, self._tasks.settings)
+
     async def _create(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
-        task, shown = await self._tasks.create_task(validate(CreateTask, kwargs), context)
+        task, shown = await self._tasks.create_task(self._valid(CreateTask, kwargs), context)
         message = (
             f"Created task '{task['name']}' ({task['task_id']}): {task['schedule']}. "
             f"{_next_run_words(task)}{_warning_words(shown)}"
@@ -239,7 +274,7 @@ class SchedulerTool(Tool):
         return {"task": task, "message": message, **shown}
 
     async def _list(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
-        query = validate(ListTasks, kwargs)
+        query = self._valid(ListTasks, kwargs)
         tasks, total, next_cursor = await self._tasks.list_tasks(query, context)
         shown = f"{len(tasks)} of {total}" if total > len(tasks) else f"{total}"
         message = f"Found {shown} task{'s' if total != 1 else ''}."
@@ -257,7 +292,7 @@ class SchedulerTool(Tool):
         }
 
     async def _get(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
-        ref = validate(TaskRef, kwargs)
+        ref = self._valid(TaskRef, kwargs)
         task = await self._tasks.get_task(ref.task_id, context)
         return {
             "task": task,
@@ -265,7 +300,9 @@ class SchedulerTool(Tool):
         }
 
     async def _update(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
-        task, changed, shown = await self._tasks.update_task(validate(UpdateTask, kwargs), context)
+        task, changed, shown = await self._tasks.update_task(
+            self._valid(UpdateTask, kwargs), context
+        )
         what = ", ".join(changed) if changed else "nothing changed"
         message = (
             f"Updated task '{task['name']}' ({what}): {task['schedule']}. "
@@ -274,7 +311,7 @@ class SchedulerTool(Tool):
         return {"task": task, "message": message, **shown}
 
     async def _preview(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
-        shown = await self._tasks.preview(validate(PreviewSchedule, kwargs), context)
+        shown = await self._tasks.preview(self._valid(PreviewSchedule, kwargs), context)
         runs = shown["next_runs"]
         message = f"{shown['description']}. " + (
             f"Next runs: {', '.join(runs)}." if runs else "No run would happen."
@@ -282,14 +319,14 @@ class SchedulerTool(Tool):
         return {**shown, "message": message + _warning_words(shown)}
 
     async def _delete(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
-        ref = validate(TaskRef, kwargs)
+        ref = self._valid(TaskRef, kwargs)
         task = await self._tasks.delete_task(ref.task_id, context)
         return {"task_id": task.id, "message": f"Deleted task '{task.name}' and its history."}
 
     async def _status(
         self, kwargs: dict[str, Any], context: ToolContext, status: str, done: str
     ) -> dict[str, Any]:
-        ref = validate(TaskRef, kwargs)
+        ref = self._valid(TaskRef, kwargs)
         task, changed = await self._tasks.set_status(ref.task_id, context, status)
         state = done if changed else f"was already {task.status}"
         message = f"Task '{task.name}' {state}."
@@ -313,7 +350,7 @@ class SchedulerTool(Tool):
         return await self._status(kwargs, context, TaskStatus.SCHEDULED, "resumed")
 
     async def _execute_now(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
-        args = validate(ExecuteNow, kwargs)
+        args = self._valid(ExecuteNow, kwargs)
         out = await self._tasks.execute_now(args.task_id, context, args.wait)
         run = out["run"]
         name = out["task"]["name"]

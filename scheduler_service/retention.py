@@ -1,0 +1,119 @@
+"""Retention: the store does not grow without bound.
+
+The task quota counts live tasks only, so create-then-cancel cycles, and the runs and
+notifications every task leaves behind, would otherwise grow the database forever. Two
+bounds (``limits`` settings, docs/limits.md):
+
+* ``retention_days``: finished tasks (completed, cancelled, failed, missed) not changed
+  for that long are deleted with their runs and notifications; so are finished runs and
+  displayed notifications of live tasks older than that.
+* ``max_finished_tasks_per_user``: when a user creates a task, their oldest finished
+  tasks beyond this number are deleted, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from scheduler_service.config import LimitsConfig
+from scheduler_service.statuses import ACTIVE_RUN, FINISHED_TASK
+from scheduler_service.storage.db import Database
+from scheduler_service.storage.models import ScheduledTask, TaskNotification, TaskRun, utcnow
+
+log = logging.getLogger(__name__)
+
+BATCH = 500  # tasks deleted per statement: keeps each IN list and transaction short
+
+
+async def _delete_tasks(session: AsyncSession, ids: list[str]) -> None:
+    await session.execute(delete(TaskNotification).where(TaskNotification.task_id.in_(ids)))
+    await session.execute(delete(TaskRun).where(TaskRun.task_id.in_(ids)))
+    await session.execute(delete(ScheduledTask).where(ScheduledTask.id.in_(ids)))
+
+
+async def prune_finished(session: AsyncSession, user_id: str, keep: int) -> int:
+    """Delete the user's oldest finished tasks beyond ``keep``; returns how many."""
+    ids = list(
+        (
+            await session.scalars(
+                select(ScheduledTask.id)
+                .where(
+                    ScheduledTask.user_id == user_id,
+                    ScheduledTask.status.in_(FINISHED_TASK),
+                )
+                .order_by(ScheduledTask.updated_at.desc(), ScheduledTask.id)
+                .offset(keep)
+                .limit(BATCH)
+            )
+        ).all()
+    )
+    if ids:
+        await _delete_tasks(session, ids)
+    return len(ids)
+
+
+async def purge_expired(db: Database, retention_days: float, now: datetime | None = None) -> int:
+    """Delete what is older than ``retention_days`` (see the module docstring); returns
+    the number of finished tasks deleted. Safe to run from any process at any time."""
+    cutoff = (now or utcnow()) - timedelta(days=retention_days)
+    deleted = 0
+    while True:
+        async with db.write() as session:
+            ids = list(
+                (
+                    await session.scalars(
+                        select(ScheduledTask.id)
+                        .where(
+                            ScheduledTask.status.in_(FINISHED_TASK),
+                            ScheduledTask.updated_at < cutoff,
+                        )
+                        .limit(BATCH)
+                    )
+                ).all()
+            )
+            if ids:
+                await _delete_tasks(session, ids)
+        deleted += len(ids)
+        if len(ids) < BATCH:
+            break
+    async with db.write() as session:
+        await session.execute(
+            delete(TaskRun).where(TaskRun.status.not_in(ACTIVE_RUN), TaskRun.finished_at < cutoff)
+        )
+        await session.execute(
+            delete(TaskNotification).where(
+                TaskNotification.displayed_at.is_not(None), TaskNotification.created_at < cutoff
+            )
+        )
+    if deleted:
+        log.info(
+            "retention: deleted %d finished task(s) older than %g days", deleted, retention_days
+        )
+    return deleted
+
+
+class Retention:
+    """The leader purges expired rows once every ``PURGE_EVERY_S`` (the first time soon
+    after it takes the lead)."""
+
+    PURGE_EVERY_S = 3600.0
+
+    def __init__(self, db: Database, limits: LimitsConfig) -> None:
+        self.db = db
+        self.limits = limits
+        self._last: float | None = None
+
+    async def purge_if_due(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._last is not None and now - self._last < self.PURGE_EVERY_S:
+            return
+        self._last = now
+        try:
+            await purge_expired(self.db, self.limits.retention_days)
+        except Exception:
+            log.exception("retention: purge failed; retrying in %.0f s", self.PURGE_EVERY_S)
