@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from scheduler_service import SchedulerService
-from tests.anthropic_mock import FakeAnthropic, text_message, tool_use_message
+from scheduler_service.testing import FakeAnthropic, text_message, tool_use_message
 from tests.conftest import ServiceFactory, next_notification
 from tests.test_orchestrated_tasks import EmailTool, SalesTool
 from tools import ToolContext

@@ -19,7 +19,8 @@ from sqlalchemy import text
 
 from config import SchedulerConfig, Settings
 from scheduler_service import SchedulerService
-from tests.anthropic_mock import FakeAnthropic, error_body, text_message
+from scheduler_service.storage import names
+from scheduler_service.testing import FakeAnthropic, error_body, text_message
 from tests.conftest import RecordingTool, ServiceFactory, next_notification, watch_notifications
 from tools import ToolContext, ToolError
 
@@ -152,7 +153,7 @@ async def test_canary_key_never_leaks(database_url: str, caplog: pytest.LogCaptu
 async def dump_rows(service: SchedulerService) -> list[str]:
     rows: list[str] = []
     async with service.db.read() as session:
-        for table in ("scheduled_tasks", "task_runs", "task_notifications", "apscheduler_jobs"):
+        for table in (names.TASKS, names.RUNS, names.NOTIFICATIONS, names.JOBS):
             result = await session.execute(text(f"SELECT * FROM {table}"))
             rows.extend(repr(tuple(r)) for r in result)
     return rows
