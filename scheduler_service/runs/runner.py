@@ -206,10 +206,9 @@ class TaskRunner:
             task.add_done_callback(self._adopted.discard)
 
     async def _run_taken(self, run: TaskRun) -> None:
+        """Through the usual path: taken as the service stops, the run is recorded
+        ``interrupted`` (it did not start) rather than left queued with nobody to run it."""
         with self._entry() as ticket:
-            if self._stopping:
-                self._in_flight.discard(run.id)  # still queued: recovered again later
-                return
             await self._execute_claimed(run, ticket)
 
     def _running(self) -> bool:
