@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,14 +45,16 @@ CALIBRATION_CREATES = 10
 
 
 class SideEffectTool(Tool):
-    """Appends one durable line per run; fails attempts up to ``fail_attempts``."""
+    """Appends one durable line per run; fails attempts up to ``fail_attempts``. Also the
+    replicas' tool (``tests.replica_worker``); ``on_effect`` is told after each line."""
 
     name = "side_effect"
-    description = "Appends a line to a file (fault tests only)."
+    description = "Appends a line to a file (fault and scale-out tests only)."
     input_schema = {"type": "object", "properties": {"operation": {"enum": ["act"]}}}
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, on_effect: Callable[[], None] | None = None) -> None:
         self.path = path
+        self.on_effect = on_effect
 
     async def run(
         self, operation: str, kwargs: dict[str, Any] | str | None, *, context: ToolContext
@@ -64,10 +67,13 @@ class SideEffectTool(Tool):
             "task_id": run.task_id,
             "fire_time": run.fire_time.isoformat(),
             "attempt": run.attempt,
+            "kind": run.kind,
             "pid": os.getpid(),
+            "at": time.time(),
         }
         await asyncio.to_thread(append_durably, self.path, json.dumps(line) + "\n")
-        print("effect", flush=True)
+        if self.on_effect is not None:
+            self.on_effect()
         # Between the side effect and its record: where a kill leaves an interrupted run.
         await asyncio.sleep(float(args.get("hold", 0.05)))
         return {"message": "acted"}
@@ -150,7 +156,7 @@ async def main(args: argparse.Namespace) -> None:
         changed.set()
 
     service = SchedulerService(settings, on_notification=on_notification)
-    service.tools.register(SideEffectTool(args.sidefile))
+    service.tools.register(SideEffectTool(args.sidefile, lambda: print("effect", flush=True)))
     async with service:
         if args.create:
             await create_tasks(service, args)

@@ -29,42 +29,14 @@ from typing import Any
 
 from config import load_settings
 from scheduler_service import SchedulerService
-from scheduler_service.runs.runner import current_run
-from tests.fault_worker import append_durably
-from tools import Tool, ToolContext, ToolError
+from tests.fault_worker import SideEffectTool
+from tools import ToolContext, ToolError
 
 OWNER = ToolContext(user_id="replica", conversation_id="replica")
 
 
 def emit(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, "pid": os.getpid(), **fields}), flush=True)
-
-
-class SideEffectTool(Tool):
-    """Appends one durable line per run, then holds a moment (where a kill interrupts)."""
-
-    name = "side_effect"
-    description = "Appends a line to a file (scale-out tests only)."
-    input_schema = {"type": "object", "properties": {"operation": {"enum": ["act"]}}}
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    async def run(
-        self, operation: str, kwargs: dict[str, Any] | str | None, *, context: ToolContext
-    ) -> dict[str, Any]:
-        run = current_run.get()
-        line = {
-            "task_id": run.task_id,
-            "fire_time": run.fire_time.isoformat(),
-            "attempt": run.attempt,
-            "kind": run.kind,
-            "pid": os.getpid(),
-            "at": time.time(),
-        }
-        await asyncio.to_thread(append_durably, self.path, json.dumps(line) + "\n")
-        await asyncio.sleep(0.05)
-        return {"message": "acted"}
 
 
 def recurring(name: str, every: float) -> dict[str, Any]:
