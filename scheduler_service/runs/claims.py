@@ -448,13 +448,9 @@ class Claims:
         message = f"skipped the run due at {fire_time.isoformat()}: {error}"
         return notifications.build(task, row, RunStatus.SKIPPED, message)
 
-    async def mark_running(self, run: TaskRun) -> ScheduledTask | None:
-        """The claimed run got its slot: record it ``running``; None if the task is gone."""
-        [task] = await self.mark_running_many([run])
-        return task
-
     async def mark_running_many(self, runs: Sequence[TaskRun]) -> list[ScheduledTask | None]:
-        """``mark_running`` for several runs in one transaction (they got slots together).
+        """Record runs that got their slots together as ``running``, in one transaction;
+        for each, its task, or None if the task or the run is gone.
 
         The ``running`` commit comes before the tool acts: recovery re-runs only runs
         that never got it."""
