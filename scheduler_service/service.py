@@ -32,6 +32,7 @@ from scheduler_service.runs.recovery import (
     settle_queue,
 )
 from scheduler_service.runs.runner import TaskRunner
+from scheduler_service.stopping import pause, stop_loop
 from scheduler_service.storage.db import Database, create_sync_engine
 from scheduler_service.tasks.manager import TaskManager
 from scheduler_service.tools import Tool, ToolRegistry
@@ -153,7 +154,9 @@ class SchedulerService:
         self.leading = asyncio.Event()  # set while this process runs the scheduler
         self._leader_retry = leader_retry
         self._standby: asyncio.Task[None] | None = None
+        self._standby_stop = asyncio.Event()
         self._trigger_check: asyncio.Task[None] | None = None
+        self._trigger_check_stop = asyncio.Event()
         self._recovered_at = 0.0  # loop time of the leader's last sweep for dead workers' runs
         self.heartbeat = Heartbeat(self.db, self.settings.scheduler.check_interval / 2)
         self.retention = Retention(self.db, self.settings.limits)
@@ -192,6 +195,7 @@ class SchedulerService:
             if self.settings.scheduler.enabled:
                 if await self.leadership.try_acquire():
                     await self._lead()
+                self._standby_stop = asyncio.Event()
                 self._standby = asyncio.get_running_loop().create_task(self._hold_leadership())
         except BaseException:
             await self._abandon_start()
@@ -244,22 +248,20 @@ class SchedulerService:
         self.scheduler.resume()
         self.wakeups.listen(self.scheduler.wakeup)
         self.leading.set()
+        self._trigger_check_stop = asyncio.Event()
         self._trigger_check = asyncio.get_running_loop().create_task(self._check_triggers())
         await self.heartbeat.beat(self.leadership.worker)
 
     async def _check_triggers(self) -> None:
         """The slow half of reconciliation, after the leader has started firing."""
         try:
-            await check_triggers(self.db, self.jobs)
+            await check_triggers(self.db, self.jobs, stop=self._trigger_check_stop)
         except Exception:
             log.exception("checking the jobs' triggers failed; the next start checks again")
 
     async def _stop_trigger_check(self) -> None:
         task, self._trigger_check = self._trigger_check, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_loop(task, self._trigger_check_stop)
 
     async def _recover(self, *, own_only: bool = False) -> None:
         """Settle runs nobody will finish and run those that never started (see
@@ -284,8 +286,8 @@ class SchedulerService:
     async def _hold_leadership(self) -> None:
         """Standby: retry the lock every ``leader_retry`` s. Leader: check that it still
         holds it, and keep recovering (see ``_check_leadership``)."""
-        while True:
-            await asyncio.sleep(self._leader_retry)
+        stop = self._standby_stop
+        while not await pause(stop, self._leader_retry):
             try:
                 if self.is_leader:
                     await self._check_leadership()
@@ -338,10 +340,7 @@ class SchedulerService:
 
     async def _stop_standby(self) -> None:
         task, self._standby = self._standby, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_loop(task, self._standby_stop)
 
     async def stop(self) -> None:
         """Stop firing, hand the lock on at once, then drain this process's runs.

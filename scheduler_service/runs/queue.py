@@ -21,6 +21,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from scheduler_service.stopping import stop_loop
 from scheduler_service.storage.models import TaskRun
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class RunQueue:
         self._free_slots = free_slots
         self._signal = asyncio.Event()
         self._consumer: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     def poke(self) -> None:
         """Runs were queued, or a slot came free: look at the queue now."""
@@ -50,20 +52,24 @@ class RunQueue:
 
     def start(self) -> None:
         if self._consumer is None or self._consumer.done():
+            self._stop = asyncio.Event()
             self._consumer = asyncio.get_running_loop().create_task(self._consume())
 
     async def stop(self) -> None:
+        """Stop taking runs; a take in progress finishes first (its runs go through the
+        runner, which records them as not started once the service is stopping)."""
         task, self._consumer = self._consumer, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._signal.set()
+        await stop_loop(task, self._stop)
 
     async def _consume(self) -> None:
+        stop = self._stop
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._signal.wait(), POLL_S)
             self._signal.clear()
+            if stop.is_set():
+                return
             free = self._free_slots()
             if free <= 0:
                 continue

@@ -281,15 +281,20 @@ async def reconcile(db: Database, jobs: JobControl, *, triggers: bool = True) ->
     return result
 
 
-async def check_triggers(db: Database, jobs: JobControl) -> int:
+async def check_triggers(
+    db: Database, jobs: JobControl, *, stop: asyncio.Event | None = None
+) -> int:
     """Give every live task's job the task's trigger where they differ (a crash between
     changing a task's schedule and its job). A chunk at a time, in threads, so the loop
-    keeps serving while it runs; returns the number of jobs fixed."""
+    keeps serving while it runs; ends early, between chunks, once ``stop`` is set.
+    Returns the number of jobs fixed."""
     fixed = 0
     live = [
         task_id for task_id, (status, _) in (await _task_times(db)).items() if status in LIVE_TASK
     ]
     for chunk in _chunks(live):
+        if stop is not None and stop.is_set():
+            break
         tasks = await _load_tasks(db, chunk)
         stored = await jobs.triggers([task.id for task in tasks])
         wanted = await asyncio.to_thread(_triggers_of, tasks)
