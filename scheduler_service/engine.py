@@ -30,13 +30,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.executors.base import BaseExecutor
+from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED, BaseScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
-from sqlalchemy import func, select
+from apscheduler.util import datetime_to_utc_timestamp
+from sqlalchemy import Table, func, select
 
 from scheduler_service.jobs import JOB_FUNCTION, RETRY_FUNCTION, FireContext, current_fire
 from scheduler_service.storage import names
@@ -130,6 +132,16 @@ class ResilientAsyncIOScheduler(AsyncIOScheduler):  # type: ignore[misc]
             if self._is_earlier(earliest):
                 log.debug("a job is due before the armed wake-up; waking up")
                 self._request_wakeup()
+
+    def wake_for(self, when: datetime | None) -> None:
+        """A job was stored (outside ``add_job``) to run at ``when``: wake up if that is
+        before the armed timer, or if a wake-up is in progress (it may have read the
+        store before the job was there). A later job changes nothing: the armed wake-up
+        finds it. Call on the loop thread."""
+        if when is None or self.state != STATE_RUNNING:
+            return
+        if self._busy() or self._armed_at is None or when.timestamp() < self._armed_at:
+            self._request_wakeup()
 
     def _busy(self) -> bool:
         return self._wakeup_task is not None and not self._wakeup_task.done()
@@ -265,6 +277,44 @@ class JobControl:
             )
 
         await self._call(add)
+        await self._changed()
+
+    def new_job_row(
+        self, task_id: str, trigger: BaseTrigger, next_run_time: datetime | None
+    ) -> dict[str, Any]:
+        """The job-store row of a new task's job, for ``insert(jobs_table)`` in the
+        transaction that inserts the task: one commit stores both, so neither exists
+        without the other. Built as APScheduler builds it (a ``Job`` with the scheduler's
+        defaults, pickled as the store pickles it). After the commit, ``stored``."""
+        job = Job(
+            self.scheduler,
+            id=task_id,
+            func=JOB_FUNCTION,
+            trigger=trigger,
+            executor="default",
+            args=[task_id],
+            kwargs={},
+            name=task_id,
+            next_run_time=next_run_time,
+            **self.scheduler._job_defaults,
+        )
+        store = self._store()
+        return {
+            "id": job.id,
+            "next_run_time": datetime_to_utc_timestamp(job.next_run_time),
+            "job_state": pickle.dumps(job.__getstate__(), store.pickle_protocol),
+        }
+
+    @property
+    def jobs_table(self) -> Table:
+        """The job store's table, for writes made in the service's own transactions."""
+        table: Table = self._store().jobs_t
+        return table
+
+    async def stored(self, next_run_time: datetime | None) -> None:
+        """A job row was committed outside the scheduler: wake this process's scheduler
+        if it is due before the armed timer, and tell the other processes."""
+        self.scheduler.wake_for(next_run_time)
         await self._changed()
 
     async def modify(

@@ -17,7 +17,8 @@ from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from apscheduler.triggers.base import BaseTrigger
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler_service.config import Settings
 from scheduler_service.engine import JobControl
@@ -85,6 +86,28 @@ def plan(schedule: Schedule, now: datetime) -> tuple[BaseTrigger, datetime | Non
     """Trigger, first run and preview of a schedule (run in a thread: see _schedule)."""
     trigger = build_trigger(schedule)
     return trigger, trigger.get_next_fire_time(None, now), schedule_preview(schedule, now)
+
+
+async def live_tasks(session: AsyncSession, user_id: str, *, up_to: int) -> int:
+    """How many live (scheduled or paused) tasks the user has, counted up to ``up_to``:
+    the quota check reads at most that many index entries, however many tasks exist."""
+    live = (
+        select(ScheduledTask.id)
+        .where(ScheduledTask.user_id == user_id, ScheduledTask.status.in_(LIVE_TASK))
+        .limit(up_to)
+    )
+    return int(await session.scalar(select(func.count()).select_from(live.subquery())) or 0)
+
+
+def parse_and_plan(
+    data: ScheduleInput, *, now: datetime, default_timezone: str, min_interval: int
+) -> tuple[Schedule, BaseTrigger, datetime | None, dict[str, Any]]:
+    """A new schedule parsed, with its trigger, first run and preview: one trip to the
+    evaluation pool for what create_task needs."""
+    schedule = parse_schedule(
+        data, now=now, default_timezone=default_timezone, min_interval=min_interval
+    )
+    return (schedule, *plan(schedule, now))
 
 
 def one_time_fields(schedule: Schedule, fields: dict[str, Any]) -> dict[str, Any]:
@@ -358,10 +381,16 @@ class TaskManager:
         self, fields: dict[str, Any], context: ToolContext
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         now = utcnow()
-        schedule = await self._schedule(context.user_id, fields, now)
+        schedule, trigger, next_run, shown = await self._evaluate(
+            context.user_id,
+            parse_and_plan,
+            schedule_input(fields),
+            now=now,
+            default_timezone=self.settings.default_timezone,
+            min_interval=self.settings.scheduler.min_interval,
+        )
         fields |= one_time_fields(schedule, fields)
         mode = self._check_execution(fields)
-        trigger, next_run, shown = await self._evaluate(context.user_id, plan, schedule, now)
         task = ScheduledTask(
             id=new_id("task"),
             user_id=context.user_id,
@@ -379,36 +408,23 @@ class TaskManager:
             updated_at=now,
         )
         self._apply(task, fields)
+        job = self.jobs.new_job_row(task.id, trigger, next_run)
         limit = self.settings.scheduler_tool.max_tasks_per_user
         async with self.db.write() as session:
             await self.db.lock_user(session, context.user_id)
-            count = await session.scalar(
-                select(func.count())
-                .select_from(ScheduledTask)
-                .where(
-                    ScheduledTask.user_id == context.user_id,
-                    ScheduledTask.status.in_(LIVE_TASK),
-                )
-            )
-            if int(count or 0) >= limit:
+            count = await live_tasks(session, context.user_id, up_to=limit)
+            if count >= limit:
                 raise ToolError(
                     "quota_exceeded",
                     f"this user already has {count} active tasks, the limit is {limit}; "
                     "delete or cancel a task first",
                 )
             session.add(task)
+            await session.execute(insert(self.jobs.jobs_table).values(**job))
             await prune_finished(
                 session, context.user_id, self.settings.limits.max_finished_tasks_per_user
             )
-        try:
-            await self.jobs.schedule(task.id, trigger, next_run)
-        except Exception as exc:
-            log.exception("could not schedule task %s; undoing its creation", task.id)
-            async with self.db.write() as session:
-                await session.execute(delete(ScheduledTask).where(ScheduledTask.id == task.id))
-            raise ToolError(
-                "unavailable", f"the scheduler could not store the job ({exc}); try again"
-            ) from None
+        await self.jobs.stored(next_run)
         return task_to_dict(task), shown
 
     @staticmethod
