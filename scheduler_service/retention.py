@@ -18,7 +18,7 @@ import logging
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from scheduler_service.config import LimitsConfig
 from scheduler_service.statuses import ACTIVE_RUN, FINISHED_TASK
@@ -30,31 +30,55 @@ log = logging.getLogger(__name__)
 BATCH = 500  # tasks deleted per statement: keeps each IN list and transaction short
 
 
-async def _delete_tasks(session: AsyncSession, ids: list[str]) -> None:
-    await session.execute(delete(TaskNotification).where(TaskNotification.task_id.in_(ids)))
-    await session.execute(delete(TaskRun).where(TaskRun.task_id.in_(ids)))
-    await session.execute(delete(ScheduledTask).where(ScheduledTask.id.in_(ids)))
+def _delete_tasks(session: Session, ids: list[str]) -> None:
+    session.execute(delete(TaskNotification).where(TaskNotification.task_id.in_(ids)))
+    session.execute(delete(TaskRun).where(TaskRun.task_id.in_(ids)))
+    session.execute(delete(ScheduledTask).where(ScheduledTask.id.in_(ids)))
 
 
-async def prune_finished(session: AsyncSession, user_id: str, keep: int) -> int:
-    """Delete the user's oldest finished tasks beyond ``keep``; returns how many."""
+def prune_finished(session: Session, user_id: str, keep: int) -> int:
+    """Delete the user's oldest finished tasks beyond ``keep``; returns how many. (In a
+    ``Database.write_sync`` transaction.)"""
     ids = list(
-        (
-            await session.scalars(
-                select(ScheduledTask.id)
-                .where(
-                    ScheduledTask.user_id == user_id,
-                    ScheduledTask.status.in_(FINISHED_TASK),
-                )
-                .order_by(ScheduledTask.updated_at.desc(), ScheduledTask.id)
-                .offset(keep)
-                .limit(BATCH)
+        session.scalars(
+            select(ScheduledTask.id)
+            .where(
+                ScheduledTask.user_id == user_id,
+                ScheduledTask.status.in_(FINISHED_TASK),
             )
+            .order_by(ScheduledTask.updated_at.desc(), ScheduledTask.id)
+            .offset(keep)
+            .limit(BATCH)
         ).all()
     )
     if ids:
-        await _delete_tasks(session, ids)
+        _delete_tasks(session, ids)
     return len(ids)
+
+
+def _purge_finished_batch(session: Session, cutoff: datetime) -> int:
+    ids = list(
+        session.scalars(
+            select(ScheduledTask.id)
+            .where(ScheduledTask.status.in_(FINISHED_TASK), ScheduledTask.updated_at < cutoff)
+            .limit(BATCH)
+        ).all()
+    )
+    if ids:
+        _delete_tasks(session, ids)
+    return len(ids)
+
+
+def _purge_old_rows(session: Session, cutoff: datetime) -> None:
+    """Finished runs and displayed notifications of live tasks, older than ``cutoff``."""
+    session.execute(
+        delete(TaskRun).where(TaskRun.status.not_in(ACTIVE_RUN), TaskRun.finished_at < cutoff)
+    )
+    session.execute(
+        delete(TaskNotification).where(
+            TaskNotification.displayed_at.is_not(None), TaskNotification.created_at < cutoff
+        )
+    )
 
 
 async def purge_expired(db: Database, retention_days: float, now: datetime | None = None) -> int:
@@ -63,33 +87,11 @@ async def purge_expired(db: Database, retention_days: float, now: datetime | Non
     cutoff = (now or utcnow()) - timedelta(days=retention_days)
     deleted = 0
     while True:
-        async with db.write() as session:
-            ids = list(
-                (
-                    await session.scalars(
-                        select(ScheduledTask.id)
-                        .where(
-                            ScheduledTask.status.in_(FINISHED_TASK),
-                            ScheduledTask.updated_at < cutoff,
-                        )
-                        .limit(BATCH)
-                    )
-                ).all()
-            )
-            if ids:
-                await _delete_tasks(session, ids)
-        deleted += len(ids)
-        if len(ids) < BATCH:
+        batch = await db.write_sync(lambda session: _purge_finished_batch(session, cutoff))
+        deleted += batch
+        if batch < BATCH:
             break
-    async with db.write() as session:
-        await session.execute(
-            delete(TaskRun).where(TaskRun.status.not_in(ACTIVE_RUN), TaskRun.finished_at < cutoff)
-        )
-        await session.execute(
-            delete(TaskNotification).where(
-                TaskNotification.displayed_at.is_not(None), TaskNotification.created_at < cutoff
-            )
-        )
+    await db.write_sync(lambda session: _purge_old_rows(session, cutoff))
     if deleted:
         log.info(
             "retention: deleted %d finished task(s) older than %g days", deleted, retention_days

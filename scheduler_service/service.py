@@ -33,7 +33,7 @@ from scheduler_service.runs.recovery import (
 )
 from scheduler_service.runs.runner import TaskRunner
 from scheduler_service.stopping import pause, stop_loop
-from scheduler_service.storage.db import Database, create_sync_engine
+from scheduler_service.storage.db import Database
 from scheduler_service.tasks.manager import TaskManager
 from scheduler_service.tools import Tool, ToolRegistry
 from scheduler_service.wakeups import JOBS_CHANNEL, RUNS_CHANNEL, wakeups_for
@@ -120,7 +120,6 @@ class SchedulerService:
             notifier=self.notifier,
             execution=self.execution,
         )
-        self._jobstore_engine = create_sync_engine(self.db.sync_url)
         self.wakeups = wakeups_for(self.db.engine, JOBS_CHANNEL)
         self.run_signals = wakeups_for(self.db.engine, RUNS_CHANNEL)
         self.runner.announce_runs = self.run_signals.announce
@@ -128,7 +127,7 @@ class SchedulerService:
             serialize=self.db.serialized,
             max_sleep=float(self.settings.scheduler.check_interval),
             executor=FireTimeExecutor(self.runner.on_fire, self.runner.on_retry),
-            engine=self._jobstore_engine,
+            engine=self.db.sync_engine,
             poll_interval=POLL_INTERVAL_S if self.db.sqlite else PG_POLL_INTERVAL_S,
         )
         self.jobs = JobControl(self.scheduler, self.db.serialized, self.wakeups.announce)
@@ -366,7 +365,6 @@ class SchedulerService:
         await self.tasks.drain_background()
         self.tasks.close()
         await self.leadership.close()
-        self._jobstore_engine.dispose()
         await self.db.dispose()
         log.info("scheduler service stopped")
 

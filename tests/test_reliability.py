@@ -560,7 +560,7 @@ async def test_a_database_error_in_a_wakeup_does_not_stop_the_scheduler(
             failures.append(statement)
             raise sqlite3.OperationalError("disk I/O error (injected)")
 
-    event.listen(service._jobstore_engine, "before_cursor_execute", fail_once)
+    event.listen(service.db.sync_engine, "before_cursor_execute", fail_once)
     first = await create(service, "flaky", soon(1))
     second = await create(service, "flaky", soon(2.5))
     notes = [await next_notification(service) for _ in range(2)]

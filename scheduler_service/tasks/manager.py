@@ -18,7 +18,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Insert
 
 from scheduler_service.config import Settings
 from scheduler_service.engine import JobControl
@@ -88,7 +89,7 @@ def plan(schedule: Schedule, now: datetime) -> tuple[BaseTrigger, datetime | Non
     return trigger, trigger.get_next_fire_time(None, now), schedule_preview(schedule, now)
 
 
-async def live_tasks(session: AsyncSession, user_id: str, *, up_to: int) -> int:
+def live_tasks(session: Session, user_id: str, *, up_to: int) -> int:
     """How many live (scheduled or paused) tasks the user has, counted up to ``up_to``:
     the quota check reads at most that many index entries, however many tasks exist."""
     live = (
@@ -96,7 +97,7 @@ async def live_tasks(session: AsyncSession, user_id: str, *, up_to: int) -> int:
         .where(ScheduledTask.user_id == user_id, ScheduledTask.status.in_(LIVE_TASK))
         .limit(up_to)
     )
-    return int(await session.scalar(select(func.count()).select_from(live.subquery())) or 0)
+    return int(session.scalar(select(func.count()).select_from(live.subquery())) or 0)
 
 
 def parse_and_plan(
@@ -408,24 +409,28 @@ class TaskManager:
             updated_at=now,
         )
         self._apply(task, fields)
-        job = self.jobs.new_job_row(task.id, trigger, next_run)
-        limit = self.settings.scheduler_tool.max_tasks_per_user
-        async with self.db.write() as session:
-            await self.db.lock_user(session, context.user_id)
-            count = await live_tasks(session, context.user_id, up_to=limit)
-            if count >= limit:
-                raise ToolError(
-                    "quota_exceeded",
-                    f"this user already has {count} active tasks, the limit is {limit}; "
-                    "delete or cancel a task first",
-                )
-            session.add(task)
-            await session.execute(insert(self.jobs.jobs_table).values(**job))
-            await prune_finished(
-                session, context.user_id, self.settings.limits.max_finished_tasks_per_user
-            )
+        job = insert(self.jobs.jobs_table).values(
+            **self.jobs.new_job_row(task.id, trigger, next_run)
+        )
+        await self.db.write_sync(lambda session: self._insert(session, task, job))
         await self.jobs.stored(next_run)
         return task_to_dict(task), shown
+
+    def _insert(self, session: Session, task: ScheduledTask, job: Insert) -> None:
+        """The create transaction (one trip off the loop): the user's quota, the task and
+        its job together, and the user's oldest finished tasks beyond the limit."""
+        limit = self.settings.scheduler_tool.max_tasks_per_user
+        self.db.lock_user_sync(session, task.user_id)
+        count = live_tasks(session, task.user_id, up_to=limit)
+        if count >= limit:
+            raise ToolError(
+                "quota_exceeded",
+                f"this user already has {count} active tasks, the limit is {limit}; "
+                "delete or cancel a task first",
+            )
+        session.add(task)
+        session.execute(job)
+        prune_finished(session, task.user_id, self.settings.limits.max_finished_tasks_per_user)
 
     @staticmethod
     def _apply(task: ScheduledTask, fields: dict[str, Any]) -> None:
