@@ -117,10 +117,12 @@ class PgWakeups(Wakeups):
             on_wakeup()  # anything announced while nobody listened
             while True:
                 await asyncio.sleep(HEALTH_CHECK_S)
-                await asyncio.wait_for(conn.fetchval("SELECT 1"), HEALTH_TIMEOUT_S)
+                async with asyncio.timeout(HEALTH_TIMEOUT_S):  # not wait_for: see stopping
+                    await conn.fetchval("SELECT 1")
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), HEALTH_TIMEOUT_S)
+                async with asyncio.timeout(HEALTH_TIMEOUT_S):
+                    await conn.close()
 
 
 def _asyncpg_dsn(engine: AsyncEngine) -> str:

@@ -17,11 +17,10 @@ most.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from scheduler_service.stopping import stop_loop
+from scheduler_service.stopping import stop_loop, wait_at_most
 from scheduler_service.storage.models import TaskRun
 
 log = logging.getLogger(__name__)
@@ -65,8 +64,7 @@ class RunQueue:
     async def _consume(self) -> None:
         stop = self._stop
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._signal.wait(), POLL_S)
+            await wait_at_most(self._signal.wait(), POLL_S)
             self._signal.clear()
             if stop.is_set():
                 return
