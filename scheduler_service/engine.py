@@ -41,6 +41,7 @@ from apscheduler.util import datetime_to_utc_timestamp
 from sqlalchemy import Table, func, select
 
 from scheduler_service.jobs import JOB_FUNCTION, RETRY_FUNCTION, FireContext, current_fire
+from scheduler_service.jobstore import OneTransactionJobStore
 from scheduler_service.storage import names
 from scheduler_service.storage.retry import retry_locked
 
@@ -93,7 +94,7 @@ class ResilientAsyncIOScheduler(AsyncIOScheduler):  # type: ignore[misc]
             wait: float = self._max_sleep
             try:
                 async with self._serialize():
-                    seconds = await asyncio.to_thread(self._process_jobs)
+                    seconds = await asyncio.to_thread(self._process_jobs_together)
                 self._failures = 0
                 if seconds is not None:
                     wait = min(wait, seconds)
@@ -107,6 +108,15 @@ class ResilientAsyncIOScheduler(AsyncIOScheduler):  # type: ignore[misc]
                     self._armed_at = time.time() + max(wait, 0.0)
             if not self._wakeup_again or self.state == STATE_STOPPED:
                 return
+
+    def _process_jobs_together(self) -> float | None:
+        """``_process_jobs`` with every job-store write of the wake-up in one transaction
+        (see ``jobstore``): a burst of due jobs costs one commit, not one per job."""
+        store = self._lookup_jobstore("default")
+        if not isinstance(store, OneTransactionJobStore):
+            return self._process_jobs()  # type: ignore[no-any-return]
+        with store.one_transaction():
+            return self._process_jobs()  # type: ignore[no-any-return]
 
     # -- noticing other processes' jobs --------------------------------------------------
     def _ensure_polling(self) -> None:
@@ -444,7 +454,7 @@ def build_scheduler(
         serialize=serialize,
         max_sleep=max_sleep,
         poll_interval=poll_interval,
-        jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=names.JOBS)},
+        jobstores={"default": OneTransactionJobStore(engine=engine, tablename=names.JOBS)},
         executors={"default": executor},
         job_defaults={"misfire_grace_time": None, "coalesce": False, "max_instances": 1_000_000},
         timezone=UTC,
