@@ -41,11 +41,18 @@ class SleepTool(Tool):
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+        self.running = 0
+        self.peak = 0  # the most runs of this process in the tool at once
 
     async def run(
         self, operation: str, kwargs: dict[str, Any] | str | None, *, context: ToolContext
     ) -> dict[str, Any]:
-        await asyncio.sleep(self.seconds)
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            self.running -= 1
         return {"message": "slept"}
 
 

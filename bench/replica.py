@@ -4,7 +4,9 @@ Starts a ``SchedulerService`` with the benchmark's no-op tool (and, with ``--too
 a ``sleep`` tool that awaits S seconds a run) and prints JSON lines on
 stdout: ``{"event": "ready", ...}`` once started (with the wall-clock time, whether it
 leads, its peak RSS and the longest event-loop stall seen since before the start), then
-``{"event": "leader"}`` / ``{"event": "standby"}`` when its role changes. It stops on
+``{"event": "leader"}`` / ``{"event": "standby"}`` when its role changes, and
+``{"event": "stopped", "peak_at_once": N}`` at the end (the most runs it had in the
+``sleep`` tool at once). It stops on
 SIGTERM/SIGINT, when stdin closes, or after ``--run-for`` seconds (a bound, so that a
 forgotten replica always ends). ``--exit-when-ready`` stops right after the ready line
 (the start-up probe).
@@ -39,8 +41,9 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     service = SchedulerService(settings_for(url, concurrency=concurrency))
     service.tools.register(NoopTool())
+    sleeper = SleepTool(tool_sleep)
     if tool_sleep > 0:
-        service.tools.register(SleepTool(tool_sleep))
+        service.tools.register(sleeper)
     async with service:
         ready = time.time()
         if exit_when_ready:
@@ -71,7 +74,7 @@ async def serve(
                         emit("leader" if leading else "standby")
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 0.05)
-    emit("stopped")
+    emit("stopped", peak_at_once=sleeper.peak)
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ Measures (each printed beside its issue-11 target):
   with a tool that awaits ``--tool-sleep`` s (``--pg-sleep-runs``, ``--sleep-concurrency``
   slots a replica), where one replica is bound by its slots, as with real tools that
   wait on an LLM or an API (slot-bound). Both report runs per replica; the sleeping one
-  also the most runs one replica had between start and record at any moment.
+  also the most runs one replica had in its tool at once (counted by the tool).
 
 The stored tasks are created once through ``scheduler_tool`` (daily tasks, none due for
 ~2 h; the time it took is printed) and the SQLite file is copied for each measure; the
@@ -63,7 +63,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -158,13 +158,6 @@ def read_burst(url: str, due: datetime) -> dict[str, Any]:
                 .where(TaskRun.fire_time == due)
                 .group_by(TaskRun.worker)
             ).all()
-            spans = conn.execute(
-                select(TaskRun.worker, TaskRun.started_at, TaskRun.finished_at).where(
-                    TaskRun.fire_time == due,
-                    TaskRun.started_at.is_not(None),
-                    TaskRun.finished_at.is_not(None),
-                )
-            ).all()
     finally:
         engine.dispose()
     return {
@@ -173,25 +166,7 @@ def read_burst(url: str, due: datetime) -> dict[str, Any]:
         "last_start": last_start,
         "last_finish": last_finish,
         "per_worker": sorted(int(n) for _w, n in workers),
-        "peak_at_once": peak_at_once(spans),
     }
-
-
-def peak_at_once(spans: Sequence[Any]) -> int:
-    """The most runs one worker had between ``started_at`` and ``finished_at`` at the same
-    instant. A run holds its slot within that span and is counted against the worker's
-    ``max_concurrent_tasks`` from being taken to being recorded, which covers it: a peak
-    above the limit would be a replica taking more runs than it has slots."""
-    edges: dict[str, list[tuple[datetime, int]]] = {}
-    for worker, started, finished in spans:
-        edges.setdefault(worker, []).extend([(started, 1), (finished, -1)])
-    peak = 0
-    for points in edges.values():
-        at_once = 0
-        for _when, step in sorted(points, key=lambda p: (p[0], p[1])):  # ends first
-            at_once += step
-            peak = max(peak, at_once)
-    return peak
 
 
 # -- bursts -----------------------------------------------------------------------------
@@ -649,6 +624,7 @@ async def pg_burst(
             for proc in procs:
                 if proc.stdin is not None:
                     proc.stdin.close()
+            peaks = await asyncio.gather(*(stopped_peak(p) for p in procs))
             await asyncio.gather(*(end(p) for p in procs))
         rows = read_burst(url, due)
     due_ts = due.timestamp()
@@ -658,8 +634,16 @@ async def pg_burst(
         "started_s": rows["last_start"].timestamp() - due_ts if rows["last_start"] else math.nan,
         "cpu_ms_per_run": cpu / max(rows["finished"], 1) * 1000,
         "per_worker": rows["per_worker"],
-        "peak_at_once": rows["peak_at_once"],
+        "peak_at_once": max(peaks, default=0),
     }
+
+
+async def stopped_peak(proc: asyncio.subprocess.Process) -> int:
+    """The most runs the replica had in its ``sleep`` tool at once (its last line)."""
+    try:
+        return int((await read_json_line(proc, "stopped", 60)).get("peak_at_once", 0))
+    except (TimeoutError, RuntimeError):
+        return 0
 
 
 async def bare_pg_burst(runs: int, concurrency: int, timeout: float) -> dict[str, Any]:
@@ -1142,7 +1126,7 @@ def table(res: Results, args: argparse.Namespace) -> tuple[list[list[str]], list
                 for item in res.data.get(key, [])
             ]
             row(
-                "PostgreSQL slot-bound: most runs one replica held at once",
+                "PostgreSQL slot-bound: most runs in one replica's tool at once",
                 f"≤ {args.sleep_concurrency}",
                 [float(p) for p in peaks],
                 "runs",
