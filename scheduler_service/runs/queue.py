@@ -2,18 +2,16 @@
 
 The leader claims due fire times as runs nobody is assigned yet (``worker`` NULL) and
 announces them (``NOTIFY task_scheduler_runs``). Every replica — the leader too — keeps a
-consumer: whenever it has free slots (``max_concurrent_tasks`` minus its runs holding or
-awaiting a slot) it takes that many queued runs with ``FOR UPDATE SKIP LOCKED``, records
-them as its own, and runs them through the usual path (slot, ``running`` commit, tool,
-record). It never takes more than it can start at once: a run it took does not wait in
-its slot queue while another replica has slots free.
+consumer: whenever it has free slots (``max_concurrent_tasks`` minus the runs it has in
+flight) it takes that many queued runs with ``FOR UPDATE SKIP LOCKED``, records them as
+its own, and runs them through the usual path (slot, ``running`` commit, tool, record).
 From then on a run belongs to one live worker, and a replica that dies mid-run is
 fenced as before: the leader records its runs ``interrupted`` (or runs again those it
 took but never started).
 
-The consumer wakes on each announcement, when one of its runs gives its slot back (as
-its tool returns, while the outcome is still being recorded), and at least every second,
-so a lost notification delays a run by a second at most.
+The consumer wakes on each announcement, when one of its runs finishes (a slot is
+free), and at least every second, so a lost notification delays a run by a second at
+most.
 """
 
 from __future__ import annotations

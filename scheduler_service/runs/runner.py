@@ -110,7 +110,6 @@ class TaskRunner:
         self._entries: set[asyncio.Task[Any]] = set()  # every fire/retry/manual in progress
         self._active: dict[str, asyncio.Task[Any]] = {}  # claimed run id → its task
         self._in_flight: set[str] = set()  # run ids claimed here and not yet recorded
-        self._wanting_slot: set[str] = set()  # claimed here, holding or awaiting a slot
         self._adopted: set[asyncio.Task[Any]] = set()  # runs taken over from recovery
         self._started: set[str] = set()  # claimed run ids that hold a slot
         self._scheduled: Counter[str] = Counter()  # task id → scheduled/retry runs in flight
@@ -150,7 +149,6 @@ class TaskRunner:
             queued = claim.run is not None and claim.run.worker is None
             if claim.run is not None and not queued:
                 self._in_flight.add(claim.run.id)  # no await since the commit: see recovery
-                self._wanting_slot.add(claim.run.id)
             await self._apply_job_action(task_id, claim.job)
             await self._publish(claim.published)
             if queued:
@@ -166,12 +164,7 @@ class TaskRunner:
             await self.announce_runs()
 
     def _free_slots(self) -> int:
-        """Slots no run of this process holds or waits for: what the queue may take.
-
-        A run gives its slot back when its tool returns, before its outcome is recorded;
-        counting it until its record commits would leave the slot idle for that commit
-        on every run. Until written, the record still fences it (``is_claimed_here``)."""
-        return self.cfg.max_concurrent_tasks - len(self._wanting_slot)
+        return self.cfg.max_concurrent_tasks - len(self._in_flight)
 
     async def on_retry(self, task_id: str, fire_time: datetime, attempt: int) -> None:
         await self.execute(task_id, fire_time, kind=RunKind.RETRY, attempt=attempt)
@@ -196,7 +189,6 @@ class TaskRunner:
             if run is None or run.status == RunStatus.SKIPPED:
                 return run
             self._in_flight.add(run.id)
-            self._wanting_slot.add(run.id)
             return await self._execute_claimed(run, ticket)
 
     def adopt(self, runs: list[TaskRun]) -> None:
@@ -209,7 +201,6 @@ class TaskRunner:
         """Run queued runs now assigned to this worker (taken from the queue, adopted)."""
         for run in runs:
             self._in_flight.add(run.id)
-            self._wanting_slot.add(run.id)
             task = asyncio.get_running_loop().create_task(self._run_taken(run))
             self._adopted.add(task)
             task.add_done_callback(self._adopted.discard)
@@ -279,9 +270,6 @@ class TaskRunner:
             self._active.pop(run.id, None)
             self._started.discard(run.id)
             in_flight[run.task_id] -= 1
-            self._wanting_slot.discard(run.id)
-            if self.queue is not None:
-                self.queue.poke()  # a slot is free
         return await self._finish_retrying(run, outcome)
 
     async def _run_in_slot(self, run: TaskRun, ticket: int) -> Outcome:
@@ -338,6 +326,8 @@ class TaskRunner:
             return run
         finally:
             self._in_flight.discard(run.id)
+            if self.queue is not None:
+                self.queue.poke()  # a slot is free
         await self._carry_out(recorded)
         return recorded.run
 
