@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m bench.run --quick              # < 3 min: 2k stored, burst 1,000
+    .venv/bin/python -m bench.run --quick              # ~3 min: 2k stored, burst 1,000
                                                        # (PostgreSQL: 600 sleeping runs)
     .venv/bin/python -m bench.run                      # full: 100k stored, bursts 1k and 10k
     .venv/bin/python -m bench.run --stored 20000       # a reduced full run
@@ -1222,7 +1222,7 @@ def hot_spots(profiler: Any, top: int = 10) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="< 3 min: see the defaults below")
+    parser.add_argument("--quick", action="store_true", help="~3 min: see the defaults below")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--stored", type=int, help="tasks stored (default 100k; --quick 2k)")
     parser.add_argument("--burst", type=int, default=1000)
