@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: a no-op tool, a loop-lag probe, settings, statistics.
+"""Helpers shared by the benchmarks: a no-op and a sleeping tool, a loop-lag probe, settings, statistics.
 
 Everything here uses the service's public API only (``SchedulerService``,
 ``scheduler_tool``, ``Tool``/``ToolContext``, ``Settings``) plus plain reads of its tables.
@@ -6,6 +6,7 @@ Everything here uses the service's public API only (``SchedulerService``,
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from bench.probes import LagProbe, peak_rss_mb, percentile, spread
@@ -29,6 +30,32 @@ class NoopTool(Tool):
         return {"message": "tick"}
 
 
+class SleepTool(Tool):
+    """Awaits a fixed time, as a run waiting on an LLM or an API does: a replica is then
+    bound by its slots (``max_concurrent_tasks``), not by the scheduler's CPU, which is
+    where spreading runs over replicas pays."""
+
+    name = "sleep"
+    description = "Awaits a fixed time (benchmark)."
+    input_schema = {"type": "object", "properties": {"operation": {"enum": ["tick"]}}}
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.running = 0
+        self.peak = 0  # the most runs of this process in the tool at once
+
+    async def run(
+        self, operation: str, kwargs: dict[str, Any] | str | None, *, context: ToolContext
+    ) -> dict[str, Any]:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            self.running -= 1
+        return {"message": "slept"}
+
+
 def settings_for(
     url: str, *, concurrency: int = 50, max_tasks: int = 1_000_000, enabled: bool = True
 ) -> Settings:
@@ -44,13 +71,13 @@ def settings_for(
     )
 
 
-def once_task(name: str, when_iso: str) -> dict[str, Any]:
+def once_task(name: str, when_iso: str, tool: str = NoopTool.name) -> dict[str, Any]:
     return {
         "name": name,
         "frequency": "once",
         "scheduled_time": when_iso,
         "execution_mode": "direct",
-        "tool_name": NoopTool.name,
+        "tool_name": tool,
         "operation": "tick",
         "parameters": {},
     }
@@ -74,6 +101,7 @@ __all__ = [
     "BENCH_USER",
     "LagProbe",
     "NoopTool",
+    "SleepTool",
     "call",
     "daily_task",
     "once_task",

@@ -1,9 +1,12 @@
 """One service process for the benchmarks: ``python -m bench.replica --url URL``.
 
-Starts a ``SchedulerService`` with the benchmark's no-op tool and prints JSON lines on
+Starts a ``SchedulerService`` with the benchmark's no-op tool (and, with ``--tool-sleep S``,
+a ``sleep`` tool that awaits S seconds a run) and prints JSON lines on
 stdout: ``{"event": "ready", ...}`` once started (with the wall-clock time, whether it
 leads, its peak RSS and the longest event-loop stall seen since before the start), then
-``{"event": "leader"}`` / ``{"event": "standby"}`` when its role changes. It stops on
+``{"event": "leader"}`` / ``{"event": "standby"}`` when its role changes, and
+``{"event": "stopped", "peak_at_once": N}`` at the end (the most runs it had in the
+``sleep`` tool at once). It stops on
 SIGTERM/SIGINT, when stdin closes, or after ``--run-for`` seconds (a bound, so that a
 forgotten replica always ends). ``--exit-when-ready`` stops right after the ready line
 (the start-up probe).
@@ -19,7 +22,7 @@ import signal
 import sys
 import time
 
-from bench.common import LagProbe, NoopTool, peak_rss_mb, settings_for
+from bench.common import LagProbe, NoopTool, SleepTool, peak_rss_mb, settings_for
 from scheduler_service import SchedulerService
 
 
@@ -27,7 +30,9 @@ def emit(event: str, **fields: object) -> None:
     print(json.dumps({"event": event, "t": time.time(), **fields}), flush=True)
 
 
-async def serve(url: str, concurrency: int, run_for: float, exit_when_ready: bool) -> None:
+async def serve(
+    url: str, concurrency: int, run_for: float, exit_when_ready: bool, tool_sleep: float
+) -> None:
     probe = LagProbe()
     probe.start()
     stop = asyncio.Event()
@@ -36,6 +41,9 @@ async def serve(url: str, concurrency: int, run_for: float, exit_when_ready: boo
         loop.add_signal_handler(sig, stop.set)
     service = SchedulerService(settings_for(url, concurrency=concurrency))
     service.tools.register(NoopTool())
+    sleeper = SleepTool(tool_sleep)
+    if tool_sleep > 0:
+        service.tools.register(sleeper)
     async with service:
         ready = time.time()
         if exit_when_ready:
@@ -66,7 +74,7 @@ async def serve(url: str, concurrency: int, run_for: float, exit_when_ready: boo
                         emit("leader" if leading else "standby")
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 0.05)
-    emit("stopped")
+    emit("stopped", peak_at_once=sleeper.peak)
 
 
 def main() -> None:
@@ -75,8 +83,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50, help="max_concurrent_tasks")
     parser.add_argument("--run-for", type=float, default=900.0, help="stop after this long")
     parser.add_argument("--exit-when-ready", action="store_true")
+    parser.add_argument(
+        "--tool-sleep", type=float, default=0.0, help="also a 'sleep' tool awaiting this long, s"
+    )
     args = parser.parse_args()
-    asyncio.run(serve(args.url, args.concurrency, args.run_for, args.exit_when_ready))
+    asyncio.run(
+        serve(args.url, args.concurrency, args.run_for, args.exit_when_ready, args.tool_sleep)
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m bench.run --quick              # < 3 min: 2k stored, burst 1,000
+    .venv/bin/python -m bench.run --quick              # ~3 min: 2k stored, burst 1,000
+                                                       # (PostgreSQL: 600 sleeping runs)
     .venv/bin/python -m bench.run                      # full: 100k stored, bursts 1k and 10k
     .venv/bin/python -m bench.run --stored 20000       # a reduced full run
     .venv/bin/python -m bench.run --quick --json out.json
@@ -34,7 +35,13 @@ Measures (each printed beside its issue-11 target):
   event-loop stall from before the start to 0.5 s after it;
 * PostgreSQL burst with 1 and 3 replica processes (``python -m bench.replica``) on a fresh
   database created for the run and dropped after; tasks are created by this process
-  through a service with ``scheduler.enabled = false`` (it serves tool calls only).
+  through a service with ``scheduler.enabled = false`` (it serves tool calls only). Twice:
+  with the no-op tool (``--pg-runs``, ``--concurrency`` slots a replica), where each run
+  is the scheduler's own CPU and the replicas share the host's cores (CPU-bound); and
+  with a tool that awaits ``--tool-sleep`` s (``--pg-sleep-runs``, ``--sleep-concurrency``
+  slots a replica), where one replica is bound by its slots, as with real tools that
+  wait on an LLM or an API (slot-bound). Both report runs per replica; the sleeping one
+  also the most runs one replica had in its tool at once (counted by the tool).
 
 The stored tasks are created once through ``scheduler_tool`` (daily tasks, none due for
 ~2 h; the time it took is printed) and the SQLite file is copied for each measure; the
@@ -71,6 +78,7 @@ from bench import bare
 from bench.common import (
     LagProbe,
     NoopTool,
+    SleepTool,
     call,
     daily_task,
     once_task,
@@ -555,9 +563,17 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def pg_burst(
-    replicas: int, runs: int, concurrency: int, timeout: float, margin: float = 1.3
+    replicas: int,
+    runs: int,
+    concurrency: int,
+    timeout: float,
+    margin: float = 1.3,
+    tool_sleep: float = 0.0,
 ) -> dict[str, Any]:
-    result: dict[str, Any] = {"runs": runs, "replicas": replicas}
+    """A burst of ``runs`` one-time tasks on ``replicas`` replica processes; with
+    ``tool_sleep`` > 0 each run awaits that long in its tool (``SleepTool``)."""
+    result: dict[str, Any] = {"runs": runs, "replicas": replicas, "tool_sleep": tool_sleep}
+    tool = SleepTool.name if tool_sleep > 0 else NoopTool.name
     with pg_database() as url:
         procs: list[asyncio.subprocess.Process] = []
         try:
@@ -572,6 +588,8 @@ async def pg_burst(
                         str(concurrency),
                         "--run-for",
                         str(timeout + 300),
+                        "--tool-sleep",
+                        str(tool_sleep),
                     )
                 )
             readies = [await read_json_line(p, "ready", 120) for p in procs]
@@ -580,11 +598,13 @@ async def pg_burst(
                 settings_for(url, concurrency=concurrency, enabled=False)
             ) as service:  # serves tool calls only: the replicas run the tasks
                 service.tools.register(NoopTool())
+                service.tools.register(SleepTool(tool_sleep))
                 rate = await create_rate(service)
                 due = next_second(runs / rate * margin + 1.0)
                 try:
                     for i in range(runs):
-                        await call(service, "create_task", once_task(f"burst {i}", due.isoformat()))
+                        task = once_task(f"burst {i}", due.isoformat(), tool)
+                        await call(service, "create_task", task)
                 except ToolError:
                     return {**result, "error": "creating the tasks overran the due time"}
             ahead = due.timestamp() - time.time()
@@ -612,6 +632,7 @@ async def pg_burst(
             for proc in procs:
                 if proc.stdin is not None:
                     proc.stdin.close()
+            peaks = await asyncio.gather(*(stopped_peak(p) for p in procs))
             await asyncio.gather(*(end(p) for p in procs))
         rows = read_burst(url, due)
     due_ts = due.timestamp()
@@ -621,7 +642,16 @@ async def pg_burst(
         "started_s": rows["last_start"].timestamp() - due_ts if rows["last_start"] else math.nan,
         "cpu_ms_per_run": cpu / max(rows["finished"], 1) * 1000,
         "per_worker": rows["per_worker"],
+        "peak_at_once": max(peaks, default=0),
     }
+
+
+async def stopped_peak(proc: asyncio.subprocess.Process) -> int:
+    """The most runs the replica had in its ``sleep`` tool at once (its last line)."""
+    try:
+        return int((await read_json_line(proc, "stopped", 60)).get("peak_at_once", 0))
+    except (TimeoutError, RuntimeError):
+        return 0
 
 
 async def bare_pg_burst(runs: int, concurrency: int, timeout: float) -> dict[str, Any]:
@@ -691,6 +721,16 @@ async def run_all(args: argparse.Namespace, work: Path) -> Results:
             args.fire_window,
             timeout,
             margin=m,
+        )
+
+    def sleep_attempt(replicas: int) -> Attempt:
+        return lambda _k, m: pg_burst(
+            replicas,
+            args.pg_sleep_runs,
+            args.sleep_concurrency,
+            timeout,
+            m,
+            tool_sleep=args.tool_sleep,
         )
 
     for rep in range(args.reps):
@@ -782,6 +822,14 @@ async def run_all(args: argparse.Namespace, work: Path) -> Results:
                     lambda _k, m: pg_burst(3, args.pg_runs, args.concurrency, timeout, m)
                 ),
             )
+            if args.tool_sleep > 0:
+                say(
+                    f"PostgreSQL rep {rep + 1}/{args.pg_reps}: burst {args.pg_sleep_runs}, "
+                    f"tool sleeps {args.tool_sleep} s, {args.sleep_concurrency} slots a "
+                    "replica, 1 and 3 replicas"
+                )
+                for replicas in (1, 3):
+                    res.add(f"pg_sleep_{replicas}", await retried(sleep_attempt(replicas)))
     return res
 
 
@@ -797,6 +845,8 @@ def fmt(value: float, unit: str) -> str:
         return f"{value:,.0f}/s"
     if unit == "MB":
         return f"{value:.0f} MB"
+    if unit == "runs":
+        return f"{value:.0f}"
     return f"{value:.2f}{unit}"
 
 
@@ -1025,10 +1075,37 @@ def table(res: Results, args: argparse.Namespace) -> tuple[list[list[str]], list
         "",
         lambda m, r: m <= 100,
     )
+
+    def speedup_rows(one_key: str, three_key: str, label: str, target: str | None) -> None:
+        """1 → 3 replicas: the ratio of the median bursts (checked against 2.5× where
+        ``target`` is given), and runs per replica."""
+        one = spread(res.values(one_key, "recorded_s"))["median"]
+        three = spread(res.values(three_key, "recorded_s"))["median"]
+        speedup = one / three if three and not math.isnan(three) else math.nan
+        rows.append(
+            [
+                f"PostgreSQL speed-up 1 → 3 replicas, {label}",
+                target or "— (see docs/performance.md)",
+                "—" if math.isnan(speedup) else f"{speedup:.2f}×",
+                "—",
+                "—",
+                "—" if math.isnan(speedup) or not target else ("yes" if speedup >= 2.5 else "no"),
+            ]
+        )
+        records.append({"measure": f"pg speed-up 1→3, {label}", "project": speedup})
+        shares = []
+        for item in res.data.get(three_key, []):
+            per = list(item.get("per_worker", []))
+            per = sorted(per + [0] * (item["replicas"] - len(per)), reverse=True)
+            shares.append("/".join(str(n) for n in per))
+        per_replica = "; ".join(shares) or "—"
+        measure = f"PostgreSQL 3 replicas, {label}: runs per replica"
+        rows.append([measure, "spread", per_replica, "—", "—", "—"])
+
     if not args.no_pg:
         p = f"{args.pg_runs:,}"
         row(
-            f"PostgreSQL burst {p}, 1 replica → recorded",
+            f"PostgreSQL burst {p}, no-op tool (CPU-bound), 1 replica → recorded",
             "—",
             res.values("pg_1", "recorded_s"),
             "s",
@@ -1036,36 +1113,42 @@ def table(res: Results, args: argparse.Namespace) -> tuple[list[list[str]], list
             "(row)",
         )
         row(
-            f"PostgreSQL burst {p}, 3 replicas → recorded",
+            f"PostgreSQL burst {p}, no-op tool (CPU-bound), 3 replicas → recorded",
             "—",
             res.values("pg_3", "recorded_s"),
             "s",
             res.values("bare_pg", "recorded_s"),
             "(row)",
         )
-        one = spread(res.values("pg_1", "recorded_s"))["median"]
-        three = spread(res.values("pg_3", "recorded_s"))["median"]
-        speedup = one / three if three and not math.isnan(three) else math.nan
-        rows.append(
-            [
-                "PostgreSQL speed-up 1 → 3 replicas",
-                "≥ 2.5× (3,000 runs)",
-                "—" if math.isnan(speedup) else f"{speedup:.2f}×",
+        speedup_rows("pg_1", "pg_3", "no-op (CPU-bound)", None)
+        if args.tool_sleep > 0:
+            q = f"{args.pg_sleep_runs:,}"
+            how = f"tool {args.tool_sleep:g} s, {args.sleep_concurrency} slots"
+            row(
+                f"PostgreSQL burst {q}, {how} (slot-bound), 1 replica → recorded",
+                f"≈ {args.pg_sleep_runs * args.tool_sleep / args.sleep_concurrency:.0f} s (slots)",
+                res.values("pg_sleep_1", "recorded_s"),
+                "s",
+            )
+            row(
+                f"PostgreSQL burst {q}, {how} (slot-bound), 3 replicas → recorded",
                 "—",
-                "—",
-                "—" if math.isnan(speedup) else ("yes" if speedup >= 2.5 else "no"),
+                res.values("pg_sleep_3", "recorded_s"),
+                "s",
+            )
+            speedup_rows("pg_sleep_1", "pg_sleep_3", "slot-bound", "≥ 2.5× (3,000 runs)")
+            peaks = [
+                item.get("peak_at_once", math.nan)
+                for key in ("pg_sleep_1", "pg_sleep_3")
+                for item in res.data.get(key, [])
             ]
-        )
-        records.append({"measure": "pg speed-up 1→3", "project": speedup})
-        shares = []
-        for item in res.data.get("pg_3", []):
-            per = list(item.get("per_worker", []))
-            per = sorted(per + [0] * (item["replicas"] - len(per)), reverse=True)
-            shares.append("/".join(str(n) for n in per))
-        per_replica = "; ".join(shares) or "—"
-        rows.append(
-            ["PostgreSQL 3 replicas: runs per replica", "spread", per_replica, "—", "—", "—"]
-        )
+            row(
+                "PostgreSQL slot-bound: most runs in one replica's tool at once",
+                f"≤ {args.sleep_concurrency}",
+                [float(p) for p in peaks],
+                "runs",
+                check=lambda m, r: max(peaks, default=0) <= args.sleep_concurrency,
+            )
         row(
             "PostgreSQL CPU per run (replicas)",
             "≤ 2 ms",
@@ -1156,7 +1239,7 @@ def hot_spots(profiler: Any, top: int = 10) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="< 3 min: see the defaults below")
+    parser.add_argument("--quick", action="store_true", help="~3 min: see the defaults below")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--stored", type=int, help="tasks stored (default 100k; --quick 2k)")
     parser.add_argument("--burst", type=int, default=1000)
@@ -1168,6 +1251,15 @@ def main() -> None:
     parser.add_argument("--crud", type=int, help="ops of each kind (default 500; --quick 100)")
     parser.add_argument("--pg-runs", type=int, default=1000)
     parser.add_argument("--pg-reps", type=int, help="default 3; --quick 1")
+    parser.add_argument(
+        "--pg-sleep-runs", type=int, help="runs of the slot-bound burst (3,000; --quick 600)"
+    )
+    parser.add_argument(
+        "--tool-sleep", type=float, default=0.1, help="s each slot-bound run awaits; 0: none"
+    )
+    parser.add_argument(
+        "--sleep-concurrency", type=int, default=10, help="max_concurrent_tasks, slot-bound"
+    )
     parser.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
     parser.add_argument("--timeout", type=float, default=120.0, help="bound on each burst, s")
     parser.add_argument("--json", type=Path, help="write every raw result here")
@@ -1180,6 +1272,7 @@ def main() -> None:
     args.fire_reps = args.fire_reps if args.fire_reps is not None else (1 if quick else args.reps)
     args.crud = args.crud or (100 if quick else 500)
     args.pg_reps = args.pg_reps if args.pg_reps is not None else (1 if quick else args.reps)
+    args.pg_sleep_runs = args.pg_sleep_runs or (600 if quick else 3_000)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     info = machine()

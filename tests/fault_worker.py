@@ -46,19 +46,35 @@ CALIBRATION_CREATES = 10
 
 class SideEffectTool(Tool):
     """Appends one durable line per run; fails attempts up to ``fail_attempts``. Also the
-    replicas' tool (``tests.replica_worker``); ``on_effect`` is told after each line."""
+    replicas' tool (``tests.replica_worker``); ``on_effect`` is told after each line;
+    ``waiting`` (if given) says how many runs of the process wait for a slot, and each
+    line records it."""
 
     name = "side_effect"
     description = "Appends a line to a file (fault and scale-out tests only)."
     input_schema = {"type": "object", "properties": {"operation": {"enum": ["act"]}}}
 
-    def __init__(self, path: str, on_effect: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        on_effect: Callable[[], None] | None = None,
+        waiting: Callable[[], int] | None = None,
+    ) -> None:
         self.path = path
         self.on_effect = on_effect
+        self.waiting = waiting
+        self.running = 0  # runs of this process in the tool now
 
     async def run(
         self, operation: str, kwargs: dict[str, Any] | str | None, *, context: ToolContext
     ) -> dict[str, Any]:
+        self.running += 1
+        try:
+            return await self._act(kwargs)
+        finally:
+            self.running -= 1
+
+    async def _act(self, kwargs: dict[str, Any] | str | None) -> dict[str, Any]:
         args = kwargs if isinstance(kwargs, dict) else {}
         run = current_run.get()
         if run.attempt <= int(args.get("fail_attempts", 0)):
@@ -70,6 +86,8 @@ class SideEffectTool(Tool):
             "kind": run.kind,
             "pid": os.getpid(),
             "at": time.time(),
+            "at_once": self.running,  # runs of this process in the tool, this one included
+            "waiting": self.waiting() if self.waiting is not None else None,
         }
         await asyncio.to_thread(append_durably, self.path, json.dumps(line) + "\n")
         if self.on_effect is not None:

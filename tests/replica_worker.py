@@ -2,17 +2,20 @@
 
 Runs a real ``SchedulerService`` on the database ``URL`` (PostgreSQL or SQLite; other
 settings from the environment) with one test tool, ``side_effect``, that appends each
-run's side effect — task, fire time, attempt, pid, time — to ``SIDEFILE`` with fsync
-before returning, so a ``kill -9`` never loses a side effect that happened.
+run's side effect — task, fire time, attempt, pid, time, the process's runs in the tool
+and waiting for a slot — to ``SIDEFILE`` with fsync before returning, so a ``kill -9`` never loses a side effect that happened.
 
 The test drives it with JSON commands on stdin and reads JSON events on stdout:
 
 commands  {"cmd": "create", "count": N, "every": s}  N tasks firing every s seconds
           {"cmd": "create_many", "count": N}  N concurrent creates of far-future tasks
+          {"cmd": "burst", "count": N, "hold": s}  N one-time tasks due at one instant,
+                  each run holding the tool s seconds (due after a measured lead)
           {"cmd": "pause_all"}  pause every task (no new fire times are claimed)
           {"cmd": "stop"}  stop the service gracefully and exit 0 (so does SIGTERM)
 events    ready (leader, worker, pid), leader (at: when it became leader),
-          created (task_ids), created_many (ok, refused), paused (count), stopped
+          created (task_ids), created_many (ok, refused), burst (due, task_ids),
+          paused (count), stopped
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 
 from config import load_settings
 from scheduler_service import SchedulerService
-from tests.fault_worker import SideEffectTool
+from tests.fault_worker import SideEffectTool, seconds_per_create, side_effect_task
 from tools import ToolContext, ToolError
 
 OWNER = ToolContext(user_id="replica", conversation_id="replica")
@@ -80,6 +83,21 @@ async def create_many(service: SchedulerService, count: int) -> tuple[int, int]:
     return sum(results), len(results) - sum(results)
 
 
+async def burst(service: SchedulerService, count: int, hold: float) -> dict[str, Any]:
+    """``count`` one-time tasks due at the same instant, each run holding its slot for
+    ``hold`` s. The instant is after twice the time the creates should take here and
+    now, so none of them is refused for being in the past on a loaded machine."""
+    lead = 2 * count * await seconds_per_create(service) + 1.0
+    due = (datetime.now(UTC) + timedelta(seconds=lead)).replace(microsecond=0)
+    ids = []
+    for i in range(count):
+        task = side_effect_task(f"burst {i}", due + timedelta(seconds=1), 0)
+        task["parameters"]["hold"] = hold
+        out = await service.scheduler_tool.run("create_task", task, context=OWNER)
+        ids.append(out["task"]["task_id"])
+    return {"due": (due + timedelta(seconds=1)).isoformat(), "task_ids": ids}
+
+
 async def announce_leadership(service: SchedulerService) -> None:
     await service.leading.wait()
     emit("leader", at=time.time())
@@ -99,6 +117,8 @@ async def serve(service: SchedulerService) -> None:
                     out = await service.scheduler_tool.run("create_task", task, context=OWNER)
                     ids.append(out["task"]["task_id"])
                 emit("created", task_ids=ids)
+            case "burst":
+                emit("burst", **await burst(service, command["count"], command["hold"]))
             case "create_many":
                 ok, refused = await create_many(service, command["count"])
                 emit("created_many", ok=ok, refused=refused)
@@ -118,7 +138,7 @@ async def serve(service: SchedulerService) -> None:
 async def main(args: argparse.Namespace) -> None:
     settings = load_settings(database_url=args.url)
     service = SchedulerService(settings, leader_retry=args.leader_retry)
-    service.tools.register(SideEffectTool(args.sidefile))
+    service.tools.register(SideEffectTool(args.sidefile, waiting=lambda: service.queue_depth))
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with service:

@@ -11,7 +11,9 @@ stopped:
 * no run is left queued or running;
 * takeover (kill -9 of the leader → first side effect by the new one) is measured.
 
-Also: 50 creates at once, spread over three replicas, against a quota of 20 make 20.
+Also: 50 creates at once, spread over three replicas, against a quota of 20 make 20; and
+a burst of runs that take time spreads over all three replicas, none running more than
+its ``max_concurrent_tasks`` at once.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ REPLICA_ENV = {
     "SCHEDULER_TOOL__MAX_TASKS_PER_USER": "20",
 }
 TASKS, EVERY, KILLS = 8, 1, 5
+SLOTS, BURST, HOLD = 3, 45, 0.5  # a replica's slots; one-time tasks; s each run takes
 
 
 def plain_url(async_url: str) -> str:
@@ -67,17 +70,19 @@ def utc(value: str | datetime) -> datetime:
 
 
 @contextlib.asynccontextmanager
-async def replicas(url: str, side: Path, count: int) -> AsyncIterator[list[Worker]]:
-    started = [await spawn(url, side) for _ in range(count)]
+async def replicas(
+    url: str, side: Path, count: int, env: dict[str, str] = REPLICA_ENV
+) -> AsyncIterator[list[Worker]]:
+    started = [await spawn(url, side, env) for _ in range(count)]
     try:
         yield started
     finally:
         await asyncio.gather(*(w.stop() for w in started))
 
 
-async def spawn(url: str, side: Path) -> Worker:
+async def spawn(url: str, side: Path, env: dict[str, str] = REPLICA_ENV) -> Worker:
     return await Worker.spawn(
-        "tests.replica_worker", url, str(side), "--leader-retry", "0.5", env=REPLICA_ENV
+        "tests.replica_worker", url, str(side), "--leader-retry", "0.5", env=env
     )
 
 
@@ -107,6 +112,15 @@ async def settled(url: str, timeout: float) -> None:
     active = "select id from task_scheduler_runs where status in ('queued', 'running')"
     async with asyncio.timeout(timeout):
         while rows(url, active):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+
+
+async def finished(url: str, runs: int, timeout: float) -> None:
+    """Until ``runs`` runs have a final status (rows other processes write: polled)."""
+    final = ", ".join(f"'{status}'" for status in sorted(FINAL))
+    done = f"select count(*) as n from task_scheduler_runs where status in ({final})"
+    async with asyncio.timeout(timeout):
+        while rows(url, done)[0]["n"] < runs:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
 
 
@@ -190,3 +204,45 @@ async def test_concurrent_creates_across_replicas_respect_the_quota(
         pg_url, "select count(*) as n from task_scheduler_tasks where user_id = 'replica'"
     )
     assert stored[0]["n"] == 20
+
+
+async def test_a_burst_of_slow_runs_spreads_over_three_replicas_within_their_slots(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Every replica, not only the leader, takes queued runs; none has more than its
+    ``max_concurrent_tasks`` runs in the tool at once, nor takes runs it has no free slot
+    for (they would wait in its slot queue while another replica's slots are free);
+    every fire time runs exactly once.
+
+    One replica alone would need BURST * HOLD / SLOTS s (7.5 s): many times what the
+    others take to wake up (a notification, at worst the queue's one-second poll), so
+    each of them gets runs however loaded the machine is."""
+    side = tmp_path / "effects.jsonl"
+    env = {
+        **REPLICA_ENV,
+        "SCHEDULER__MAX_CONCURRENT_TASKS": str(SLOTS),
+        "SCHEDULER__MISFIRE_GRACE_TIME": "600",  # a run waiting in the queue is still due
+        "SCHEDULER_TOOL__MAX_TASKS_PER_USER": str(BURST),
+    }
+    async with replicas(pg_url, side, 3, env) as group:
+        for worker in group:
+            await worker.event("ready", timeout=30)
+        await group[0].send("burst", count=BURST, hold=HOLD)
+        made = await group[0].event("burst", timeout=60)
+        await finished(pg_url, BURST, timeout=120)
+    runs = rows(pg_url, "select * from task_scheduler_runs")
+    assert sorted(r["task_id"] for r in runs) == sorted(made["task_ids"]), "one run a task"
+    assert {r["status"] for r in runs} == {"succeeded"}
+    assert {utc(r["fire_time"]) for r in runs} == {utc(made["due"])}
+    acted = effects(side)
+    assert sorted(e["task_id"] for e in acted) == sorted(made["task_ids"]), "one effect each"
+    by_replica: dict[int, list[int]] = defaultdict(list)
+    for effect in acted:
+        by_replica[effect["pid"]].append(effect["at_once"])
+    assert set(by_replica) == {w.pid for w in group}, "a replica ran none of the burst"
+    assert len({r["worker"] for r in runs}) == 3
+    peaks = {pid: max(at_once) for pid, at_once in by_replica.items()}
+    assert max(peaks.values()) <= SLOTS, peaks
+    waited = [(e["pid"], e["waiting"]) for e in acted if e["waiting"]]
+    assert not waited, f"taken without a free slot (pid, runs waiting): {waited[:5]}"
+    print(f"\nruns per replica {sorted(len(v) for v in by_replica.values())}; peaks {peaks}")
