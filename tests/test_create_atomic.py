@@ -5,8 +5,10 @@ cannot be stored leaves nothing behind."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from scheduler_service.storage import names
 from tests.conftest import ServiceFactory, database_execute, database_rows
@@ -64,3 +66,25 @@ async def test_a_create_whose_job_cannot_be_stored_leaves_no_task(
     assert refused.value.code == "unavailable"
     assert database_rows(database_url, "select id from task_scheduler_tasks") == []
     assert database_rows(database_url, f"select id from {names.JOBS}") == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_quota_count_reads_the_index_alone(start_service: ServiceFactory) -> None:
+    """Creating a task counts the user's live tasks: from the (user_id, status) index
+    alone, so a create does not slow down with every task the user already has.
+    (SQLite's plan: PostgreSQL picks its plan from statistics at run time.)"""
+    service = await start_service()
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        seen.append((statement, params))
+
+    event.listen(service.db.sync_engine, "before_cursor_execute", record)
+    await service.scheduler_tool.run("create_task", DAILY, context=USER)
+    event.remove(service.db.sync_engine, "before_cursor_execute", record)
+    [(count, params)] = [(s, p) for s, p in seen if "count(*)" in s]
+    with service.db.sync_engine.connect() as conn:
+        plan = " ".join(
+            str(row) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {count}", params)
+        )
+    assert "COVERING INDEX ix_task_scheduler_tasks_user_status" in plan

@@ -57,8 +57,10 @@ class Base(DeclarativeBase):
 class ScheduledTask(Base):
     __tablename__ = names.TASKS
     # get_tasks pages: a user's tasks by next run, creation, id (see tasks.paging).
+    # The quota count and the cap on finished tasks: a user's tasks by status.
     __table_args__ = (
         Index("ix_task_scheduler_tasks_listing", "user_id", "next_run_at", "created_at", "id"),
+        Index("ix_task_scheduler_tasks_user_status", "user_id", "status", "updated_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from apscheduler.triggers.base import BaseTrigger
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 
@@ -93,7 +93,7 @@ def live_tasks(session: Session, user_id: str, *, up_to: int) -> int:
     """How many live (scheduled or paused) tasks the user has, counted up to ``up_to``:
     the quota check reads at most that many index entries, however many tasks exist."""
     live = (
-        select(ScheduledTask.id)
+        select(literal(1))  # not the id: the count then reads the index alone
         .where(ScheduledTask.user_id == user_id, ScheduledTask.status.in_(LIVE_TASK))
         .limit(up_to)
     )
