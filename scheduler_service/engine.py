@@ -381,7 +381,8 @@ class JobControl:
         return times
 
     async def triggers(self, job_ids: list[str]) -> dict[str, BaseTrigger]:
-        """The stored triggers of these jobs (unpickled in a thread: a chunk at a time)."""
+        """The stored triggers of these jobs (unpickled in a thread: a chunk at a time). A
+        plain read: it does not take the write lock (WAL readers never wait for it)."""
 
         def load() -> dict[str, BaseTrigger]:
             store = self._store()
@@ -391,7 +392,7 @@ class JobControl:
                 rows = conn.execute(query.where(table.c.id.in_(job_ids)))
                 return {job_id: pickle.loads(state)["trigger"] for job_id, state in rows}
 
-        found: dict[str, BaseTrigger] = await self._call(load)
+        found: dict[str, BaseTrigger] = await asyncio.to_thread(load)
         return found
 
     def _store(self) -> SQLAlchemyJobStore:

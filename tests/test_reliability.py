@@ -24,7 +24,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import delete, event, select, text, update
 
 from scheduler_service import SchedulerService
-from scheduler_service.runs.recovery import same_trigger
+from scheduler_service.runs.recovery import check_triggers, same_trigger
 from scheduler_service.runs.runner import INTERRUPTED, NOT_STARTED, RunInfo, current_run
 from scheduler_service.schedules import Schedule, build_trigger
 from scheduler_service.storage.db import Database
@@ -341,6 +341,26 @@ async def test_start_removes_jobs_without_tasks_and_adds_missing_jobs(
     assert (note["task_id"], note["status"]) == (missed, "missed")
     assert [r.status for r in await runs_of(again, missed)] == ["missed"]
     assert (await task_row(again, missed)).status == "missed"
+
+
+async def test_the_background_trigger_check_gives_a_job_its_tasks_trigger(
+    start_service: ServiceFactory,
+) -> None:
+    """The check a new leader runs after it starts firing: a job whose trigger is not
+    the task's gets the task's, at the task's next run; agreeing jobs are left alone."""
+    service = await start_service(tools=[FlakyTool()])
+    drifted = await create(service, "flaky", soon(3600), frequency="daily")
+    fine = await create(service, "flaky", soon(3600), frequency="daily")
+    row = await task_row(service, drifted)
+    right = build_trigger(Schedule.from_dict(row.schedule))
+    await service.jobs.modify(drifted, IntervalTrigger(hours=1, timezone=UTC), row.next_run_at)
+
+    assert await check_triggers(service.db, service.jobs) == 1
+    for task_id in (drifted, fine):
+        job = await asyncio.to_thread(service.scheduler.get_job, task_id)
+        assert same_trigger(job.trigger, right if task_id == drifted else job.trigger)
+        assert job.next_run_time == (await task_row(service, task_id)).next_run_at
+    assert await check_triggers(service.db, service.jobs) == 0
 
 
 @pytest.mark.parametrize("drift", ["trigger", "job_moved_on"])

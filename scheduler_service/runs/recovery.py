@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import select
@@ -35,8 +36,9 @@ from scheduler_service.runs.outcomes import (
     update_task,
     write_run,
 )
-from scheduler_service.schedules import build_trigger
+from scheduler_service.schedules import Schedule, build_trigger
 from scheduler_service.statuses import ACTIVE_RUN, LIVE_TASK, RunKind, RunStatus, TaskStatus
+from scheduler_service.stopping import pause
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskNotification, TaskRun, utcnow
 
@@ -249,26 +251,11 @@ async def reconcile(db: Database, jobs: JobControl, *, triggers: bool = True) ->
     job_times = await jobs.next_run_times()
     tasks = await _task_times(db)
     counts: Counter[str] = Counter()
-    for job_id in job_times:
-        owner = tasks.get(task_of_job(job_id))
-        is_task_job = job_id == task_of_job(job_id)
-        if owner is None or (is_task_job and owner[0] not in LIVE_TASK):
-            await jobs.remove(job_id)
-            counts["removed"] += 1
-    to_fix: list[str] = []
-    for task_id, (status, next_run_at) in tasks.items():
-        if status not in LIVE_TASK:
-            continue
-        if status == TaskStatus.SCHEDULED and next_run_at is None:
-            # Every fire time is claimed; the task settles when its last run (or retry)
-            # finishes. A job here could only fire a claimed time again.
-            if task_id in job_times:
-                await jobs.remove(task_id)
-                counts["removed"] += 1
-            continue
-        want = next_run_at if status == TaskStatus.SCHEDULED else None
-        if task_id not in job_times or not same_instant(job_times[task_id], want):
-            to_fix.append(task_id)
+    # 100k ids compared in pure Python: in a thread, so the loop keeps serving.
+    to_remove, to_fix = await asyncio.to_thread(_disagreements, job_times, tasks)
+    for job_id in to_remove:
+        await jobs.remove(job_id)
+        counts["removed"] += 1
     for chunk in _chunks(to_fix):
         for task in await _load_tasks(db, chunk):
             counts[await _reconcile_task(jobs, task, task.id in job_times)] += 1
@@ -281,34 +268,84 @@ async def reconcile(db: Database, jobs: JobControl, *, triggers: bool = True) ->
     return result
 
 
+def _disagreements(
+    job_times: dict[str, datetime | None], tasks: TaskTimes
+) -> tuple[list[str], list[str]]:
+    """(jobs to remove, live tasks whose job is missing or names another next run)."""
+    to_remove: list[str] = []
+    for job_id in job_times:
+        owner = tasks.get(task_of_job(job_id))
+        is_task_job = job_id == task_of_job(job_id)
+        if owner is None or (is_task_job and owner[0] not in LIVE_TASK):
+            to_remove.append(job_id)
+    to_fix: list[str] = []
+    for task_id, (status, next_run_at) in tasks.items():
+        if status not in LIVE_TASK:
+            continue
+        if status == TaskStatus.SCHEDULED and next_run_at is None:
+            # Every fire time is claimed; the task settles when its last run (or retry)
+            # finishes. A job here could only fire a claimed time again.
+            if task_id in job_times:
+                to_remove.append(task_id)
+            continue
+        want = next_run_at if status == TaskStatus.SCHEDULED else None
+        if task_id not in job_times or not same_instant(job_times[task_id], want):
+            to_fix.append(task_id)
+    return to_remove, to_fix
+
+
 async def check_triggers(
     db: Database, jobs: JobControl, *, stop: asyncio.Event | None = None
 ) -> int:
     """Give every live task's job the task's trigger where they differ (a crash between
-    changing a task's schedule and its job). A chunk at a time, in threads, so the loop
-    keeps serving while it runs; ends early, between chunks, once ``stop`` is set.
-    Returns the number of jobs fixed."""
+    changing a task's schedule and its job). Returns the number of jobs fixed.
+
+    It runs in the background after a leader starts firing, so it must not hold up
+    anyone: a chunk at a time, reading only what it compares (no ORM rows, no write
+    lock), building and comparing triggers in a thread, and resting after each chunk as
+    long as the chunk took (at most half of the loop's and the database's time). It ends
+    early, between chunks, once ``stop`` is set."""
     fixed = 0
     live = [
         task_id for task_id, (status, _) in (await _task_times(db)).items() if status in LIVE_TASK
     ]
     for chunk in _chunks(live):
-        if stop is not None and stop.is_set():
+        began = asyncio.get_running_loop().time()
+        schedules = await _load_schedules(db, chunk)
+        stored = await jobs.triggers(list(schedules))
+        for task_id, trigger, want in await asyncio.to_thread(_mismatched, schedules, stored):
+            log.warning("job of task %s had another trigger; fixed", task_id)
+            await jobs.modify(task_id, trigger, want)
+            fixed += 1
+        rest = asyncio.get_running_loop().time() - began
+        if await pause(stop or asyncio.Event(), rest):
             break
-        tasks = await _load_tasks(db, chunk)
-        stored = await jobs.triggers([task.id for task in tasks])
-        wanted = await asyncio.to_thread(_triggers_of, tasks)
-        for task in tasks:
-            if task.id in stored and not same_trigger(stored[task.id], wanted[task.id]):
-                log.warning("job of task %s had another trigger; fixed", task.id)
-                want = task.next_run_at if task.status == TaskStatus.SCHEDULED else None
-                await jobs.modify(task.id, wanted[task.id], want)
-                fixed += 1
     return fixed
 
 
-def _triggers_of(tasks: list[ScheduledTask]) -> dict[str, BaseTrigger]:
-    return {task.id: build_trigger(schedule_of(task)) for task in tasks}
+TaskSchedule = tuple[str, dict[str, Any], datetime | None]  # status, schedule, next run
+
+
+def _mismatched(
+    schedules: dict[str, TaskSchedule], stored: dict[str, BaseTrigger]
+) -> list[tuple[str, BaseTrigger, datetime | None]]:
+    """(task, its trigger, its next run or None if paused) for each job whose stored
+    trigger is not the one the task's schedule builds."""
+    wrong = []
+    for task_id, (status, schedule, next_run) in schedules.items():
+        wanted = build_trigger(Schedule.from_dict(schedule))
+        if task_id in stored and not same_trigger(stored[task_id], wanted):
+            wrong.append((task_id, wanted, next_run if status == TaskStatus.SCHEDULED else None))
+    return wrong
+
+
+async def _load_schedules(db: Database, task_ids: list[str]) -> dict[str, TaskSchedule]:
+    query = select(
+        ScheduledTask.id, ScheduledTask.status, ScheduledTask.schedule, ScheduledTask.next_run_at
+    ).where(ScheduledTask.id.in_(task_ids))
+    async with db.read() as session:
+        rows = (await session.execute(query)).all()
+    return {task_id: (status, schedule, next_run) for task_id, status, schedule, next_run in rows}
 
 
 async def _task_times(db: Database) -> TaskTimes:
