@@ -229,7 +229,7 @@ def same_instant(a: datetime | None, b: datetime | None) -> bool:
 
 
 TaskTimes = dict[str, tuple[str, datetime | None]]  # task id → (status, next_run_at)
-CHUNK = 500  # tasks loaded, or job triggers unpickled, at a time
+CHUNK = 500  # tasks loaded, or their ids and times streamed, at a time
 CHECK_CHUNK = 20  # triggers the background check compares at a time (on the loop)
 
 

@@ -169,8 +169,11 @@ class Database:
                 raise
             return result
 
-    def lock_user_sync(self, session: Session, user_id: str) -> None:
-        """``lock_user`` inside ``write_sync``."""
+    def lock_user(self, session: Session, user_id: str) -> None:
+        """Serialise transactions that count and add a user's tasks (the quota); inside
+        ``write_sync``. A row lock cannot guard rows that do not exist yet, so PostgreSQL
+        takes a transaction-scoped advisory lock keyed by the user; SQLite's ``BEGIN
+        IMMEDIATE`` already holds the one write lock."""
         if not self.sqlite:
             session.execute(QUOTA_LOCK, {"key": _quota_key(user_id)})
 
@@ -197,14 +200,6 @@ class Database:
         if not self.sqlite:
             query = query.with_for_update()
         return {task.id: task for task in (await session.scalars(query)).all()}
-
-    async def lock_user(self, session: AsyncSession, user_id: str) -> None:
-        """Serialise transactions that count and add a user's tasks (the quota).
-
-        A row lock cannot guard rows that do not exist yet, so PostgreSQL takes a
-        transaction-scoped advisory lock keyed by the user."""
-        if not self.sqlite:
-            await session.execute(QUOTA_LOCK, {"key": _quota_key(user_id)})
 
     async def _begin_immediate(self) -> AsyncSession:
         """A session holding SQLite's write lock, so nothing later in it meets SQLITE_BUSY."""

@@ -420,7 +420,7 @@ class TaskManager:
         """The create transaction (one trip off the loop): the user's quota, the task and
         its job together, and the user's oldest finished tasks beyond the limit."""
         limit = self.settings.scheduler_tool.max_tasks_per_user
-        self.db.lock_user_sync(session, task.user_id)
+        self.db.lock_user(session, task.user_id)
         count = live_tasks(session, task.user_id, up_to=limit)
         if count >= limit:
             raise ToolError(
