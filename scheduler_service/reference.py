@@ -43,7 +43,7 @@ INPUTS: dict[str, type[BaseModel]] = {
 }
 RETURNS: dict[str, str] = {
     "create_task": '`{"task", "message"}` (+ `warnings`)',
-    "get_tasks": '`{"tasks", "count", "total", "next_cursor", "message"}`, ordered by next run',
+    "get_tasks": '`{"tasks", "count", "total", "next_cursor", "message"}`, ordered by next run; pages by cursor report the total counted for the first page',
     "get_task": '`{"task", "message"}`; the task has `recent_runs`',
     "update_task": '`{"task", "message"}`; revalidated and rescheduled',
     "delete_task": '`{"task_id", "message"}`; task, job and history removed',

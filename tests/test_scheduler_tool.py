@@ -751,3 +751,19 @@ async def test_except_dates_are_updated_and_previewed(
     shown = await call(service, "preview_schedule", {"task_id": task["task_id"]}, ctx)
     assert f"except {skipped}" in shown["description"]
     assert not any(run.startswith(skipped) for run in shown["next_runs"])
+
+
+async def test_pages_by_cursor_report_the_total_counted_for_the_first_page(
+    service: SchedulerService, ctx: ToolContext
+) -> None:
+    """The count is a snapshot taken with the first page: the following pages carry it
+    in their cursor instead of counting every task of the user again. A new first page
+    counts afresh."""
+    for i in range(3):
+        await create(service, ctx, name=f"t{i}", scheduled_time=f"{10 + i}:00")
+    first = await call(service, "get_tasks", {"limit": 2}, ctx)
+    assert first["total"] == 3
+    await create(service, ctx, name="t3", scheduled_time="14:00")
+    second = await call(service, "get_tasks", {"limit": 2, "cursor": first["next_cursor"]}, ctx)
+    assert second["total"] == 3
+    assert (await call(service, "get_tasks", {"limit": 2}, ctx))["total"] == 4

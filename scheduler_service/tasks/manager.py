@@ -319,7 +319,8 @@ class TaskManager:
     ) -> tuple[list[dict[str, Any]], int, str | None]:
         """A page of the user's tasks, soonest next run first; the total; and the cursor
         of the next page (None on the last). With ``cursor`` every page costs the same
-        (see ``paging``); ``offset`` still works, and costs more the deeper it goes."""
+        (see ``paging``) and reports the total counted for the first page; ``offset``
+        still works, counts again, and costs more the deeper it goes."""
         conditions = [ScheduledTask.user_id == context.user_id]
         for column, value in (
             (ScheduledTask.status, query.status),
@@ -331,9 +332,11 @@ class TaskManager:
                 conditions.append(column.in_(values))
         after = Cursor.decode(query.cursor) if query.cursor else None
         async with self.db.read() as session:
-            total = await session.scalar(
-                select(func.count()).select_from(ScheduledTask).where(*conditions)
-            )
+            total = after.total if after is not None else None
+            if total is None:
+                total = await session.scalar(
+                    select(func.count()).select_from(ScheduledTask).where(*conditions)
+                )
             rows: list[ScheduledTask] = []
             skip = 0 if after else query.offset
             for in_range in (paging.scheduled_range(after), paging.unscheduled_range(after)):
@@ -351,7 +354,7 @@ class TaskManager:
                 rows.extend(found)
         more = len(rows) > query.limit
         rows = rows[: query.limit]
-        cursor = Cursor.after(rows[-1]).encode() if more and rows else None
+        cursor = Cursor.after(rows[-1], int(total or 0)).encode() if more and rows else None
         return [task_to_dict(t) for t in rows], int(total or 0), cursor
 
     # -- changing --------------------------------------------------------------------

@@ -30,15 +30,18 @@ CURSOR_VERSION = 1
 
 @dataclass(frozen=True)
 class Cursor:
-    """The last task of a page: where the next page starts."""
+    """The last task of a page: where the next page starts; and the total counted for
+    the first page, which the following pages report instead of counting again (a
+    ``COUNT`` over all of a user's tasks would cost more than the page at 100k tasks)."""
 
     next_run_at: datetime | None
     created_at: datetime
     task_id: str
+    total: int | None = None
 
     @classmethod
-    def after(cls, task: ScheduledTask) -> Cursor:
-        return cls(task.next_run_at, task.created_at, task.id)
+    def after(cls, task: ScheduledTask, total: int | None = None) -> Cursor:
+        return cls(task.next_run_at, task.created_at, task.id, total)
 
     def encode(self) -> str:
         data = {
@@ -46,6 +49,7 @@ class Cursor:
             "n": self.next_run_at.isoformat() if self.next_run_at else None,
             "c": self.created_at.isoformat(),
             "i": self.task_id,
+            "t": self.total,
         }
         return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
@@ -58,7 +62,10 @@ class Cursor:
             if data.get("v") != CURSOR_VERSION:
                 raise ValueError("unknown version")
             next_run = datetime.fromisoformat(data["n"]) if data["n"] is not None else None
-            return cls(next_run, datetime.fromisoformat(data["c"]), str(data["i"]))
+            total = data.get("t")
+            if total is not None and (not isinstance(total, int) or total < 0):
+                raise ValueError("bad total")
+            return cls(next_run, datetime.fromisoformat(data["c"]), str(data["i"]), total)
         except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
             raise ToolError(
                 "invalid_input",
