@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from scheduler_service.tools.scheduler_tool import SchedulerTool
 
 log = logging.getLogger(__name__)
+TRIGGER_CHECK_REST = 3.0  # the background trigger check rests 3× each chunk's time
 
 LEADER_RETRY_S = 0.5  # how often a standby retries the scheduling lock (and a leader checks it)
 
@@ -254,7 +255,9 @@ class SchedulerService:
     async def _check_triggers(self) -> None:
         """The slow half of reconciliation, after the leader has started firing."""
         try:
-            await check_triggers(self.db, self.jobs, stop=self._trigger_check_stop)
+            await check_triggers(
+                self.db, self.jobs, stop=self._trigger_check_stop, rest=TRIGGER_CHECK_REST
+            )
         except Exception:
             log.exception("checking the jobs' triggers failed; the next start checks again")
 

@@ -296,23 +296,25 @@ def _disagreements(
 
 
 async def check_triggers(
-    db: Database, jobs: JobControl, *, stop: asyncio.Event | None = None
+    db: Database, jobs: JobControl, *, stop: asyncio.Event | None = None, rest: float = 0.0
 ) -> int:
     """Give every live task's job the task's trigger where they differ (a crash between
     changing a task's schedule and its job). Returns the number of jobs fixed.
 
-    It runs in the background after a leader starts firing, so it must not hold up
-    anyone: a small chunk at a time, reading only what it compares (no ORM rows, no write
-    lock), and resting after each chunk three times as long as the chunk took. The
-    triggers are built and compared on the loop, in those small chunks (a few ms each),
-    not in a thread: a CPU-bound thread would hold the interpreter lock in 5 ms slices
-    against every hand-off of the claims and runs (with 100k tasks stored, fire delay
-    p99 was 78 ms with the check in a thread, 16–21 ms this way, 16 ms without a check). It ends early, between chunks, once ``stop`` is set."""
+    A small chunk at a time, reading only what it compares (no ORM rows, no write lock).
+    The triggers are built and compared on the loop, in those small chunks (a few ms
+    each), not in a thread: a CPU-bound thread would hold the interpreter lock in 5 ms
+    slices against every hand-off of the claims and runs (with 100k tasks stored, fire
+    delay p99 was 78 ms with the check in a thread, 16–21 ms this way, 16 ms without a
+    check). Run in the background, it also rests after each chunk ``rest`` times as long
+    as the chunk took, and ends early, between chunks, once ``stop`` is set."""
     fixed = 0
     live = [
         task_id for task_id, (status, _) in (await _task_times(db)).items() if status in LIVE_TASK
     ]
     for chunk in _chunks(live, CHECK_CHUNK):
+        if stop is not None and stop.is_set():
+            break
         began = asyncio.get_running_loop().time()
         schedules = await _load_schedules(db, chunk)
         stored = await jobs.triggers(list(schedules))
@@ -320,9 +322,9 @@ async def check_triggers(
             log.warning("job of task %s had another trigger; fixed", task_id)
             await jobs.modify(task_id, trigger, want)
             fixed += 1
-        rest = 3 * (asyncio.get_running_loop().time() - began)
-        if await pause(stop or asyncio.Event(), rest):
-            break
+        if rest:
+            seconds = rest * (asyncio.get_running_loop().time() - began)
+            await (pause(stop, seconds) if stop is not None else asyncio.sleep(seconds))
     return fixed
 
 
