@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import pickle
 import time
@@ -38,7 +39,8 @@ from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED, BaseSchedu
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.util import datetime_to_utc_timestamp
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, func, insert, select
+from sqlalchemy.sql.dml import Insert
 
 from scheduler_service.jobs import JOB_FUNCTION, RETRY_FUNCTION, FireContext, current_fire
 from scheduler_service.jobstore import OneTransactionJobStore
@@ -314,6 +316,11 @@ class JobControl:
             "next_run_time": datetime_to_utc_timestamp(job.next_run_time),
             "job_state": pickle.dumps(job.__getstate__(), store.pickle_protocol),
         }
+
+    @functools.cached_property
+    def insert_job(self) -> Insert:
+        """``INSERT`` of a ``new_job_row`` into the job store's table (built once)."""
+        return insert(self.jobs_table)
 
     @property
     def jobs_table(self) -> Table:

@@ -4,7 +4,9 @@ Evaluating a user's schedule (parsing it, listing its next runs, finding its nex
 walks dateutil rules in pure Python; a sparse or contrived rule can take seconds. Three
 things keep that from hurting anyone else:
 
-* it never runs on the event loop (which serves every user's calls and every run);
+* it never runs on the event loop (which serves every user's calls and every run),
+  except a new task's built-in frequency (``schedules.bounded_cost``): a few fixed cron
+  or interval steps, cheaper than the hop here;
 * it runs in its own small thread pool, so a burst of costly schedules cannot starve
   the default pool that the rest of the service (sync tools, the database) relies on;
 * each evaluation has a time budget counted from when it starts (not while it queues).

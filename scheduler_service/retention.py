@@ -17,8 +17,8 @@ import asyncio
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, delete, select
+from sqlalchemy.engine import Connection
 
 from scheduler_service.config import LimitsConfig
 from scheduler_service.statuses import ACTIVE_RUN, FINISHED_TASK
@@ -30,51 +30,51 @@ log = logging.getLogger(__name__)
 BATCH = 500  # tasks deleted per statement: keeps each IN list and transaction short
 
 
-def _delete_tasks(session: Session, ids: list[str]) -> None:
-    session.execute(delete(TaskNotification).where(TaskNotification.task_id.in_(ids)))
-    session.execute(delete(TaskRun).where(TaskRun.task_id.in_(ids)))
-    session.execute(delete(ScheduledTask).where(ScheduledTask.id.in_(ids)))
+def _delete_tasks(connection: Connection, ids: list[str]) -> None:
+    connection.execute(delete(TaskNotification).where(TaskNotification.task_id.in_(ids)))
+    connection.execute(delete(TaskRun).where(TaskRun.task_id.in_(ids)))
+    connection.execute(delete(ScheduledTask).where(ScheduledTask.id.in_(ids)))
 
 
-def prune_finished(session: Session, user_id: str, keep: int) -> int:
+# Built once: it runs in every create_task transaction.
+_FINISHED_BEYOND = (
+    select(ScheduledTask.id)
+    .where(ScheduledTask.user_id == bindparam("user_id"), ScheduledTask.status.in_(FINISHED_TASK))
+    .order_by(ScheduledTask.updated_at.desc(), ScheduledTask.id)
+    .offset(bindparam("keep"))
+    .limit(BATCH)
+)
+
+
+def prune_finished(connection: Connection, user_id: str, keep: int) -> int:
     """Delete the user's oldest finished tasks beyond ``keep``; returns how many. (In a
     ``Database.write_sync`` transaction.)"""
-    ids = list(
-        session.scalars(
-            select(ScheduledTask.id)
-            .where(
-                ScheduledTask.user_id == user_id,
-                ScheduledTask.status.in_(FINISHED_TASK),
-            )
-            .order_by(ScheduledTask.updated_at.desc(), ScheduledTask.id)
-            .offset(keep)
-            .limit(BATCH)
-        ).all()
-    )
+    found = connection.scalars(_FINISHED_BEYOND, {"user_id": user_id, "keep": keep})
+    ids = list(found.all())
     if ids:
-        _delete_tasks(session, ids)
+        _delete_tasks(connection, ids)
     return len(ids)
 
 
-def _purge_finished_batch(session: Session, cutoff: datetime) -> int:
+def _purge_finished_batch(connection: Connection, cutoff: datetime) -> int:
     ids = list(
-        session.scalars(
+        connection.scalars(
             select(ScheduledTask.id)
             .where(ScheduledTask.status.in_(FINISHED_TASK), ScheduledTask.updated_at < cutoff)
             .limit(BATCH)
         ).all()
     )
     if ids:
-        _delete_tasks(session, ids)
+        _delete_tasks(connection, ids)
     return len(ids)
 
 
-def _purge_old_rows(session: Session, cutoff: datetime) -> None:
+def _purge_old_rows(connection: Connection, cutoff: datetime) -> None:
     """Finished runs and displayed notifications of live tasks, older than ``cutoff``."""
-    session.execute(
+    connection.execute(
         delete(TaskRun).where(TaskRun.status.not_in(ACTIVE_RUN), TaskRun.finished_at < cutoff)
     )
-    session.execute(
+    connection.execute(
         delete(TaskNotification).where(
             TaskNotification.displayed_at.is_not(None), TaskNotification.created_at < cutoff
         )
@@ -87,11 +87,11 @@ async def purge_expired(db: Database, retention_days: float, now: datetime | Non
     cutoff = (now or utcnow()) - timedelta(days=retention_days)
     deleted = 0
     while True:
-        batch = await db.write_sync(lambda session: _purge_finished_batch(session, cutoff))
+        batch = await db.write_sync(lambda connection: _purge_finished_batch(connection, cutoff))
         deleted += batch
         if batch < BATCH:
             break
-    await db.write_sync(lambda session: _purge_old_rows(session, cutoff))
+    await db.write_sync(lambda connection: _purge_old_rows(connection, cutoff))
     if deleted:
         log.info(
             "retention: deleted %d finished task(s) older than %g days", deleted, retention_days

@@ -252,6 +252,31 @@ async def test_costly_previews_do_not_starve_another_users_create(
     assert all(isinstance(r, ToolError) and r.code == "invalid_input" for r in results)
 
 
+async def test_a_built_in_frequency_is_created_while_every_evaluation_thread_is_busy(
+    service: SchedulerService,
+) -> None:
+    """A daily task's schedule costs a bounded few steps: create_task plans it without
+    the evaluation pool, so costly custom rules filling every evaluation thread do not
+    hold it up (a custom rule still goes to the pool: see the budget tests above)."""
+    workers = service.settings.limits.schedule_eval_workers
+    previews = [
+        asyncio.ensure_future(
+            service.tools.get("scheduler_tool").run(
+                "preview_schedule",
+                {"frequency": "custom", "custom_schedule": SPARSE},
+                context=ToolContext(user_id=f"busy{i}", conversation_id="c"),
+            )
+        )
+        for i in range(workers)
+    ]
+    await asyncio.sleep(0)  # the previews take every evaluation thread first
+    task = (await call(service, "create_task", DAILY))["task"]
+    assert task["status"] == "scheduled" and task["next_run_time"]
+    assert not any(preview.done() for preview in previews)
+    results = await asyncio.gather(*previews, return_exceptions=True)
+    assert all(isinstance(r, ToolError) and r.code == "invalid_input" for r in results)
+
+
 async def test_count_rule_keeps_its_runs_after_rebasing(service: SchedulerService) -> None:
     rule = "DTSTART:20300101T090000 RRULE:FREQ=DAILY;INTERVAL=2;COUNT=5"
     shown = await call(

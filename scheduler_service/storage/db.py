@@ -42,7 +42,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session
 
 from scheduler_service.storage import names
 from scheduler_service.storage.models import ScheduledTask
@@ -53,6 +52,7 @@ log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # scheduler_service/
 PROJECT_ROOT = PACKAGE_DIR.parent
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+BEGIN_IMMEDIATE = text("BEGIN IMMEDIATE")
 QUOTA_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 T = TypeVar("T")
 
@@ -141,9 +141,9 @@ class Database:
                     await session.rollback()
                     raise
 
-    async def write_sync(self, work: Callable[[Session], T]) -> T:
-        """One write transaction whose statements run together: ``work(session)`` with a
-        synchronous session, committed unless it raises.
+    async def write_sync(self, work: Callable[[Connection], T]) -> T:
+        """One write transaction whose statements run together: ``work(connection)``
+        with a synchronous connection, committed unless it raises.
 
         Through the async driver every statement of an SQLite transaction is several
         hand-offs between the event loop and aiosqlite's thread (~0.5 ms each here);
@@ -151,31 +151,33 @@ class Database:
         times. On SQLite ``work`` therefore runs in a worker thread on the sync engine
         (plain sqlite3: microseconds a statement), holding this process's write lock and
         ``BEGIN IMMEDIATE`` like ``write``. On PostgreSQL asyncpg already sends one
-        message a statement: ``work`` runs in an ordinary ``write`` transaction."""
+        message a statement: ``work`` runs in an ordinary transaction. ``work`` gets a
+        Connection, not a Session: it runs Core statements, and the ORM's unit of work
+        would cost more than the statements on this path."""
         if not self.sqlite:
-            async with self.write() as session:
-                return await session.run_sync(work)
+            async with self.engine.begin() as connection:
+                return await connection.run_sync(work)
         async with self.write_lock:
             return await asyncio.to_thread(self._sqlite_write, work)
 
-    def _sqlite_write(self, work: Callable[[Session], T]) -> T:
-        with Session(self.sync_engine, expire_on_commit=False) as session:
-            session.execute(text("BEGIN IMMEDIATE"))  # waits out another process (busy_timeout)
+    def _sqlite_write(self, work: Callable[[Connection], T]) -> T:
+        with self.sync_engine.connect() as connection:
+            connection.execute(BEGIN_IMMEDIATE)  # waits out another process (busy_timeout)
             try:
-                result = work(session)
-                session.commit()
+                result = work(connection)
+                connection.commit()
             except BaseException:
-                session.rollback()
+                connection.rollback()
                 raise
             return result
 
-    def lock_user(self, session: Session, user_id: str) -> None:
+    def lock_user(self, connection: Connection, user_id: str) -> None:
         """Serialise transactions that count and add a user's tasks (the quota); inside
         ``write_sync``. A row lock cannot guard rows that do not exist yet, so PostgreSQL
         takes a transaction-scoped advisory lock keyed by the user; SQLite's ``BEGIN
         IMMEDIATE`` already holds the one write lock."""
         if not self.sqlite:
-            session.execute(QUOTA_LOCK, {"key": _quota_key(user_id)})
+            connection.execute(QUOTA_LOCK, {"key": _quota_key(user_id)})
 
     async def lock_task(self, session: AsyncSession, task_id: str) -> ScheduledTask | None:
         """The task row, locked until the transaction ends (None if it is gone).
@@ -205,7 +207,7 @@ class Database:
         """A session holding SQLite's write lock, so nothing later in it meets SQLITE_BUSY."""
         session = self.sessions()
         try:
-            await session.execute(text("BEGIN IMMEDIATE"))
+            await session.execute(BEGIN_IMMEDIATE)
         except BaseException:
             await session.close()
             raise

@@ -17,9 +17,8 @@ from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from apscheduler.triggers.base import BaseTrigger
-from sqlalchemy import delete, func, insert, literal, select, update
-from sqlalchemy.orm import Session
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import Connection
 
 from scheduler_service.config import Settings
 from scheduler_service.engine import JobControl
@@ -38,6 +37,7 @@ from scheduler_service.schedules import (
     Schedule,
     ScheduleError,
     ScheduleInput,
+    bounded_cost,
     build_trigger,
     fields_ignored_by,
     parse_schedule,
@@ -55,6 +55,7 @@ from scheduler_service.statuses import (
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskRun, new_id, utcnow
 from scheduler_service.tasks import paging
+from scheduler_service.tasks.admission import insert_task, live_tasks
 from scheduler_service.tasks.inputs import (
     OPTION_FIELDS,
     SCHEDULE_FIELDS,
@@ -87,17 +88,6 @@ def plan(schedule: Schedule, now: datetime) -> tuple[BaseTrigger, datetime | Non
     """Trigger, first run and preview of a schedule (run in a thread: see _schedule)."""
     trigger = build_trigger(schedule)
     return trigger, trigger.get_next_fire_time(None, now), schedule_preview(schedule, now)
-
-
-def live_tasks(session: Session, user_id: str, *, up_to: int) -> int:
-    """How many live (scheduled or paused) tasks the user has, counted up to ``up_to``:
-    the quota check reads at most that many index entries, however many tasks exist."""
-    live = (
-        select(literal(1))  # not the id: the count then reads the index alone
-        .where(ScheduledTask.user_id == user_id, ScheduledTask.status.in_(LIVE_TASK))
-        .limit(up_to)
-    )
-    return int(session.scalar(select(func.count()).select_from(live.subquery())) or 0)
 
 
 def parse_and_plan(
@@ -179,6 +169,32 @@ class TaskManager:
         finally:
             if not lock.locked() and self._user_turns.get(user) is lock:
                 del self._user_turns[user]
+
+    async def _plan_new(
+        self, user: str, data: ScheduleInput, now: datetime
+    ) -> tuple[Schedule, BaseTrigger, datetime | None, dict[str, Any]]:
+        """``parse_and_plan`` for a new task: in the evaluation pool when the schedule
+        walks a rule; here when its cost is bounded (a built-in frequency), where the
+        pool's hop would cost more than the work and a busy pool would hold it up."""
+        settings = self.settings
+        if not bounded_cost(data):
+            return await self._evaluate(
+                user,
+                parse_and_plan,
+                data,
+                now=now,
+                default_timezone=settings.default_timezone,
+                min_interval=settings.scheduler.min_interval,
+            )
+        try:
+            return parse_and_plan(
+                data,
+                now=now,
+                default_timezone=settings.default_timezone,
+                min_interval=settings.scheduler.min_interval,
+            )
+        except ScheduleError as exc:
+            raise ToolError("invalid_input", str(exc)) from None
 
     # -- validation ------------------------------------------------------------------
     async def _schedule(self, user: str, fields: dict[str, Any], now: datetime) -> Schedule:
@@ -385,13 +401,8 @@ class TaskManager:
         self, fields: dict[str, Any], context: ToolContext
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         now = utcnow()
-        schedule, trigger, next_run, shown = await self._evaluate(
-            context.user_id,
-            parse_and_plan,
-            schedule_input(fields),
-            now=now,
-            default_timezone=self.settings.default_timezone,
-            min_interval=self.settings.scheduler.min_interval,
+        schedule, trigger, next_run, shown = await self._plan_new(
+            context.user_id, schedule_input(fields), now
         )
         fields |= one_time_fields(schedule, fields)
         mode = self._check_execution(fields)
@@ -412,28 +423,26 @@ class TaskManager:
             updated_at=now,
         )
         self._apply(task, fields)
-        job = insert(self.jobs.jobs_table).values(
-            **self.jobs.new_job_row(task.id, trigger, next_run)
-        )
-        await self.db.write_sync(lambda session: self._insert(session, task, job))
+        job = self.jobs.new_job_row(task.id, trigger, next_run)
+        await self.db.write_sync(lambda connection: self._insert(connection, task, job))
         await self.jobs.stored(next_run)
         return task_to_dict(task), shown
 
-    def _insert(self, session: Session, task: ScheduledTask, job: Insert) -> None:
+    def _insert(self, connection: Connection, task: ScheduledTask, job: dict[str, Any]) -> None:
         """The create transaction (one trip off the loop): the user's quota, the task and
         its job together, and the user's oldest finished tasks beyond the limit."""
         limit = self.settings.scheduler_tool.max_tasks_per_user
-        self.db.lock_user(session, task.user_id)
-        count = live_tasks(session, task.user_id, up_to=limit)
+        self.db.lock_user(connection, task.user_id)
+        count = live_tasks(connection, task.user_id, up_to=limit)
         if count >= limit:
             raise ToolError(
                 "quota_exceeded",
                 f"this user already has {count} active tasks, the limit is {limit}; "
                 "delete or cancel a task first",
             )
-        session.add(task)
-        session.execute(job)
-        prune_finished(session, task.user_id, self.settings.limits.max_finished_tasks_per_user)
+        insert_task(connection, task)
+        connection.execute(self.jobs.insert_job, job)
+        prune_finished(connection, task.user_id, self.settings.limits.max_finished_tasks_per_user)
 
     @staticmethod
     def _apply(task: ScheduledTask, fields: dict[str, Any]) -> None:
