@@ -294,28 +294,44 @@ class JobControl:
     def new_job_row(
         self, task_id: str, trigger: BaseTrigger, next_run_time: datetime | None
     ) -> dict[str, Any]:
-        """The job-store row of a new task's job, for ``insert(jobs_table)`` in the
-        transaction that inserts the task: one commit stores both, so neither exists
-        without the other. Built as APScheduler builds it (a ``Job`` with the scheduler's
-        defaults, pickled as the store pickles it). After the commit, ``stored``."""
-        job = Job(
+        """The job-store row of a new task's job, for ``insert_job`` in the transaction
+        that inserts the task: one commit stores both, so neither exists without the
+        other. The state is APScheduler's own (``_job_template``) with this task's id,
+        trigger and next run, pickled as the store pickles it. After the commit,
+        ``stored``."""
+        state = {
+            **self._job_template,
+            "id": task_id,
+            "name": task_id,
+            "args": [task_id],
+            "trigger": trigger,
+            "next_run_time": next_run_time,
+        }
+        return {
+            "id": task_id,
+            "next_run_time": datetime_to_utc_timestamp(next_run_time),
+            "job_state": pickle.dumps(state, self._store().pickle_protocol),
+        }
+
+    @functools.cached_property
+    def _job_template(self) -> dict[str, Any]:
+        """The pickled state of a task's job as APScheduler builds it (a ``Job`` with the
+        scheduler's defaults), built once: building a ``Job`` checks the function's
+        signature each time, which was a tenth of a create."""
+        template = Job(
             self.scheduler,
-            id=task_id,
+            id="template",
             func=JOB_FUNCTION,
-            trigger=trigger,
+            trigger=DateTrigger(datetime(2000, 1, 1, tzinfo=UTC)),
             executor="default",
-            args=[task_id],
+            args=["template"],
             kwargs={},
-            name=task_id,
-            next_run_time=next_run_time,
+            name="template",
+            next_run_time=None,
             **self.scheduler._job_defaults,
         )
-        store = self._store()
-        return {
-            "id": job.id,
-            "next_run_time": datetime_to_utc_timestamp(job.next_run_time),
-            "job_state": pickle.dumps(job.__getstate__(), store.pickle_protocol),
-        }
+        state: dict[str, Any] = template.__getstate__()
+        return state
 
     @functools.cached_property
     def insert_job(self) -> Insert:

@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from apscheduler.job import Job
 from sqlalchemy import event
 
+from scheduler_service.jobs import JOB_FUNCTION
 from scheduler_service.storage import names
 from tests.conftest import ServiceFactory, database_execute, database_rows
 from tools import ToolContext, ToolError
@@ -52,6 +54,32 @@ async def test_a_created_task_has_its_job_with_the_tasks_next_run(
     stored = tasks[0]["next_run_at"]  # a string from SQLite, a datetime from PostgreSQL
     task_next = datetime.fromisoformat(stored) if isinstance(stored, str) else stored
     assert job_next is not None and job_next == task_next.replace(tzinfo=task_next.tzinfo or UTC)
+
+
+async def test_a_created_tasks_job_is_the_job_apscheduler_would_store(
+    start_service: ServiceFactory,
+) -> None:
+    """create_task writes the job row itself (in the task's transaction); what it stores
+    is what ``add_job`` would have: the same state, the scheduler's job defaults."""
+    service = await start_service()
+    task_id = (await service.scheduler_tool.run("create_task", DAILY, context=USER))["task"][
+        "task_id"
+    ]
+    stored = service.scheduler.get_job(task_id)
+    expected = Job(
+        service.scheduler,
+        id=task_id,
+        func=JOB_FUNCTION,
+        trigger=stored.trigger,
+        executor="default",
+        args=[task_id],
+        kwargs={},
+        name=task_id,
+        next_run_time=stored.next_run_time,
+        **service.scheduler._job_defaults,
+    )
+    assert stored.__getstate__() == expected.__getstate__()
+    assert stored.next_run_time == await service.jobs.next_run_time(task_id)
 
 
 async def test_a_create_whose_job_cannot_be_stored_leaves_no_task(
