@@ -36,8 +36,9 @@ def _delete_tasks(connection: Connection, ids: list[str]) -> None:
     connection.execute(delete(ScheduledTask).where(ScheduledTask.id.in_(ids)))
 
 
-# Built once: it runs in every create_task transaction.
-_FINISHED_BEYOND = (
+# A user's finished tasks beyond the ``keep`` newest. Built once: create_task's
+# transaction checks it (see tasks.admission).
+FINISHED_BEYOND = (
     select(ScheduledTask.id)
     .where(ScheduledTask.user_id == bindparam("user_id"), ScheduledTask.status.in_(FINISHED_TASK))
     .order_by(ScheduledTask.updated_at.desc(), ScheduledTask.id)
@@ -49,7 +50,7 @@ _FINISHED_BEYOND = (
 def prune_finished(connection: Connection, user_id: str, keep: int) -> int:
     """Delete the user's oldest finished tasks beyond ``keep``; returns how many. (In a
     ``Database.write_sync`` transaction.)"""
-    found = connection.scalars(_FINISHED_BEYOND, {"user_id": user_id, "keep": keep})
+    found = connection.scalars(FINISHED_BEYOND, {"user_id": user_id, "keep": keep})
     ids = list(found.all())
     if ids:
         _delete_tasks(connection, ids)

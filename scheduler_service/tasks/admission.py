@@ -1,5 +1,5 @@
-"""Admitting a new task: the one transaction that checks the user's quota and stores the
-task with its job.
+"""Admitting a new task: the one transaction that checks the user's quota, stores the
+task with its job, and prunes the user's oldest finished tasks beyond their cap.
 
 This is the hot path of ``create_task``; on SQLite the statements themselves take
 microseconds, so building them is the cost worth removing. They are built once, here,
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, insert, literal_column, select
+from sqlalchemy import Table, bindparam, exists, func, insert, literal_column, select
 from sqlalchemy.engine import Connection
 
+from scheduler_service.retention import FINISHED_BEYOND
 from scheduler_service.statuses import LIVE_TASK
 from scheduler_service.storage.models import ScheduledTask
 
@@ -25,14 +26,19 @@ _LIVE: Any = (
     .limit(bindparam("up_to"))
 )
 LIVE_COUNT = select(func.count()).select_from(_LIVE.subquery())
+# Both questions of a create in one statement: the live count, and whether finished
+# tasks beyond the cap exist (the prune's own statement then runs only when they do).
+ADMISSION = select(LIVE_COUNT.scalar_subquery(), exists(FINISHED_BEYOND.limit(1)))
 INSERT_TASK = insert(TASKS)
 
 
-def live_tasks(connection: Connection, user_id: str, *, up_to: int) -> int:
-    """How many live (scheduled or paused) tasks the user has, counted up to ``up_to``:
-    the quota check reads at most that many index entries, however many tasks exist."""
-    found = connection.execute(LIVE_COUNT, {"user_id": user_id, "up_to": up_to}).scalar()
-    return int(found or 0)
+def admission(connection: Connection, user_id: str, *, up_to: int, keep: int) -> tuple[int, bool]:
+    """The user's live (scheduled or paused) tasks counted up to ``up_to``, and whether
+    they have more than ``keep`` finished tasks. The count reads at most ``up_to`` index
+    entries and the check ``keep + 1``, however many tasks the user has."""
+    params = {"user_id": user_id, "up_to": up_to, "keep": keep}
+    live, crowded = connection.execute(ADMISSION, params).one()
+    return int(live or 0), bool(crowded)
 
 
 def task_row(task: ScheduledTask) -> dict[str, Any]:

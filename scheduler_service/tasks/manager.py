@@ -55,7 +55,7 @@ from scheduler_service.statuses import (
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskRun, new_id, utcnow
 from scheduler_service.tasks import paging
-from scheduler_service.tasks.admission import insert_task, live_tasks
+from scheduler_service.tasks.admission import admission, insert_task
 from scheduler_service.tasks.inputs import (
     OPTION_FIELDS,
     SCHEDULE_FIELDS,
@@ -432,8 +432,9 @@ class TaskManager:
         """The create transaction (one trip off the loop): the user's quota, the task and
         its job together, and the user's oldest finished tasks beyond the limit."""
         limit = self.settings.scheduler_tool.max_tasks_per_user
+        keep = self.settings.limits.max_finished_tasks_per_user
         self.db.lock_user(connection, task.user_id)
-        count = live_tasks(connection, task.user_id, up_to=limit)
+        count, crowded = admission(connection, task.user_id, up_to=limit, keep=keep)
         if count >= limit:
             raise ToolError(
                 "quota_exceeded",
@@ -442,7 +443,8 @@ class TaskManager:
             )
         insert_task(connection, task)
         connection.execute(self.jobs.insert_job, job)
-        prune_finished(connection, task.user_id, self.settings.limits.max_finished_tasks_per_user)
+        if crowded:
+            prune_finished(connection, task.user_id, keep)
 
     @staticmethod
     def _apply(task: ScheduledTask, fields: dict[str, Any]) -> None:
