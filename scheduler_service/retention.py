@@ -24,6 +24,7 @@ from scheduler_service.config import LimitsConfig
 from scheduler_service.statuses import ACTIVE_RUN, FINISHED_TASK
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskNotification, TaskRun, utcnow
+from scheduler_service.storage.sql import one_of
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ def _delete_tasks(connection: Connection, ids: list[str]) -> None:
 # transaction checks it (see tasks.admission).
 FINISHED_BEYOND = (
     select(ScheduledTask.id)
-    .where(ScheduledTask.user_id == bindparam("user_id"), ScheduledTask.status.in_(FINISHED_TASK))
+    .where(
+        ScheduledTask.user_id == bindparam("user_id"), one_of(ScheduledTask.status, FINISHED_TASK)
+    )
     .order_by(ScheduledTask.updated_at.desc(), ScheduledTask.id)
     .offset(bindparam("keep"))
     .limit(BATCH)

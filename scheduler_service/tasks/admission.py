@@ -17,12 +17,13 @@ from sqlalchemy.engine import Connection
 from scheduler_service.retention import FINISHED_BEYOND
 from scheduler_service.statuses import LIVE_TASK
 from scheduler_service.storage.models import ScheduledTask
+from scheduler_service.storage.sql import one_of
 
 TASKS: Table = ScheduledTask.__table__  # type: ignore[assignment]
 
 _LIVE: Any = (
     select(literal_column("1"))  # not the id: the count then reads the index alone
-    .where(ScheduledTask.user_id == bindparam("user_id"), ScheduledTask.status.in_(LIVE_TASK))
+    .where(ScheduledTask.user_id == bindparam("user_id"), one_of(ScheduledTask.status, LIVE_TASK))
     .limit(bindparam("up_to"))
 )
 LIVE_COUNT = select(func.count()).select_from(_LIVE.subquery())
