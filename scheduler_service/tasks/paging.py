@@ -16,11 +16,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, tuple_
+from sqlalchemy import ColumnElement, Select, and_, false, func, select, tuple_
+from sqlalchemy.orm import Session
 
 from scheduler_service.storage.models import ScheduledTask
 from scheduler_service.tools import ToolError
@@ -96,3 +98,36 @@ def unscheduled_range(after: Cursor | None) -> ColumnElement[bool]:
 
 def in_order(query: Select[Any]) -> Select[Any]:
     return query.order_by(ScheduledTask.next_run_at, ScheduledTask.created_at, ScheduledTask.id)
+
+
+def count(session: Session, where: Sequence[ColumnElement[bool]]) -> int:
+    return int(session.scalar(select(func.count()).select_from(ScheduledTask).where(*where)) or 0)
+
+
+def read_page(
+    session: Session,
+    where: Sequence[ColumnElement[bool]],
+    after: Cursor | None,
+    *,
+    limit: int,
+    offset: int,
+) -> tuple[list[ScheduledTask], int]:
+    """Up to ``limit + 1`` tasks (one more tells whether a next page exists) after the
+    cursor, or past ``offset`` without one; and the total: the cursor's, else counted.
+
+    Synchronous, for ``Database.read_sync``: the count and both ranges are one trip off
+    the event loop, from one snapshot."""
+    total = after.total if after is not None and after.total is not None else count(session, where)
+    rows: list[ScheduledTask] = []
+    skip = 0 if after else offset
+    for in_range in (scheduled_range(after), unscheduled_range(after)):
+        wanted = limit + 1 - len(rows)
+        if wanted <= 0:
+            break
+        in_this = (*where, in_range)
+        page = in_order(select(ScheduledTask).where(*in_this)).offset(skip).limit(wanted)
+        found = session.scalars(page).all()
+        # An offset past this range continues into the next, less this range's tasks.
+        skip = max(0, skip - count(session, in_this)) if skip and not found else 0
+        rows.extend(found)
+    return rows, total
