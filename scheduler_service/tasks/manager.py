@@ -64,7 +64,7 @@ from scheduler_service.tasks.inputs import (
     TaskFields,
     UpdateTask,
 )
-from scheduler_service.tasks.paging import Cursor
+from scheduler_service.tasks.paging import Cursor, Total
 from scheduler_service.tasks.views import run_to_dict, task_to_dict
 from scheduler_service.tools import ToolContext, ToolError, ToolRegistry
 
@@ -316,11 +316,12 @@ class TaskManager:
 
     async def list_tasks(
         self, query: ListTasks, context: ToolContext
-    ) -> tuple[list[dict[str, Any]], int, str | None]:
-        """A page of the user's tasks, soonest next run first; the total; and the cursor
-        of the next page (None on the last). With ``cursor`` every page costs the same
-        (see ``paging``) and reports the total counted for the first page; ``offset``
-        still works, counts again, and costs more the deeper it goes."""
+    ) -> tuple[list[dict[str, Any]], Total, str | None]:
+        """A page of the user's tasks, soonest next run first; the total (exact up to
+        ``paging.COUNT_BOUND``); and the cursor of the next page (None on the last). With
+        ``cursor`` every page costs the same (see ``paging``) and reports the total counted
+        for the first page; ``offset`` still works, counts again, and costs more the
+        deeper it goes."""
         conditions = [ScheduledTask.user_id == context.user_id]
         for column, value in (
             (ScheduledTask.status, query.status),
