@@ -125,7 +125,7 @@ class Database:
             yield session
 
     async def read_sync(self, work: Callable[[Session], T]) -> T:
-        """``work(session)`` with a synchronous session, all its reads from one snapshot.
+        """``work(session)``, a read of a few statements, with a synchronous session.
 
         The read counterpart of ``write_sync``: through aiosqlite every statement costs
         several hand-offs between the event loop and its thread (~0.5 ms each here, and
@@ -134,7 +134,7 @@ class Database:
         on the sync engine instead, inside one read transaction (``BEGIN``: the count and
         the page agree). No write lock: WAL readers never wait for the writer. On
         PostgreSQL asyncpg already sends one message a statement: ``work`` runs in an
-        ordinary session."""
+        ordinary session (read committed: each statement sees its own snapshot)."""
         if not self.sqlite:
             async with self.read() as session:
                 return await session.run_sync(work)
