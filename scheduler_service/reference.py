@@ -22,6 +22,7 @@ from scheduler_service.tasks.inputs import (
     TaskRef,
     UpdateTask,
 )
+from scheduler_service.tasks.paging import COUNT_BOUND
 from scheduler_service.tools.scheduler_tool import INPUT_SCHEMA
 
 START = (
@@ -43,7 +44,10 @@ INPUTS: dict[str, type[BaseModel]] = {
 }
 RETURNS: dict[str, str] = {
     "create_task": '`{"task", "message"}` (+ `warnings`)',
-    "get_tasks": '`{"tasks", "count", "total", "next_cursor", "message"}`, ordered by next run; pages by cursor report the total counted for the first page',
+    "get_tasks": '`{"tasks", "count", "total", "total_is_lower_bound", "next_cursor", "message"}`, '
+    f"ordered by next run; `total` is exact up to {COUNT_BOUND:,} (beyond: {COUNT_BOUND:,} and "
+    f'`total_is_lower_bound` true, "more than {COUNT_BOUND:,}" in the message); pages by cursor '
+    "report the total counted for the first page",
     "get_task": '`{"task", "message"}`; the task has `recent_runs`',
     "update_task": '`{"task", "message"}`; revalidated and rescheduled',
     "delete_task": '`{"task_id", "message"}`; task, job and history removed',

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +13,8 @@ from sqlalchemy import func, select
 
 from scheduler_service import SchedulerService
 from scheduler_service.storage.models import ScheduledTask, TaskRun
+from scheduler_service.tasks import paging
+from scheduler_service.tasks.paging import Cursor, Total
 from tests.conftest import RecordingTool, ServiceFactory, next_notification
 from tests.design_examples import INVENTORY, SALES
 from tools import ToolContext, ToolError
@@ -767,3 +770,52 @@ async def test_pages_by_cursor_report_the_total_counted_for_the_first_page(
     second = await call(service, "get_tasks", {"limit": 2, "cursor": first["next_cursor"]}, ctx)
     assert second["total"] == 3
     assert (await call(service, "get_tasks", {"limit": 2}, ctx))["total"] == 4
+
+
+async def test_get_tasks_counts_the_total_exactly_only_up_to_a_bound(
+    service: SchedulerService, ctx: ToolContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first page counts at most ``paging.COUNT_BOUND`` + 1 tasks, so it costs the same
+    however many tasks the user has: up to the bound the total is exact; beyond it the
+    answer gives the bound, says so (``total_is_lower_bound``) and the message says "more
+    than". Pages by cursor carry both."""
+    monkeypatch.setattr(paging, "COUNT_BOUND", 3)
+    for i in range(3):
+        await create(service, ctx, name=f"t{i}", scheduled_time=f"{10 + i}:00")
+    exact = await call(service, "get_tasks", {"limit": 2}, ctx)
+    assert (exact["total"], exact["total_is_lower_bound"]) == (3, False)
+    assert exact["message"].startswith("Found 2 of 3 tasks.")
+
+    for i in range(3, 5):
+        await create(service, ctx, name=f"t{i}", scheduled_time=f"{10 + i}:00")
+    first = await call(service, "get_tasks", {"limit": 2}, ctx)
+    assert (first["total"], first["total_is_lower_bound"]) == (3, True)
+    assert first["message"].startswith("Found 2 of more than 3 tasks.")
+    second = await call(service, "get_tasks", {"limit": 2, "cursor": first["next_cursor"]}, ctx)
+    assert (second["total"], second["total_is_lower_bound"]) == (3, True)
+    assert second["message"].startswith("Found 2 of more than 3 tasks.")
+
+    hourly = await call(service, "get_tasks", {"frequency": "hourly"}, ctx)
+    assert (hourly["total"], hourly["total_is_lower_bound"]) == (0, False), "filters count too"
+    assert hourly["message"] == "Found 0 tasks."
+
+
+def test_a_cursor_carries_its_total_and_an_older_cursor_still_pages() -> None:
+    """The total (and whether it is a lower bound) survives the cursor's round trip; a
+    cursor given before the bound existed (no ``b``) reads as an exact total, and one
+    without a total at all makes the page count again."""
+    now = datetime.now(UTC)
+    cursor = Cursor(now, now, "task_x", Total(10_000, lower_bound=True))
+    assert Cursor.decode(cursor.encode()) == cursor
+    older = base64.urlsafe_b64encode(
+        json.dumps({"v": 1, "n": None, "c": now.isoformat(), "i": "task_x", "t": 7}).encode()
+    ).decode()
+    assert Cursor.decode(older).total == Total(7, lower_bound=False)
+    untotalled = Cursor(None, now, "task_x")
+    assert Cursor.decode(untotalled.encode()).total is None
+    bad = base64.urlsafe_b64encode(
+        json.dumps({"v": 1, "n": None, "c": now.isoformat(), "i": "x", "t": 7, "b": "yes"}).encode()
+    ).decode()
+    with pytest.raises(ToolError) as info:
+        Cursor.decode(bad)
+    assert info.value.code == "invalid_input"

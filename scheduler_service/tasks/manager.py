@@ -65,7 +65,7 @@ from scheduler_service.tasks.inputs import (
     TaskFields,
     UpdateTask,
 )
-from scheduler_service.tasks.paging import Cursor
+from scheduler_service.tasks.paging import Cursor, Total
 from scheduler_service.tasks.views import run_to_dict, task_to_dict
 from scheduler_service.tools import ToolContext, ToolError, ToolRegistry
 
@@ -332,11 +332,12 @@ class TaskManager:
 
     async def list_tasks(
         self, query: ListTasks, context: ToolContext
-    ) -> tuple[list[dict[str, Any]], int, str | None]:
-        """A page of the user's tasks, soonest next run first; the total; and the cursor
-        of the next page (None on the last). With ``cursor`` every page costs the same
-        (see ``paging``) and reports the total counted for the first page; ``offset``
-        still works, counts again, and costs more the deeper it goes."""
+    ) -> tuple[list[dict[str, Any]], Total, str | None]:
+        """A page of the user's tasks, soonest next run first; the total (exact up to
+        ``paging.COUNT_BOUND``); and the cursor of the next page (None on the last). With
+        ``cursor`` every page costs the same (see ``paging``) and reports the total counted
+        for the first page; ``offset`` still works, counts again, and costs more the
+        deeper it goes."""
         conditions = [ScheduledTask.user_id == context.user_id]
         for column, value in (
             (ScheduledTask.status, query.status),
@@ -347,31 +348,15 @@ class TaskManager:
                 values = value if isinstance(value, list) else [value]
                 conditions.append(column.in_(values))
         after = Cursor.decode(query.cursor) if query.cursor else None
-        async with self.db.read() as session:
-            total = after.total if after is not None else None
-            if total is None:
-                total = await session.scalar(
-                    select(func.count()).select_from(ScheduledTask).where(*conditions)
-                )
-            rows: list[ScheduledTask] = []
-            skip = 0 if after else query.offset
-            for in_range in (paging.scheduled_range(after), paging.unscheduled_range(after)):
-                wanted = query.limit + 1 - len(rows)  # one more: is there a next page?
-                if wanted <= 0:
-                    break
-                where = (*conditions, in_range)
-                page = paging.in_order(select(ScheduledTask).where(*where))
-                found = (await session.scalars(page.offset(skip).limit(wanted))).all()
-                if skip and not found:  # the offset reaches past this range
-                    counted = select(func.count()).select_from(ScheduledTask).where(*where)
-                    skip = max(0, skip - int(await session.scalar(counted) or 0))
-                else:
-                    skip = 0
-                rows.extend(found)
+        rows, total = await self.db.read_sync(
+            lambda session: paging.read_page(
+                session, conditions, after, limit=query.limit, offset=query.offset
+            )
+        )
         more = len(rows) > query.limit
         rows = rows[: query.limit]
-        cursor = Cursor.after(rows[-1], int(total or 0)).encode() if more and rows else None
-        return [task_to_dict(t) for t in rows], int(total or 0), cursor
+        cursor = Cursor.after(rows[-1], total).encode() if more and rows else None
+        return [task_to_dict(t) for t in rows], total, cursor
 
     # -- changing --------------------------------------------------------------------
     async def create_task(

@@ -9,6 +9,12 @@ after it, read straight from the index on (user_id, next_run_at, created_at, id)
 "Tasks without a next run last" is not an order an index gives on every backend (SQLite
 sorts NULL first), so the list is read as two ranges of that one index: tasks with a
 next run, then tasks without one. A cursor says which range it is in.
+
+The total is counted exactly up to ``COUNT_BOUND`` tasks; beyond it the answer says
+"more than COUNT_BOUND" (``Total.lower_bound``). A ``COUNT`` reads every index entry it
+counts: ~4–5 ms for a user with 100k tasks on SQLite idle, 8–26 ms while the leader's
+background trigger check shares the loop — most of a page's 10 ms budget, for a figure no
+one pages through to the end. Counting at most ``COUNT_BOUND + 1`` entries costs ~0.5 ms.
 """
 
 from __future__ import annotations
@@ -16,31 +22,42 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, tuple_
+from sqlalchemy import ColumnElement, Select, and_, false, func, literal, select, tuple_
+from sqlalchemy.orm import Session
 
 from scheduler_service.storage.models import ScheduledTask
 from scheduler_service.tools import ToolError
 
 CURSOR_VERSION = 1
+COUNT_BOUND = 10_000  # tasks a page's total counts exactly; beyond it: "more than" this
+
+
+@dataclass(frozen=True)
+class Total:
+    """How many tasks the listing matches: ``count`` exactly, or, with ``lower_bound``,
+    more than ``count`` (= ``COUNT_BOUND``; counting further would cost more than the page)."""
+
+    count: int
+    lower_bound: bool = False
 
 
 @dataclass(frozen=True)
 class Cursor:
     """The last task of a page: where the next page starts; and the total counted for
-    the first page, which the following pages report instead of counting again (a
-    ``COUNT`` over all of a user's tasks would cost more than the page at 100k tasks)."""
+    the first page, which the following pages report instead of counting again."""
 
     next_run_at: datetime | None
     created_at: datetime
     task_id: str
-    total: int | None = None
+    total: Total | None = None
 
     @classmethod
-    def after(cls, task: ScheduledTask, total: int | None = None) -> Cursor:
+    def after(cls, task: ScheduledTask, total: Total | None = None) -> Cursor:
         return cls(task.next_run_at, task.created_at, task.id, total)
 
     def encode(self) -> str:
@@ -49,7 +66,8 @@ class Cursor:
             "n": self.next_run_at.isoformat() if self.next_run_at else None,
             "c": self.created_at.isoformat(),
             "i": self.task_id,
-            "t": self.total,
+            "t": self.total.count if self.total else None,
+            "b": self.total.lower_bound if self.total else False,
         }
         return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
@@ -62,9 +80,7 @@ class Cursor:
             if data.get("v") != CURSOR_VERSION:
                 raise ValueError("unknown version")
             next_run = datetime.fromisoformat(data["n"]) if data["n"] is not None else None
-            total = data.get("t")
-            if total is not None and (not isinstance(total, int) or total < 0):
-                raise ValueError("bad total")
+            total = _total(data.get("t"), data.get("b", False))
             return cls(next_run, datetime.fromisoformat(data["c"]), str(data["i"]), total)
         except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
             raise ToolError(
@@ -72,6 +88,15 @@ class Cursor:
                 "cursor: not a cursor this service gave; pass next_cursor from the previous "
                 "get_tasks answer unchanged, or omit it for the first page",
             ) from None
+
+
+def _total(count: Any, lower_bound: Any) -> Total | None:
+    """The total a cursor carries (None: an older cursor without one; count again)."""
+    if count is None:
+        return None
+    if not isinstance(count, int) or count < 0 or not isinstance(lower_bound, bool):
+        raise ValueError("bad total")
+    return Total(count, lower_bound)
 
 
 def scheduled_range(after: Cursor | None) -> ColumnElement[bool]:
@@ -96,3 +121,46 @@ def unscheduled_range(after: Cursor | None) -> ColumnElement[bool]:
 
 def in_order(query: Select[Any]) -> Select[Any]:
     return query.order_by(ScheduledTask.next_run_at, ScheduledTask.created_at, ScheduledTask.id)
+
+
+def count(session: Session, where: Sequence[ColumnElement[bool]]) -> int:
+    return int(session.scalar(select(func.count()).select_from(ScheduledTask).where(*where)) or 0)
+
+
+def bounded_total(session: Session, where: Sequence[ColumnElement[bool]], bound: int) -> Total:
+    """The tasks matching ``where``, counted exactly up to ``bound``: at most ``bound + 1``
+    index entries are read, however many tasks the user has."""
+    matching = select(literal(1)).select_from(ScheduledTask).where(*where).limit(bound + 1)
+    found = int(session.scalar(select(func.count()).select_from(matching.subquery())) or 0)
+    return Total(min(found, bound), lower_bound=found > bound)
+
+
+def read_page(
+    session: Session,
+    where: Sequence[ColumnElement[bool]],
+    after: Cursor | None,
+    *,
+    limit: int,
+    offset: int,
+) -> tuple[list[ScheduledTask], Total]:
+    """Up to ``limit + 1`` tasks (one more tells whether a next page exists) after the
+    cursor, or past ``offset`` without one; and the total: the cursor's, else counted
+    (up to ``COUNT_BOUND``).
+
+    Synchronous, for ``Database.read_sync``: the count and both ranges are one trip off
+    the event loop, from one snapshot."""
+    carried = after.total if after is not None else None
+    total = carried if carried is not None else bounded_total(session, where, COUNT_BOUND)
+    rows: list[ScheduledTask] = []
+    skip = 0 if after else offset
+    for in_range in (scheduled_range(after), unscheduled_range(after)):
+        wanted = limit + 1 - len(rows)
+        if wanted <= 0:
+            break
+        in_this = (*where, in_range)
+        page = in_order(select(ScheduledTask).where(*in_this)).offset(skip).limit(wanted)
+        found = session.scalars(page).all()
+        # An offset past this range continues into the next, less this range's tasks.
+        skip = max(0, skip - count(session, in_this)) if skip and not found else 0
+        rows.extend(found)
+    return rows, total

@@ -27,6 +27,7 @@ from scheduler_service.tasks.inputs import (
     UpdateTask,
     validate,
 )
+from scheduler_service.tasks.paging import Total
 from scheduler_service.tools.base import Tool, ToolContext, ToolError, parse_kwargs
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,14 @@ def _next_run_words(task: dict[str, Any]) -> str:
     return f"Next run: {nxt}." if nxt else "No run is scheduled."
 
 
+def _found_words(shown: int, total: Total) -> str:
+    """'3 tasks', '20 of 57 tasks', or '20 of more than 10,000 tasks' (a bounded count)."""
+    if total.lower_bound:
+        return f"{shown} of more than {total.count:,} tasks"
+    of = f"{shown} of {total.count}" if total.count > shown else f"{total.count}"
+    return f"{of} task{'s' if total.count != 1 else ''}"
+
+
 class SchedulerTool(Tool):
     """The LLM-facing task management tool, bound to one service's TaskManager."""
 
@@ -276,8 +285,7 @@ class SchedulerTool(Tool):
     async def _list(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
         query = self._valid(ListTasks, kwargs)
         tasks, total, next_cursor = await self._tasks.list_tasks(query, context)
-        shown = f"{len(tasks)} of {total}" if total > len(tasks) else f"{total}"
-        message = f"Found {shown} task{'s' if total != 1 else ''}."
+        message = f"Found {_found_words(len(tasks), total)}."
         if next_cursor is not None:
             message += " Pass cursor=next_cursor for more"
             if query.cursor is None:
@@ -286,7 +294,8 @@ class SchedulerTool(Tool):
         return {
             "tasks": tasks,
             "count": len(tasks),
-            "total": total,
+            "total": total.count,
+            "total_is_lower_bound": total.lower_bound,
             "next_cursor": next_cursor,
             "message": message,
         }
