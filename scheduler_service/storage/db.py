@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 from scheduler_service.storage import names
 from scheduler_service.storage.models import ScheduledTask
