@@ -8,6 +8,8 @@ Run from the repository root::
     .venv/bin/python -m bench.run --stored 20000       # a reduced full run
     .venv/bin/python -m bench.run --quick --json out.json
     .venv/bin/python -m bench.run --profile-burst burst.txt    # pyinstrument, one 1,000 burst
+    .venv/bin/python -m bench.run --reps 0 --stored 100 --no-pg        # the 10,000 burst alone
+    .venv/bin/python -m bench.run ... --gc-freeze      # the service's bursts after gc.freeze()
 
 Every measure runs the service and the baseline in the same process invocation,
 interleaved (service, bare, service, bare, ...), ``--reps`` times (min/median/max).
@@ -53,6 +55,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -87,6 +90,7 @@ from bench.common import (
     spread,
 )
 from scheduler_service import SchedulerService
+from scheduler_service.cli import freeze_startup_heap
 from scheduler_service.storage.models import TaskRun
 from scheduler_service.tools import ToolContext, ToolError
 
@@ -178,7 +182,10 @@ async def project_burst(
     timeout: float,
     profiler: Any = None,
     margin: float = 1.3,
+    freeze: bool = False,
 ) -> dict[str, Any]:
+    """``freeze``: ``gc.collect(); gc.freeze()`` once the service has started, as
+    ``task-scheduler run`` does (``cli.freeze_startup_heap``); undone at the end."""
     finished = 0
     all_done = asyncio.Event()
     last_notified = 0.0
@@ -194,6 +201,8 @@ async def project_burst(
     async with SchedulerService(
         settings_for(url, concurrency=concurrency), on_notification=on_notification
     ) as service:
+        if freeze:
+            freeze_startup_heap()
         service.tools.register(NoopTool())
         rate = await create_rate(service)
         due = next_second(runs / rate * margin + 1.0)
@@ -221,6 +230,8 @@ async def project_burst(
             profiler.stop()
         cpu = time.process_time() - cpu0
         await probe.stop()
+    if freeze:
+        gc.unfreeze()
     rows = read_burst(url, due)
     due_ts = due.timestamp()
     return {
@@ -711,6 +722,7 @@ async def run_all(args: argparse.Namespace, work: Path) -> Results:
             args.concurrency,
             timeout,
             margin=m,
+            freeze=args.gc_freeze,
         )
 
     def fire_attempt(rep: int) -> Attempt:
@@ -792,6 +804,7 @@ async def run_all(args: argparse.Namespace, work: Path) -> Results:
                     args.concurrency,
                     timeout * 5,
                     margin=m,
+                    freeze=args.gc_freeze,
                 ),
                 2.0,
             ),
@@ -1261,6 +1274,11 @@ def main() -> None:
         "--sleep-concurrency", type=int, default=10, help="max_concurrent_tasks, slot-bound"
     )
     parser.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="the service's bursts after gc.freeze() (as the CLI)",
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="bound on each burst, s")
     parser.add_argument("--json", type=Path, help="write every raw result here")
     parser.add_argument("--profile-burst", type=Path, metavar="PATH", help="profile one burst")

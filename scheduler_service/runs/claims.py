@@ -97,14 +97,15 @@ def _fires_now(task: ScheduledTask | None) -> bool:
     return task is not None and task.status == TaskStatus.SCHEDULED
 
 
-def _fire_plans(
-    fires: list[tuple[ScheduledTask, list[datetime]]], now: datetime
-) -> dict[str, FirePlan]:
+# What a fire plan is computed from: task id, schedule, next_run_at, the fire times.
+PlanInput = tuple[str, dict[str, Any], datetime | None, list[datetime]]
+
+
+def _fire_plans(fires: Sequence[PlanInput], now: datetime) -> dict[str, FirePlan]:
     """``_fire_plan`` for each task: one thread hop for a whole batch."""
     plans: dict[str, FirePlan] = {}
-    for task, run_times in fires:
-        earlier, next_run = _fire_plan(task.schedule, task.next_run_at, run_times, now)
-        plans[task.id] = (earlier, next_run)
+    for task_id, schedule, next_run_at, run_times in fires:
+        plans[task_id] = _fire_plan(schedule, next_run_at, run_times, now)
     return plans
 
 
@@ -157,7 +158,11 @@ class Claims:
                 tasks = await self.db.lock_tasks(session, [task_id for task_id, _ in fires])
                 live = [(tasks[t], times) for t, times in fires if _fires_now(tasks.get(t))]
                 plans = {t.id: planned[t.id][1] for t, _ in live if _still(planned, t)}
-                changed = [(t, times) for t, times in live if t.id not in plans]
+                changed = [
+                    (t.id, t.schedule, t.next_run_at, times)
+                    for t, times in live
+                    if t.id not in plans
+                ]
                 if changed:  # rare: changed since the read; off the loop, under the lock
                     plans |= await asyncio.to_thread(_fire_plans, changed, now)
                 claimed = await self._claimed(session, fires, plans)
@@ -181,18 +186,26 @@ class Claims:
         transaction (a sparse RRULE can take dateutil a noticeable moment, which the
         write lock would wait for); each keeps the row values it was computed from, and
         ``fire_many`` uses it only if the locked row still has them."""
-        async with self.db.read() as session:
-            rows = (
-                await session.scalars(
-                    select(ScheduledTask).where(
-                        ScheduledTask.id.in_([task_id for task_id, _ in fires])
-                    )
-                )
-            ).all()
+        columns = (
+            ScheduledTask.id,
+            ScheduledTask.status,
+            ScheduledTask.schedule,
+            ScheduledTask.next_run_at,
+        )
+        ids = [task_id for task_id, _ in fires]
+        async with self.db.read() as session:  # plain rows: no ORM objects to build
+            rows = (await session.execute(select(*columns).where(ScheduledTask.id.in_(ids)))).all()
         times = dict(fires)
-        live = [(task, times[task.id]) for task in rows if _fires_now(task)]
+        live: list[PlanInput] = [
+            (task_id, schedule, next_run_at, times[task_id])
+            for task_id, status, schedule, next_run_at in rows
+            if status == TaskStatus.SCHEDULED
+        ]
         plans = await asyncio.to_thread(_fire_plans, live, now)
-        return {t.id: ((t.schedule, t.next_run_at), plans[t.id]) for t, _ in live}
+        return {
+            task_id: ((schedule, next_run), plans[task_id])
+            for task_id, schedule, next_run, _ in live
+        }
 
     def _claim_fire(
         self,
@@ -456,14 +469,24 @@ class Claims:
         that never got it."""
         async with self.db.write() as session:
             tasks = await self.db.lock_tasks(session, [run.task_id for run in runs])
-            query = select(TaskRun).where(TaskRun.id.in_([run.id for run in runs]))
-            rows = {row.id: row for row in (await session.scalars(query)).all()}
+            # Plain statements on the run rows (their ORM objects would only be updated
+            # and thrown away): which still exist, then one UPDATE for all of them.
+            ids = [run.id for run in runs if run.task_id in tasks]
+            query = select(TaskRun.id).where(TaskRun.id.in_(ids))
+            found = set((await session.scalars(query)).all())
             now = utcnow()
+            if found:
+                await session.execute(
+                    update(TaskRun)
+                    .where(TaskRun.id.in_(sorted(found)))
+                    .values(status=RunStatus.RUNNING, started_at=now)
+                    .execution_options(synchronize_session=False)
+                )
             started: list[ScheduledTask | None] = []
             for run in runs:
-                task, row = tasks.get(run.task_id), rows.get(run.id)
-                if task is not None and row is not None:
-                    row.status = RunStatus.RUNNING
-                    row.started_at = run.started_at = now
-                started.append(task if row is not None else None)
+                if run.id in found:
+                    run.started_at = now
+                    started.append(tasks[run.task_id])
+                else:
+                    started.append(None)
             return started

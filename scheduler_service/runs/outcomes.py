@@ -12,9 +12,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import JSON, Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler_service.config import SchedulerConfig
@@ -71,45 +71,109 @@ async def record_outcomes(
     now = utcnow()
     async with db.write() as session:
         tasks = await db.lock_tasks(session, [run.task_id for run, _ in finished])
-        query = select(TaskRun).where(TaskRun.id.in_([run.id for run, _ in finished]))
-        rows = {row.id: row for row in (await session.scalars(query)).all()}
+        states = await _run_states(session, [run.id for run, _ in finished])
+        final = [run_id for run_id, (status, _) in states.items() if status not in ACTIVE_RUN]
+        kept: dict[str, TaskRun] = {}
+        if final:  # rare: another process recorded them; the caller gets that row
+            query = select(TaskRun).where(TaskRun.id.in_(final))
+            kept = {row.id: row for row in (await session.scalars(query)).all()}
+        written: list[TaskRun] = []
         recorded = [
             _record(
-                cfg, session, tasks.get(run.task_id), rows.get(run.id), run, outcome, now, stopping
+                cfg,
+                session,
+                tasks.get(run.task_id),
+                states.get(run.id),
+                kept,
+                run,
+                outcome,
+                now,
+                stopping,
+                written,
             )
             for run, outcome in finished
         ]
+        if written:  # one executemany UPDATE
+            rows = [
+                {"b_id": run.id, **{f"b_{c}": getattr(run, c) for c in OUTCOME_COLUMNS}}
+                for run in written
+            ]
+            await session.execute(WRITE_OUTCOME, rows)
     return recorded
+
+
+async def _run_states(
+    session: AsyncSession, run_ids: list[str]
+) -> dict[str, tuple[str, datetime | None]]:
+    """Each run's status and start as stored (plain rows: the outcome is written to the
+    caller's ``TaskRun`` and sent in one UPDATE, no ORM object is loaded for it)."""
+    query = select(TaskRun.id, TaskRun.status, TaskRun.started_at).where(TaskRun.id.in_(run_ids))
+    return {run_id: (status, started) for run_id, status, started in await session.execute(query)}
 
 
 def _record(
     cfg: SchedulerConfig,
     session: AsyncSession,
     task: ScheduledTask | None,
-    row: TaskRun | None,
+    state: tuple[str, datetime | None] | None,
+    kept: dict[str, TaskRun],
     run: TaskRun,
     outcome: Outcome,
     now: datetime,
     stopping: Callable[[], bool],
+    written: list[TaskRun],
 ) -> Recorded:
-    if row is None:  # the task was deleted meanwhile, with its history
+    if state is None:  # the task was deleted meanwhile, with its history
         return Recorded(run)
-    if row.status not in ACTIVE_RUN:
+    status, run.started_at = state
+    if status not in ACTIVE_RUN:
         # Already final: another process judged this worker dead and recorded the
         # run interrupted. Settling it again would notify the user twice.
+        row = kept[run.id]
         log.warning("run %s was already recorded %s; keeping that", row.id, row.status)
         return Recorded(row)
-    recorded = Recorded(row)
-    write_run(row, outcome, now)
+    recorded = Recorded(run)
+    write_run(run, outcome, now)
+    written.append(run)
     if task is not None:
-        recorded.retry_at = None if stopping() else retry_time(cfg, task, row, outcome, now)
+        recorded.retry_at = None if stopping() else retry_time(cfg, task, run, outcome, now)
         if recorded.retry_at is not None:
-            row.details = {**(row.details or {}), "retry_at": recorded.retry_at.isoformat()}
+            run.details = {**(run.details or {}), "retry_at": recorded.retry_at.isoformat()}
         else:
-            recorded.job, note = update_task(cfg, task, row, outcome, now)
+            recorded.job, note = update_task(cfg, task, run, outcome, now)
             recorded.published.append(note)
             session.add(note)
     return recorded
+
+
+# What write_run sets on a run row.
+OUTCOME_COLUMNS = (
+    "status",
+    "finished_at",
+    "duration_ms",
+    "result",
+    "error",
+    "error_kind",
+    "usage",
+    "details",
+)
+
+RUNS = cast(Table, TaskRun.__table__)
+
+
+def _outcome_param(name: str) -> Any:
+    """A bound value for the column ``name``: its own type, except that a JSON ``None``
+    is SQL NULL (as the ORM writes it), not the JSON text ``null``."""
+    column = RUNS.c[name]
+    kind = JSON(none_as_null=True) if isinstance(column.type, JSON) else column.type
+    return bindparam(f"b_{name}", type_=kind)
+
+
+WRITE_OUTCOME = (
+    update(RUNS)
+    .where(RUNS.c.id == bindparam("b_id"))
+    .values({name: _outcome_param(name) for name in OUTCOME_COLUMNS})
+)
 
 
 def write_run(row: TaskRun, outcome: Outcome, now: datetime) -> None:
