@@ -218,8 +218,8 @@ def freeze_startup_heap() -> None:
 
     A full collection walks every tracked object while the whole process waits; in a
     burst of runs the heap grows, a full collection runs at every 25% of growth, and the
-    start-up objects (~100,000) were a third of each walk: 10,000 runs due at once
-    stalled the loop 130–190 ms at a time, about 75 ms frozen (docs/performance.md).
+    start-up objects (~100,000) were a large part of each walk: with 10,000 runs due at
+    once the longest walk took 130–155 ms, 75–85 ms frozen (docs/performance.md).
     It is a process-wide setting, so only ``run`` makes it (this process is the
     service's own); a host embedding ``SchedulerService`` decides for its process
     (docs/deployment.md)."""
