@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -176,23 +177,17 @@ class TaskManager:
         """``parse_and_plan`` for a new task: in the evaluation pool when the schedule
         walks a rule; here when its cost is bounded (a built-in frequency), where the
         pool's hop would cost more than the work and a busy pool would hold it up."""
-        settings = self.settings
+        plan_new = functools.partial(
+            parse_and_plan,
+            data,
+            now=now,
+            default_timezone=self.settings.default_timezone,
+            min_interval=self.settings.scheduler.min_interval,
+        )
         if not bounded_cost(data):
-            return await self._evaluate(
-                user,
-                parse_and_plan,
-                data,
-                now=now,
-                default_timezone=settings.default_timezone,
-                min_interval=settings.scheduler.min_interval,
-            )
+            return await self._evaluate(user, plan_new)
         try:
-            return parse_and_plan(
-                data,
-                now=now,
-                default_timezone=settings.default_timezone,
-                min_interval=settings.scheduler.min_interval,
-            )
+            return plan_new()
         except ScheduleError as exc:
             raise ToolError("invalid_input", str(exc)) from None
 
