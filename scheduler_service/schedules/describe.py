@@ -189,21 +189,25 @@ def _describe_cron(spec: CronSpec) -> str:
 
 
 # -- preview ---------------------------------------------------------------------------
-def preview(schedule: Schedule, *, now: datetime, count: int = 5) -> dict[str, Any]:
+def preview(
+    schedule: Schedule, *, now: datetime, count: int = 5, trigger: BaseTrigger | None = None
+) -> dict[str, Any]:
     """What a schedule will do: its words, next ``count`` runs (ISO, task zone), warnings.
 
     Warnings cover a local time in a DST gap or overlap within the next year, a day
     clamped to a month's end, an end_time before the first run, and a once time past.
+    ``trigger``, the schedule's own (``build_trigger``), saves building it again.
     """
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100:
         raise ScheduleError("count", f"{count!r} is not a number of runs; give 1–100")
     now = now.astimezone(UTC)
     zone = schedule.zone
-    runs = [] if _is_past_once(schedule, now) else next_runs(schedule, count, now)
+    trigger = build_trigger(schedule) if trigger is None else trigger
+    runs = [] if _is_past_once(schedule, now) else next_runs(schedule, count, now, trigger)
     return {
         "description": describe(schedule),
         "next_runs": [r.astimezone(zone).isoformat() for r in runs],
-        "warnings": list(schedule.notes) + schedule_warnings(schedule, now=now),
+        "warnings": list(schedule.notes) + schedule_warnings(schedule, now=now, trigger=trigger),
         "now": now_in_zone(now, schedule.timezone),
     }
 
@@ -213,9 +217,11 @@ def now_in_zone(now: datetime, timezone: str) -> str:
     return now.astimezone(ZoneInfo(timezone)).replace(microsecond=0).isoformat()
 
 
-def schedule_warnings(schedule: Schedule, *, now: datetime) -> list[str]:
+def schedule_warnings(
+    schedule: Schedule, *, now: datetime, trigger: BaseTrigger | None = None
+) -> list[str]:
     """Everything ``preview`` warns about, in plain sentences."""
-    trigger = build_trigger(schedule)
+    trigger = build_trigger(schedule) if trigger is None else trigger
     horizon = _horizon(schedule, trigger, now)
     warnings = _end_warnings(schedule, now)
     if schedule.frequency == Frequency.ONCE:

@@ -1025,9 +1025,12 @@ def build_trigger(schedule: Schedule) -> BaseTrigger:
     )
 
 
-def next_runs(schedule: Schedule, count: int, now: datetime) -> list[datetime]:
-    """The next ``count`` fire times at/after ``now``, within end_time and max_runs."""
-    trigger = build_trigger(schedule)
+def next_runs(
+    schedule: Schedule, count: int, now: datetime, trigger: BaseTrigger | None = None
+) -> list[datetime]:
+    """The next ``count`` fire times at/after ``now``, within end_time and max_runs
+    (``trigger``: the schedule's own, if already built)."""
+    trigger = build_trigger(schedule) if trigger is None else trigger
     limit = min(count, schedule.max_runs or count)
     out: list[datetime] = []
     previous: datetime | None = None

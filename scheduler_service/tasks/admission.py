@@ -9,6 +9,7 @@ as Core statements on a plain row: no ORM unit of work, no statement built per c
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Table, bindparam, exists, func, insert, literal_column, select
@@ -31,6 +32,7 @@ LIVE_COUNT = select(func.count()).select_from(_LIVE.subquery())
 # tasks beyond the cap exist (the prune's own statement then runs only when they do).
 ADMISSION = select(LIVE_COUNT.scalar_subquery(), exists(FINISHED_BEYOND.limit(1)))
 INSERT_TASK = insert(TASKS)
+COLUMNS = tuple(column.key for column in TASKS.columns)
 
 
 def admission(connection: Connection, user_id: str, *, up_to: int, keep: int) -> tuple[int, bool]:
@@ -42,11 +44,13 @@ def admission(connection: Connection, user_id: str, *, up_to: int, keep: int) ->
     return int(live or 0), bool(crowded)
 
 
-def task_row(task: ScheduledTask) -> dict[str, Any]:
-    """Every column of a new (transient) task, as ``INSERT_TASK`` takes them."""
-    return {column.key: getattr(task, column.key) for column in TASKS.columns}
+def draft_task(**values: Any) -> SimpleNamespace:
+    """A new task as a plain object with every column (None unless given), read like a
+    ``ScheduledTask``. A create only inserts the row and shows it back; the ORM object's
+    attribute instrumentation cost more than the rest of the row's handling."""
+    return SimpleNamespace(**(dict.fromkeys(COLUMNS) | values))
 
 
-def insert_task(connection: Connection, task: ScheduledTask) -> None:
-    """Insert a new task's row. The object stays transient: the caller only reads it."""
-    connection.execute(INSERT_TASK, task_row(task))
+def insert_task(connection: Connection, task: SimpleNamespace) -> None:
+    """Insert a new task's row (a ``draft_task``)."""
+    connection.execute(INSERT_TASK, vars(task))

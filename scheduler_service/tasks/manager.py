@@ -15,6 +15,7 @@ import logging
 import re
 from collections.abc import Callable
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any, ParamSpec, TypeVar
 
 from apscheduler.triggers.base import BaseTrigger
@@ -56,7 +57,7 @@ from scheduler_service.statuses import (
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskRun, new_id, utcnow
 from scheduler_service.tasks import paging
-from scheduler_service.tasks.admission import admission, insert_task
+from scheduler_service.tasks.admission import admission, draft_task, insert_task
 from scheduler_service.tasks.inputs import (
     OPTION_FIELDS,
     SCHEDULE_FIELDS,
@@ -79,16 +80,16 @@ def schedule_input(fields: dict[str, Any]) -> ScheduleInput:
     return ScheduleInput(**{k: fields.get(k) for k in SCHEDULE_FIELDS})  # type: ignore[arg-type]
 
 
-def schedule_preview(schedule: Schedule, now: datetime) -> dict[str, Any]:
+def schedule_preview(schedule: Schedule, now: datetime, trigger: BaseTrigger) -> dict[str, Any]:
     """The first runs and warnings create_task/update_task echo back to the LLM."""
-    shown = preview(schedule, now=now, count=3)
+    shown = preview(schedule, now=now, count=3, trigger=trigger)
     return {"next_runs": shown["next_runs"], "warnings": shown["warnings"], "now": shown["now"]}
 
 
 def plan(schedule: Schedule, now: datetime) -> tuple[BaseTrigger, datetime | None, dict[str, Any]]:
     """Trigger, first run and preview of a schedule (run in a thread: see _schedule)."""
     trigger = build_trigger(schedule)
-    return trigger, trigger.get_next_fire_time(None, now), schedule_preview(schedule, now)
+    return trigger, trigger.get_next_fire_time(None, now), schedule_preview(schedule, now, trigger)
 
 
 def parse_and_plan(
@@ -386,7 +387,7 @@ class TaskManager:
         )
         fields |= one_time_fields(schedule, fields)
         mode = self._check_execution(fields)
-        task = ScheduledTask(
+        task = draft_task(
             id=new_id("task"),
             user_id=context.user_id,
             conversation_id=context.conversation_id,
@@ -408,7 +409,7 @@ class TaskManager:
         await self.jobs.stored(next_run)
         return task_to_dict(task), shown
 
-    def _insert(self, connection: Connection, task: ScheduledTask, job: dict[str, Any]) -> None:
+    def _insert(self, connection: Connection, task: SimpleNamespace, job: dict[str, Any]) -> None:
         """The create transaction (one trip off the loop): the user's quota, the task and
         its job together, and the user's oldest finished tasks beyond the limit."""
         limit = self.settings.scheduler_tool.max_tasks_per_user
@@ -427,8 +428,8 @@ class TaskManager:
             prune_finished(connection, task.user_id, keep)
 
     @staticmethod
-    def _apply(task: ScheduledTask, fields: dict[str, Any]) -> None:
-        """Copy validated input fields onto the row."""
+    def _apply(task: ScheduledTask | SimpleNamespace, fields: dict[str, Any]) -> None:
+        """Copy validated input fields onto the row (a stored task or a new one's draft)."""
         plain = [
             "name",
             "description",

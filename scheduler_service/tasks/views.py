@@ -7,6 +7,7 @@ schedule back to the user as they will experience it.
 from __future__ import annotations
 
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,8 +22,9 @@ def _iso(value: datetime | None, zone: str) -> str | None:
     return value.astimezone(ZoneInfo(zone)).isoformat()
 
 
-def task_to_dict(task: ScheduledTask) -> dict[str, Any]:
-    """The task as scheduler_tool returns it: plain JSON, times in the task's zone."""
+def task_to_dict(task: ScheduledTask | SimpleNamespace) -> dict[str, Any]:
+    """The task as scheduler_tool returns it: plain JSON, times in the task's zone (a
+    stored task, or a new one's ``draft_task``)."""
     tz = task.timezone
     return {
         "id": task.id,
