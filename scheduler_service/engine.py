@@ -41,12 +41,12 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.util import datetime_to_utc_timestamp
 from sqlalchemy import Table, func, insert, select
-from sqlalchemy.sql.dml import Insert
 
 from scheduler_service.jobs import JOB_FUNCTION, RETRY_FUNCTION, FireContext, current_fire
 from scheduler_service.jobstore import OneTransactionJobStore
 from scheduler_service.storage import names
 from scheduler_service.storage.retry import retry_locked
+from scheduler_service.storage.sql import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -369,9 +369,9 @@ class JobControl:
         return state
 
     @functools.cached_property
-    def insert_job(self) -> Insert:
+    def insert_job(self) -> Prepared:
         """``INSERT`` of a ``new_job_row`` into the job store's table (built once)."""
-        return insert(self.jobs_table)
+        return Prepared(insert(self.jobs_table))
 
     @property
     def jobs_table(self) -> Table:

@@ -2,9 +2,9 @@
 task with its job, and prunes the user's oldest finished tasks beyond their cap.
 
 This is the hot path of ``create_task``; on SQLite the statements themselves take
-microseconds, so building them is the cost worth removing. They are built once, here,
-with bound parameters (SQLAlchemy then reuses their compiled form and cache key), and run
-as Core statements on a plain row: no ORM unit of work, no statement built per call.
+microseconds, so building and dispatching them is the cost worth removing. They are built
+once, here, with bound parameters, and run ``Prepared`` on a plain row: no ORM unit of
+work, no statement built or looked up per call.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from scheduler_service.retention import FINISHED_BEYOND
 from scheduler_service.statuses import LIVE_TASK
 from scheduler_service.storage.models import ScheduledTask
-from scheduler_service.storage.sql import one_of
+from scheduler_service.storage.sql import Prepared, one_of
 
 TASKS: Table = ScheduledTask.__table__  # type: ignore[assignment]
 
@@ -30,8 +30,8 @@ _LIVE: Any = (
 LIVE_COUNT = select(func.count()).select_from(_LIVE.subquery())
 # Both questions of a create in one statement: the live count, and whether finished
 # tasks beyond the cap exist (the prune's own statement then runs only when they do).
-ADMISSION = select(LIVE_COUNT.scalar_subquery(), exists(FINISHED_BEYOND.limit(1)))
-INSERT_TASK = insert(TASKS)
+ADMISSION = Prepared(select(LIVE_COUNT.scalar_subquery(), exists(FINISHED_BEYOND.limit(1))))
+INSERT_TASK = Prepared(insert(TASKS))
 COLUMNS = tuple(column.key for column in TASKS.columns)
 
 
@@ -40,7 +40,7 @@ def admission(connection: Connection, user_id: str, *, up_to: int, keep: int) ->
     they have more than ``keep`` finished tasks. The count reads at most ``up_to`` index
     entries and the check ``keep + 1``, however many tasks the user has."""
     params = {"user_id": user_id, "up_to": up_to, "keep": keep}
-    live, crowded = connection.execute(ADMISSION, params).one()
+    live, crowded = ADMISSION.first(connection, params) or (0, False)
     return int(live or 0), bool(crowded)
 
 
@@ -53,4 +53,4 @@ def draft_task(**values: Any) -> SimpleNamespace:
 
 def insert_task(connection: Connection, task: SimpleNamespace) -> None:
     """Insert a new task's row (a ``draft_task``)."""
-    connection.execute(INSERT_TASK, vars(task))
+    INSERT_TASK.execute(connection, vars(task))

@@ -423,7 +423,7 @@ class TaskManager:
                 "delete or cancel a task first",
             )
         insert_task(connection, task)
-        connection.execute(self.jobs.insert_job, job)
+        self.jobs.insert_job.execute(connection, job)
         if crowded:
             prune_finished(connection, task.user_id, keep)
 
