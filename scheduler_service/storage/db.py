@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 from scheduler_service.storage import names
 from scheduler_service.storage.models import ScheduledTask
 from scheduler_service.storage.retry import retry_locked
+from scheduler_service.storage.sql import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]  # scheduler_service/
 PROJECT_ROOT = PACKAGE_DIR.parent
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 BEGIN_IMMEDIATE = text("BEGIN IMMEDIATE")
+TAKE_WRITE_LOCK = Prepared(BEGIN_IMMEDIATE)  # on the driver's cursor: see write_sync
 QUOTA_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 T = TypeVar("T")
 
@@ -184,7 +186,8 @@ class Database:
 
     def _sqlite_write(self, work: Callable[[Connection], T]) -> T:
         with self.sync_engine.connect() as connection:
-            connection.execute(BEGIN_IMMEDIATE)  # waits out another process (busy_timeout)
+            connection.begin()  # SQLAlchemy's transaction; pysqlite sends nothing for it
+            TAKE_WRITE_LOCK.execute(connection, {})  # waits out another process (busy_timeout)
             try:
                 result = work(connection)
                 connection.commit()
