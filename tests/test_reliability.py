@@ -596,7 +596,10 @@ async def test_a_database_error_in_a_wakeup_does_not_stop_the_scheduler(
     assert await service.jobs.job_ids() == []
 
 
-async def test_a_locked_database_is_retried(tmp_path: Path) -> None:
+@pytest.mark.parametrize("form", ["write", "write_sync"])
+async def test_a_locked_database_is_retried(tmp_path: Path, form: str) -> None:
+    """Both forms of write transaction wait out another process's write lock, past the
+    busy timeout, instead of failing at once."""
     path = tmp_path / "locked.db"
     db = Database(f"sqlite+aiosqlite:///{path}", busy_timeout_ms=20)
     async with db.write() as session:
@@ -608,6 +611,9 @@ async def test_a_locked_database_is_retried(tmp_path: Path) -> None:
     with _logging_to(handler):
 
         async def write() -> None:
+            if form == "write_sync":
+                await db.write_sync(lambda conn: conn.execute(text("insert into t values (1)")))
+                return
             async with db.write() as session:
                 await session.execute(text("insert into t values (1)"))
 

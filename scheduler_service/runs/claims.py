@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from scheduler_service.config import SchedulerConfig
 from scheduler_service.runs import notifications
@@ -154,30 +155,38 @@ class Claims:
         found already claimed."""
         planned = await self._plans_from_read(fires, now)
         try:
-            async with self.db.write() as session:
-                tasks = await self.db.lock_tasks(session, [task_id for task_id, _ in fires])
-                live = [(tasks[t], times) for t, times in fires if _fires_now(tasks.get(t))]
-                plans = {t.id: planned[t.id][1] for t, _ in live if _still(planned, t)}
-                changed = [
-                    (t.id, t.schedule, t.next_run_at, times)
-                    for t, times in live
-                    if t.id not in plans
-                ]
-                if changed:  # rare: changed since the read; off the loop, under the lock
-                    plans |= await asyncio.to_thread(_fire_plans, changed, now)
-                claimed = await self._claimed(session, fires, plans)
-                busy = await self._busy(session, [task_id for task_id, _ in fires])
-                return [
-                    self._claim_fire(
-                        session, tasks.get(task_id), task_id, times, plans, claimed, busy, now
-                    )
-                    for task_id, times in fires
-                ]
+            return await self.db.write_orm(
+                lambda session: self._claim_many(session, fires, planned, now)
+            )
         except IntegrityError:
             if len(fires) > 1:
                 return [claim for fire in fires for claim in await self.fire_many([fire], now)]
             log.info("fire of task %s at %s already claimed", fires[0][0], fires[0][1][-1])
             return [FireClaim()]
+
+    def _claim_many(
+        self,
+        session: Session,
+        fires: Sequence[Fire],
+        planned: dict[str, tuple[tuple[Any, datetime | None], FirePlan]],
+        now: datetime,
+    ) -> list[FireClaim]:
+        """``fire_many``'s transaction, in one trip (on SQLite, in the write thread)."""
+        tasks = self.db.lock_tasks_sync(session, [task_id for task_id, _ in fires])
+        live = [(tasks[t], times) for t, times in fires if _fires_now(tasks.get(t))]
+        plans = {t.id: planned[t.id][1] for t, _ in live if _still(planned, t)}
+        changed = [
+            (t.id, t.schedule, t.next_run_at, times) for t, times in live if t.id not in plans
+        ]
+        if changed:  # rare: changed since the read; computed here, under the lock (on
+            # SQLite in the write thread; on PostgreSQL on the loop, a rare moment)
+            plans |= _fire_plans(changed, now)
+        claimed = self._claimed(session, fires, plans)
+        busy = self._busy(session, [task_id for task_id, _ in fires])
+        return [
+            self._claim_fire(session, tasks.get(task_id), task_id, times, plans, claimed, busy, now)
+            for task_id, times in fires
+        ]
 
     async def _plans_from_read(
         self, fires: Sequence[Fire], now: datetime
@@ -193,8 +202,8 @@ class Claims:
             ScheduledTask.next_run_at,
         )
         ids = [task_id for task_id, _ in fires]
-        async with self.db.read() as session:  # plain rows: no ORM objects to build
-            rows = (await session.execute(select(*columns).where(ScheduledTask.id.in_(ids)))).all()
+        query = select(*columns).where(ScheduledTask.id.in_(ids))  # plain rows, no ORM objects
+        rows = await self.db.read_sync(lambda session: session.execute(query).all())
         times = dict(fires)
         live: list[PlanInput] = [
             (task_id, schedule, next_run_at, times[task_id])
@@ -209,7 +218,7 @@ class Claims:
 
     def _claim_fire(
         self,
-        session: AsyncSession,
+        session: Session,
         task: ScheduledTask | None,
         task_id: str,
         run_times: list[datetime],
@@ -231,7 +240,7 @@ class Claims:
             return FireClaim()
         return self._claim_due(session, task, fresh, next_run, now, task_id in busy)
 
-    async def _busy(self, session: AsyncSession, task_ids: list[str]) -> set[str]:
+    def _busy(self, session: Session, task_ids: list[str]) -> set[str]:
         """Tasks with a scheduled or retry run queued or running in any replica (only
         asked where runs are spread over replicas; one process knows its own)."""
         if not self.queued:
@@ -241,11 +250,11 @@ class Claims:
             TaskRun.status.in_(ACTIVE_RUN),
             TaskRun.kind.in_((RunKind.SCHEDULED, RunKind.RETRY)),
         )
-        return set((await session.scalars(query.distinct())).all())
+        return set(session.scalars(query.distinct()).all())
 
     @staticmethod
-    async def _claimed(
-        session: AsyncSession, fires: Sequence[Fire], plans: dict[str, FirePlan]
+    def _claimed(
+        session: Session, fires: Sequence[Fire], plans: dict[str, FirePlan]
     ) -> set[tuple[str, datetime]]:
         """(task, fire time) pairs some row already claims, whatever its attempt: a fire
         time that comes round again (a job store that did not record its firing) is
@@ -257,11 +266,11 @@ class Claims:
             TaskRun.task_id.in_([task_id for task_id, _ in fires]),
             TaskRun.fire_time >= earliest,
         )
-        return {(task_id, fire) for task_id, fire in (await session.execute(query)).all()}
+        return {(task_id, fire) for task_id, fire in session.execute(query).all()}
 
     def _claim_due(
         self,
-        session: AsyncSession,
+        session: Session,
         task: ScheduledTask,
         run_times: list[datetime],
         next_run: datetime | None,
@@ -396,7 +405,7 @@ class Claims:
 
     def _add_missed(
         self,
-        session: AsyncSession,
+        session: Session,
         task: ScheduledTask,
         missed: list[datetime],
         next_run: datetime | None,
@@ -439,7 +448,7 @@ class Claims:
 
     def _add_skip(
         self,
-        session: AsyncSession,
+        session: Session | AsyncSession,
         task: ScheduledTask,
         fire_time: datetime,
         kind: str,
@@ -467,26 +476,29 @@ class Claims:
 
         The ``running`` commit comes before the tool acts: recovery re-runs only runs
         that never got it."""
-        async with self.db.write() as session:
-            tasks = await self.db.lock_tasks(session, [run.task_id for run in runs])
-            # Plain statements on the run rows (their ORM objects would only be updated
-            # and thrown away): which still exist, then one UPDATE for all of them.
-            ids = [run.id for run in runs if run.task_id in tasks]
-            query = select(TaskRun.id).where(TaskRun.id.in_(ids))
-            found = set((await session.scalars(query)).all())
-            now = utcnow()
-            if found:
-                await session.execute(
-                    update(TaskRun)
-                    .where(TaskRun.id.in_(sorted(found)))
-                    .values(status=RunStatus.RUNNING, started_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-            started: list[ScheduledTask | None] = []
-            for run in runs:
-                if run.id in found:
-                    run.started_at = now
-                    started.append(tasks[run.task_id])
-                else:
-                    started.append(None)
-            return started
+        return await self.db.write_orm(lambda session: self._mark_running(session, runs))
+
+    def _mark_running(
+        self, session: Session, runs: Sequence[TaskRun]
+    ) -> list[ScheduledTask | None]:
+        tasks = self.db.lock_tasks_sync(session, [run.task_id for run in runs])
+        # Plain statements on the run rows (their ORM objects would only be updated
+        # and thrown away): which still exist, then one UPDATE for all of them.
+        ids = [run.id for run in runs if run.task_id in tasks]
+        found = set(session.scalars(select(TaskRun.id).where(TaskRun.id.in_(ids))).all())
+        now = utcnow()
+        if found:
+            session.execute(
+                update(TaskRun)
+                .where(TaskRun.id.in_(sorted(found)))
+                .values(status=RunStatus.RUNNING, started_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        started: list[ScheduledTask | None] = []
+        for run in runs:
+            if run.id in found:
+                run.started_at = now
+                started.append(tasks[run.task_id])
+            else:
+                started.append(None)
+        return started

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import JSON, Table, bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from scheduler_service.config import SchedulerConfig
 from scheduler_service.runs import notifications
@@ -69,51 +69,63 @@ async def record_outcomes(
     settled task and its notification. No retry is scheduled once ``stopping()`` says the
     service is stopping (asked inside the transaction, just before deciding)."""
     now = utcnow()
-    async with db.write() as session:
-        tasks = await db.lock_tasks(session, [run.task_id for run, _ in finished])
-        states = await _run_states(session, [run.id for run, _ in finished])
-        final = [run_id for run_id, (status, _) in states.items() if status not in ACTIVE_RUN]
-        kept: dict[str, TaskRun] = {}
-        if final:  # rare: another process recorded them; the caller gets that row
-            query = select(TaskRun).where(TaskRun.id.in_(final))
-            kept = {row.id: row for row in (await session.scalars(query)).all()}
-        written: list[TaskRun] = []
-        recorded = [
-            _record(
-                cfg,
-                session,
-                tasks.get(run.task_id),
-                states.get(run.id),
-                kept,
-                run,
-                outcome,
-                now,
-                stopping,
-                written,
-            )
-            for run, outcome in finished
+    return await db.write_orm(
+        lambda session: _record_all(db, cfg, session, finished, now=now, stopping=stopping)
+    )
+
+
+def _record_all(
+    db: Database,
+    cfg: SchedulerConfig,
+    session: Session,
+    finished: Sequence[tuple[TaskRun, Outcome]],
+    *,
+    now: datetime,
+    stopping: Callable[[], bool],
+) -> list[Recorded]:
+    """``record_outcomes``' transaction, in one trip (on SQLite, in the write thread)."""
+    tasks = db.lock_tasks_sync(session, [run.task_id for run, _ in finished])
+    states = _run_states(session, [run.id for run, _ in finished])
+    final = [run_id for run_id, (status, _) in states.items() if status not in ACTIVE_RUN]
+    kept: dict[str, TaskRun] = {}
+    if final:  # rare: another process recorded them; the caller gets that row
+        query = select(TaskRun).where(TaskRun.id.in_(final))
+        kept = {row.id: row for row in session.scalars(query).all()}
+    written: list[TaskRun] = []
+    recorded = [
+        _record(
+            cfg,
+            session,
+            tasks.get(run.task_id),
+            states.get(run.id),
+            kept,
+            run,
+            outcome,
+            now,
+            stopping,
+            written,
+        )
+        for run, outcome in finished
+    ]
+    if written:  # one executemany UPDATE
+        rows = [
+            {"b_id": run.id, **{f"b_{c}": getattr(run, c) for c in OUTCOME_COLUMNS}}
+            for run in written
         ]
-        if written:  # one executemany UPDATE
-            rows = [
-                {"b_id": run.id, **{f"b_{c}": getattr(run, c) for c in OUTCOME_COLUMNS}}
-                for run in written
-            ]
-            await session.execute(WRITE_OUTCOME, rows)
+        session.execute(WRITE_OUTCOME, rows)
     return recorded
 
 
-async def _run_states(
-    session: AsyncSession, run_ids: list[str]
-) -> dict[str, tuple[str, datetime | None]]:
+def _run_states(session: Session, run_ids: list[str]) -> dict[str, tuple[str, datetime | None]]:
     """Each run's status and start as stored (plain rows: the outcome is written to the
     caller's ``TaskRun`` and sent in one UPDATE, no ORM object is loaded for it)."""
     query = select(TaskRun.id, TaskRun.status, TaskRun.started_at).where(TaskRun.id.in_(run_ids))
-    return {run_id: (status, started) for run_id, status, started in await session.execute(query)}
+    return {run_id: (status, started) for run_id, status, started in session.execute(query)}
 
 
 def _record(
     cfg: SchedulerConfig,
-    session: AsyncSession,
+    session: Session,
     task: ScheduledTask | None,
     state: tuple[str, datetime | None] | None,
     kept: dict[str, TaskRun],

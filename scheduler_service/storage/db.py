@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, event, inspect, select, text
+from sqlalchemy import Select, create_engine, event, inspect, select, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -181,8 +181,24 @@ class Database:
         if not self.sqlite:
             async with self.engine.begin() as connection:
                 return await connection.run_sync(work)
-        async with self.write_lock:
-            return await asyncio.to_thread(self._sqlite_write, work)
+        async with self.write_lock:  # "locked" beyond the busy timeout: tried again, as write
+            return await retry_locked(
+                lambda: asyncio.to_thread(self._sqlite_write, work), "write transaction"
+            )
+
+    async def write_orm(self, work: Callable[[Session], T]) -> T:
+        """``write_sync`` with an ORM session on the transaction's connection, flushed
+        before the commit: for a short transaction that loads rows and changes them (a
+        claim), in one trip off the loop on SQLite. The objects stay loaded (nothing
+        expires) for the caller to read afterwards."""
+
+        def in_session(connection: Connection) -> T:
+            with Session(bind=connection, expire_on_commit=False) as session:
+                result = work(session)
+                session.flush()
+                return result
+
+        return await self.write_sync(in_session)
 
     def _sqlite_write(self, work: Callable[[Connection], T]) -> T:
         with self.sync_engine.connect() as connection:
@@ -218,15 +234,24 @@ class Database:
         self, session: AsyncSession, task_ids: Sequence[str]
     ) -> dict[str, ScheduledTask]:
         """Several task rows, locked in ascending id order (the lock order), by id."""
+        query = self._lock_tasks_query(task_ids)
+        return {task.id: task for task in (await session.scalars(query)).all()}
+
+    def lock_tasks_sync(
+        self, session: Session, task_ids: Sequence[str]
+    ) -> dict[str, ScheduledTask]:
+        """``lock_tasks`` inside ``write_orm``."""
+        query = self._lock_tasks_query(task_ids)
+        return {task.id: task for task in session.scalars(query).all()}
+
+    def _lock_tasks_query(self, task_ids: Sequence[str]) -> Select[ScheduledTask]:
         query = (
             select(ScheduledTask)
             .where(ScheduledTask.id.in_(sorted(set(task_ids))))
             .order_by(ScheduledTask.id)
             .execution_options(populate_existing=True)
         )
-        if not self.sqlite:
-            query = query.with_for_update()
-        return {task.id: task for task in (await session.scalars(query)).all()}
+        return query if self.sqlite else query.with_for_update()
 
     async def _begin_immediate(self) -> AsyncSession:
         """A session holding SQLite's write lock, so nothing later in it meets SQLITE_BUSY."""
