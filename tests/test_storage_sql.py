@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, create_engine, insert, select
+from sqlalchemy import bindparam, create_engine, insert, select, text
 from sqlalchemy.engine import Engine
 
 from scheduler_service.statuses import LIVE_TASK
@@ -89,15 +89,9 @@ def _row(task_id: str, **changes: Any) -> dict[str, Any]:
 
 def _stored(engine: Engine, task_id: str) -> dict[str, Any]:
     with engine.connect() as conn:
-        raw = (
-            conn.exec_driver_sql(
-                f"SELECT * FROM {TASKS.name} WHERE id = %s"
-                % ("?" if engine.dialect.name == "sqlite" else "%(id)s"),
-                (task_id,) if engine.dialect.name == "sqlite" else {"id": task_id},
-            )
-            .one()
-            ._asdict()
-        )
+        # text() without column types: the values as the driver returns them, unconverted
+        query = text(f"SELECT * FROM {TASKS.name} WHERE id = :id")
+        raw = conn.execute(query, {"id": task_id}).one()._asdict()
     return {k: v for k, v in raw.items() if k != "id"}
 
 
