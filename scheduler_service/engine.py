@@ -55,6 +55,7 @@ POLL_INTERVAL_S = 1.0  # how soon the leader sees a job another process schedule
 PG_POLL_INTERVAL_S = 5.0  # PostgreSQL announces changes (wakeups): the poll is a safety net
 EARLIER_BY_S = 0.05  # job-store times are floats: ignore rounding against the armed timer
 SPAWN_SLICE = 100  # due jobs started in one loop callback (the loop stays responsive)
+MAX_LIVE_JOBS = 1_000  # job coroutines alive at once; later starts wait as plain tuples
 
 
 class ResilientAsyncIOScheduler(AsyncIOScheduler):  # type: ignore[misc]
@@ -201,6 +202,7 @@ class FireTimeExecutor(BaseExecutor):  # type: ignore[misc]
         self._tasks: set[asyncio.Task[Any]] = set()
         self._submitted: list[tuple[Any, ...]] = []  # starts queued for the loop
         self._submitted_lock = threading.Lock()
+        self._spawn_scheduled = False  # a _spawn_submitted call is on its way (under lock)
 
     def start(self, scheduler: Any, alias: str) -> None:
         super().start(scheduler, alias)
@@ -218,25 +220,30 @@ class FireTimeExecutor(BaseExecutor):  # type: ignore[misc]
         ``call_soon_threadsafe`` serves every job submitted before the loop gets to it:
         each call writes to the loop's self-pipe, 10,000 writes for 10,000 due jobs."""
         assert self._loop is not None
-        start = (job.id, job.func, tuple(job.args), dict(job.kwargs), list(run_times))
+        start = (job.id, job.func, tuple(job.args), dict(job.kwargs), tuple(run_times))
         with self._submitted_lock:
-            first = not self._submitted
             self._submitted.append(start)
-        if first:
+            wake, self._spawn_scheduled = not self._spawn_scheduled, True
+        if wake:
             self._loop.call_soon_threadsafe(self._spawn_submitted)
 
     def _spawn_submitted(self) -> None:
         """Start up to ``SPAWN_SLICE`` queued jobs, then yield to the loop: each start's
         first step runs in the same loop iteration, and thousands at once would stall
-        the loop for a quarter of a second."""
+        the loop for a quarter of a second. At most ``MAX_LIVE_JOBS`` run at once (a job
+        lives while its fire is claimed): a burst of 10,000 would otherwise hold 10,000
+        suspended coroutine chains, which every full garbage collection walks while the
+        loop waits; the rest start as earlier ones finish (``_done``), in order."""
         assert self._loop is not None
         with self._submitted_lock:
-            starts = self._submitted[:SPAWN_SLICE]
-            del self._submitted[:SPAWN_SLICE]
-            more = bool(self._submitted)
+            room = max(0, min(SPAWN_SLICE, MAX_LIVE_JOBS - len(self._tasks)))
+            starts = self._submitted[:room]
+            del self._submitted[:room]
+            again = bool(self._submitted) and len(self._tasks) + room < MAX_LIVE_JOBS
+            self._spawn_scheduled = again
         for start in starts:
             self._spawn(*start)
-        if more:
+        if again:
             self._loop.call_soon(self._spawn_submitted)
 
     def _spawn(
@@ -245,12 +252,12 @@ class FireTimeExecutor(BaseExecutor):  # type: ignore[misc]
         func: Callable[..., Coroutine[Any, Any, Any]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        run_times: list[datetime],
+        run_times: tuple[datetime, ...],
     ) -> None:
         """Start one job's coroutine. Only what it needs is kept, not the ``Job`` (with
         its trigger): a burst holds thousands of these until their runs finish."""
         assert self._loop is not None
-        token = current_fire.set(FireContext(run_times, self._on_fire, self._on_retry))
+        token = current_fire.set(FireContext(list(run_times), self._on_fire, self._on_retry))
         try:
             task = self._loop.create_task(func(*args, **kwargs))
         finally:
@@ -260,6 +267,12 @@ class FireTimeExecutor(BaseExecutor):  # type: ignore[misc]
 
     def _done(self, job_id: str, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
+        with self._submitted_lock:  # room for a start waiting on MAX_LIVE_JOBS
+            wake = bool(self._submitted) and not self._spawn_scheduled
+            self._spawn_scheduled = self._spawn_scheduled or wake
+        if wake:
+            assert self._loop is not None
+            self._loop.call_soon(self._spawn_submitted)
         if task.cancelled():
             return
         exc = task.exception()

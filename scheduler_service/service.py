@@ -171,7 +171,7 @@ class SchedulerService:
     @property
     def queue_depth(self) -> int:
         """Runs of this process waiting for a free slot (``max_concurrent_tasks``)."""
-        return self.runner._slots.waiting
+        return self.runner.waiting
 
     async def start(self) -> None:
         """Migrate, then lead (recover, reconcile, fire jobs) or stand by.

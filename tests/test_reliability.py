@@ -23,7 +23,7 @@ import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import delete, event, select, text, update
 
-from scheduler_service import SchedulerService
+from scheduler_service import SchedulerService, engine
 from scheduler_service.runs.recovery import check_triggers, same_trigger
 from scheduler_service.runs.runner import INTERRUPTED, NOT_STARTED, RunInfo, current_run
 from scheduler_service.schedules import Schedule, build_trigger
@@ -544,6 +544,48 @@ async def test_concurrency_is_bounded_and_excess_runs_wait_in_order(
     for _ in ids:
         assert (await next_notification(service))["status"] == "succeeded"
     assert gate.started == names and gate.max_in_flight == 2
+
+
+async def test_runs_waiting_for_a_slot_hold_no_task_each(start_service: ServiceFactory) -> None:
+    """A burst's runs wait for a slot as entries, not as suspended tasks (whose coroutine
+    chains every full garbage collection walks while the loop waits)."""
+    gate = GateTool()
+    service = await start_service(tools=[gate], max_concurrent_tasks=1)
+    due = soon(1.5)
+    names = [str(i) for i in range(16)]
+    for name in names:
+        await create(service, "gate", due, parameters={"name": name})
+    tasks_before = len(asyncio.all_tasks())
+    await gate.wait_started(1)
+
+    async def fifteen_queued() -> bool:
+        async with service.db.read() as session:
+            rows = await session.scalars(select(TaskRun).where(TaskRun.status == "queued"))
+            return len(rows.all()) == 15
+
+    await wait_for(fifteen_queued)
+    assert len(asyncio.all_tasks()) <= tasks_before + 3, "one task per waiting run"
+    for name in names:
+        gate.gate(name).set()
+    for _ in names:
+        assert (await next_notification(service))["status"] == "succeeded"
+    assert sorted(gate.started) == sorted(names) and gate.max_in_flight == 1
+
+
+async def test_more_due_jobs_than_live_job_starts_all_run_once(
+    start_service: ServiceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Due jobs beyond ``MAX_LIVE_JOBS`` wait as plain starts and begin as earlier ones
+    end: none lost, none started twice."""
+    monkeypatch.setattr(engine, "MAX_LIVE_JOBS", 2)
+    tool = FlakyTool()
+    service = await start_service(tools=[tool])
+    due = soon(1.5)
+    ids = {await create(service, "flaky", due) for _ in range(9)}
+    notes = [await next_notification(service) for _ in ids]
+    assert {n["task_id"] for n in notes} == ids
+    assert {n["status"] for n in notes} == {"succeeded"}
+    assert len(tool.runs) == 9 and len({r.task_id for r in tool.runs}) == 9
 
 
 async def test_a_run_past_its_timeout_is_cancelled_or_abandoned(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import logging
 import time as monotonic
@@ -46,8 +47,9 @@ from scheduler_service.runs.outcomes import (
     interrupted,
     record_outcomes,
 )
+from scheduler_service.runs.parked import ParkedRun, park, unpark
 from scheduler_service.runs.queue import RunQueue
-from scheduler_service.runs.slots import FifoSlots
+from scheduler_service.runs.slots import SlotLine
 from scheduler_service.statuses import ACTIVE_RUN, RunKind, RunStatus
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskNotification, TaskRun, utcnow
@@ -70,6 +72,14 @@ class RunInfo:
 
 
 current_run: ContextVar[RunInfo] = ContextVar("current_run")
+
+
+@dataclass(frozen=True)
+class _Waiter:
+    """A caller awaiting a queued run's record (a manual run), and the context it runs in."""
+
+    context: contextvars.Context
+    done: asyncio.Future[TaskRun]
 
 
 class TaskRunner:
@@ -105,13 +115,12 @@ class TaskRunner:
             )
         self.announce_runs: Callable[[], Awaitable[None]] | None = None  # tells replicas
         self.jobs: JobControl | None = None
-        self._slots = FifoSlots(self.cfg.max_concurrent_tasks)
+        self._line: SlotLine[ParkedRun] = SlotLine(self.cfg.max_concurrent_tasks)
+        self._waiters: dict[str, _Waiter] = {}  # run id → the caller awaiting it
         self._tickets = itertools.count()
-        self._entries: set[asyncio.Task[Any]] = set()  # every fire/retry/manual in progress
-        self._active: dict[str, asyncio.Task[Any]] = {}  # claimed run id → its task
+        self._entries: set[asyncio.Task[Any]] = set()  # fires/retries/manual runs being claimed
+        self._runs: set[asyncio.Task[Any]] = set()  # claimed runs holding a slot or settling
         self._in_flight: set[str] = set()  # run ids claimed here and not yet recorded
-        self._adopted: set[asyncio.Task[Any]] = set()  # runs taken over from recovery
-        self._started: set[str] = set()  # claimed run ids that hold a slot
         self._scheduled: Counter[str] = Counter()  # task id → scheduled/retry runs in flight
         self._manual: Counter[str] = Counter()  # task id → manual runs in flight
         self._stopping = False
@@ -138,7 +147,8 @@ class TaskRunner:
             self._entries.discard(task)
 
     async def on_fire(self, task_id: str, run_times: list[datetime]) -> None:
-        """APScheduler fired ``task_id`` for ``run_times`` (oldest first)."""
+        """APScheduler fired ``task_id`` for ``run_times`` (oldest first): claim them and
+        queue the run for a slot. Returns then; the run is recorded and notified later."""
         with self._entry() as ticket:
             if self._stopping:  # unclaimed: next_run_at still names it; reconciled at start
                 log.warning("not claiming task %s: the service is stopping", task_id)
@@ -154,7 +164,7 @@ class TaskRunner:
             if queued:
                 await self._queued()
             elif claim.run is not None:
-                await self._execute_claimed(claim.run, ticket)
+                self._enqueue(claim.run, ticket)
 
     async def _queued(self) -> None:
         """A run went into the queue: this replica looks, and the others are told."""
@@ -167,16 +177,18 @@ class TaskRunner:
         return self.cfg.max_concurrent_tasks - len(self._in_flight)
 
     async def on_retry(self, task_id: str, fire_time: datetime, attempt: int) -> None:
-        await self.execute(task_id, fire_time, kind=RunKind.RETRY, attempt=attempt)
+        """A retry job fired: claim the attempt and queue it for a slot (not awaited)."""
+        await self.execute(task_id, fire_time, kind=RunKind.RETRY, attempt=attempt, wait=False)
 
     async def run_now(self, task: ScheduledTask) -> TaskRun | None:
         """A manual run: its own key (now), never consuming or blocking a scheduled one."""
         return await self.execute(task.id, utcnow(), kind=RunKind.MANUAL, attempt=1)
 
     async def execute(
-        self, task_id: str, fire_time: datetime, *, kind: str, attempt: int
+        self, task_id: str, fire_time: datetime, *, kind: str, attempt: int, wait: bool = True
     ) -> TaskRun | None:
-        """Claim and run one attempt (a retry or a manual run)."""
+        """Claim and run one attempt (a retry or a manual run). With ``wait``, return its
+        record once it is settled; without, once it is claimed and queued for a slot."""
         with self._entry() as ticket:
             if self._stopping:  # a retry stays restorable: see recovery.restore_retries
                 log.warning("not starting %s of task %s: the service is stopping", kind, task_id)
@@ -189,7 +201,12 @@ class TaskRunner:
             if run is None or run.status == RunStatus.SKIPPED:
                 return run
             self._in_flight.add(run.id)
-            return await self._execute_claimed(run, ticket)
+            if not wait:
+                self._enqueue(run, ticket)
+                return run
+            done: asyncio.Future[TaskRun] = asyncio.get_running_loop().create_future()
+            self._enqueue(run, ticket, done)
+            return await done
 
     def adopt(self, runs: list[TaskRun]) -> None:
         """Run claimed runs recovery took over (they never started; now this worker's)."""
@@ -198,18 +215,12 @@ class TaskRunner:
         self.take(runs)
 
     def take(self, runs: list[TaskRun]) -> None:
-        """Run queued runs now assigned to this worker (taken from the queue, adopted)."""
+        """Run queued runs now assigned to this worker (taken from the queue, adopted).
+        Taken as the service stops, a run is recorded ``interrupted`` (it did not start)
+        rather than left queued with nobody to run it."""
         for run in runs:
             self._in_flight.add(run.id)
-            task = asyncio.get_running_loop().create_task(self._run_taken(run))
-            self._adopted.add(task)
-            task.add_done_callback(self._adopted.discard)
-
-    async def _run_taken(self, run: TaskRun) -> None:
-        """Through the usual path: taken as the service stops, the run is recorded
-        ``interrupted`` (it did not start) rather than left queued with nobody to run it."""
-        with self._entry() as ticket:
-            await self._execute_claimed(run, ticket)
+            self._enqueue(run, next(self._tickets))
 
     def _running(self) -> bool:
         """Whether database writes on the run path are still worth retrying."""
@@ -256,40 +267,83 @@ class TaskRunner:
         return [claims[index] for index in range(len(fires))]
 
     # -- one execution -----------------------------------------------------------------
-    async def _execute_claimed(self, run: TaskRun, ticket: int) -> TaskRun:
-        current = asyncio.current_task()
-        assert current is not None
-        in_flight = self._manual if run.kind == RunKind.MANUAL else self._scheduled
-        self._active[run.id] = current
-        in_flight[run.task_id] += 1
+    def _enqueue(
+        self, run: TaskRun, ticket: int, done: asyncio.Future[TaskRun] | None = None
+    ) -> None:
+        """A claimed run waits for a slot, parked (``parked``, ``slots.SlotLine``); at stop
+        it is recorded as never started instead. A caller awaiting the run (a manual run)
+        has it run in a copy of its context, as if in its own task; any other run starts
+        in a fresh one (a job's context holds nothing the run needs)."""
+        self._count_in_flight(run, +1)
+        if done is not None:
+            self._waiters[run.id] = _Waiter(contextvars.copy_context(), done)
+        if self._stopping:
+            self._spawn(run, in_slot=False)
+            return
+        self._line.put(ticket, park(run))
+        self._start_ready()
+
+    def _start_ready(self) -> None:
+        """Start every waiting run a free slot allows (none once the service stops)."""
+        if self._stopping:
+            return
+        for parked in self._line.ready():
+            self._spawn(unpark(parked), in_slot=True)
+
+    def _spawn(self, run: TaskRun, *, in_slot: bool) -> None:
+        waiter = self._waiters.pop(run.id, None)
+        task = asyncio.get_running_loop().create_task(
+            self._run_claimed(run, in_slot, waiter),
+            context=waiter.context if waiter is not None else contextvars.Context(),
+        )
+        self._runs.add(task)
+        task.add_done_callback(self._run_done)
+
+    def _run_done(self, task: asyncio.Task[None]) -> None:
+        self._runs.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a run failed outside its own error handling", exc_info=task.exception())
+
+    async def _run_claimed(self, run: TaskRun, in_slot: bool, waiter: _Waiter | None) -> None:
+        """Execute the run (or record it never started), telling a waiting caller."""
+        done = waiter.done if waiter is not None else None
+        try:
+            recorded = await self._execute_claimed(run, in_slot)
+        except BaseException as exc:
+            if done is not None and not done.done():
+                if isinstance(exc, asyncio.CancelledError):
+                    done.cancel()
+                else:
+                    done.set_exception(exc)
+            raise
+        if done is not None and not done.done():
+            done.set_result(recorded)
+
+    async def _execute_claimed(self, run: TaskRun, in_slot: bool) -> TaskRun:
         token = current_run.set(RunInfo(run.id, run.task_id, run.fire_time, run.attempt, run.kind))
         try:
-            outcome = await self._run_in_slot(run, ticket)
+            outcome = await self._run_in_slot(run) if in_slot else interrupted(NOT_STARTED)
         finally:
             current_run.reset(token)
-            self._active.pop(run.id, None)
-            self._started.discard(run.id)
-            in_flight[run.task_id] -= 1
+            self._count_in_flight(run, -1)
+            if in_slot:
+                self._line.release()
+                self._start_ready()
         return await self._finish_retrying(run, outcome)
 
-    async def _run_in_slot(self, run: TaskRun, ticket: int) -> Outcome:
-        try:
-            await self._slots.acquire(ticket)
-        except asyncio.CancelledError:
-            if not self._stopping:
-                raise
-            return interrupted(NOT_STARTED)
+    def _count_in_flight(self, run: TaskRun, delta: int) -> None:
+        in_flight = self._manual if run.kind == RunKind.MANUAL else self._scheduled
+        in_flight[run.task_id] += delta
+
+    async def _run_in_slot(self, run: TaskRun) -> Outcome:
         try:
             if self._stopping:
                 return interrupted(NOT_STARTED)
-            self._started.add(run.id)
             return await self._run_started(run)
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
             return interrupted(INTERRUPTED)
-        finally:
-            self._slots.release()
 
     async def _run_started(self, run: TaskRun) -> Outcome:
         try:
@@ -401,14 +455,13 @@ class TaskRunner:
     async def drain(self, grace: float) -> None:
         """Stop starting runs; wait up to ``grace`` s for those running, then cancel them.
 
-        Runs still waiting for a slot are cancelled at once (recorded interrupted, never
-        started). Every cancelled run records itself ``interrupted`` before this returns.
+        Runs still waiting for a slot are recorded interrupted (never started) at once.
+        Every cancelled run records itself ``interrupted`` before this returns.
         """
         self._stopping = True
-        for run_id, task in self._active.items():
-            if run_id not in self._started:
-                task.cancel()
-        pending = [t for t in self._entries if not t.done()]
+        for parked in self._line.drop_waiting():
+            self._spawn(unpark(parked), in_slot=False)
+        pending = [t for t in (*self._entries, *self._runs) if not t.done()]
         if not pending:
             return
         log.info("waiting up to %.1f s for %d running task(s)", grace, len(pending))
@@ -419,3 +472,8 @@ class TaskRunner:
             log.warning("interrupting %d task(s) still running after %.1f s", len(still), grace)
             with contextlib.suppress(Exception):
                 await asyncio.wait(still, timeout=5)
+
+    @property
+    def waiting(self) -> int:
+        """Claimed runs of this process waiting for a free slot."""
+        return self._line.waiting
