@@ -43,7 +43,7 @@ from apscheduler.util import datetime_to_utc_timestamp
 from sqlalchemy import Table, func, insert, select
 
 from scheduler_service.jobs import JOB_FUNCTION, RETRY_FUNCTION, FireContext, current_fire
-from scheduler_service.jobstore import OneTransactionJobStore
+from scheduler_service.jobstore import DUE_JOBS_PER_WAKEUP, OneTransactionJobStore
 from scheduler_service.storage import names
 from scheduler_service.storage.retry import retry_locked
 from scheduler_service.storage.sql import Prepared
@@ -55,7 +55,7 @@ POLL_INTERVAL_S = 1.0  # how soon the leader sees a job another process schedule
 PG_POLL_INTERVAL_S = 5.0  # PostgreSQL announces changes (wakeups): the poll is a safety net
 EARLIER_BY_S = 0.05  # job-store times are floats: ignore rounding against the armed timer
 SPAWN_SLICE = 100  # due jobs started in one loop callback (the loop stays responsive)
-MAX_LIVE_JOBS = 1_000  # job coroutines alive at once; later starts wait as plain tuples
+MAX_LIVE_JOBS = 250  # job coroutines alive at once; later starts wait as plain tuples
 
 
 class ResilientAsyncIOScheduler(AsyncIOScheduler):  # type: ignore[misc]
@@ -96,6 +96,7 @@ class ResilientAsyncIOScheduler(AsyncIOScheduler):  # type: ignore[misc]
             self._wakeup_again = False
             self._stop_timer()
             self._armed_at = None
+            await self._backlog_started()
             wait: float = self._max_sleep
             try:
                 async with self._serialize():
@@ -113,6 +114,14 @@ class ResilientAsyncIOScheduler(AsyncIOScheduler):  # type: ignore[misc]
                     self._armed_at = time.time() + max(wait, 0.0)
             if not self._wakeup_again or self.state == STATE_STOPPED:
                 return
+
+    async def _backlog_started(self) -> None:
+        """Backpressure: while more than a wake-up's worth of due jobs wait to start, the
+        rest stay in the job store (rows) rather than in memory (objects the garbage
+        collector walks); the next wake-up takes them once these have started."""
+        executor = self._executors.get("default")
+        if isinstance(executor, FireTimeExecutor):
+            await executor.backlog_at_most(DUE_JOBS_PER_WAKEUP)
 
     def _process_jobs_together(self) -> float | None:
         """``_process_jobs`` with every job-store write of the wake-up in one transaction
@@ -203,6 +212,7 @@ class FireTimeExecutor(BaseExecutor):  # type: ignore[misc]
         self._submitted: list[tuple[Any, ...]] = []  # starts queued for the loop
         self._submitted_lock = threading.Lock()
         self._spawn_scheduled = False  # a _spawn_submitted call is on its way (under lock)
+        self._spawned = asyncio.Event()  # set each time queued starts were started
 
     def start(self, scheduler: Any, alias: str) -> None:
         super().start(scheduler, alias)
@@ -243,8 +253,15 @@ class FireTimeExecutor(BaseExecutor):  # type: ignore[misc]
             self._spawn_scheduled = again
         for start in starts:
             self._spawn(*start)
+        self._spawned.set()
         if again:
             self._loop.call_soon(self._spawn_submitted)
+
+    async def backlog_at_most(self, limit: int) -> None:
+        """Return once at most ``limit`` submitted jobs wait to start (loop thread)."""
+        while len(self._submitted) > limit:
+            self._spawned.clear()
+            await self._spawned.wait()
 
     def _spawn(
         self,

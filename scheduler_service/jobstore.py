@@ -20,6 +20,12 @@ read in the same transaction.
 
 Only the thread running the wake-up sees the shared connection (a thread-local
 ``engine``); every other caller uses the real engine as before.
+
+A wake-up takes at most ``DUE_JOBS_PER_WAKEUP`` due jobs, earliest first; APScheduler
+then finds the store's next run time already past and wakes up again at once for the
+rest. Ten thousand due jobs are otherwise ten thousand unpickled ``Job`` objects held
+together, which every full garbage collection walks while the event loop waits, and
+one long transaction the claims wait behind.
 """
 
 from __future__ import annotations
@@ -34,10 +40,11 @@ from typing import Any
 from apscheduler.job import Job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.util import datetime_to_utc_timestamp
-from sqlalchemy import Table, bindparam
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.engine import Connection, Engine
 
 DELETE_CHUNK = 500  # ids in one DELETE … IN (…): well under SQLite's bound-variable limit
+DUE_JOBS_PER_WAKEUP = 1_000  # due jobs handed over in one wake-up; the next takes the rest
 
 
 @dataclass
@@ -121,6 +128,29 @@ class OneTransactionJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
     def _pending(self) -> _PendingWrites | None:
         shared: _SharedTransaction | None = getattr(self._local, "shared", None)
         return None if shared is None else shared.pending
+
+    def get_due_jobs(self, now: Any) -> list[Job]:
+        """The earliest ``DUE_JOBS_PER_WAKEUP`` due jobs (``_get_jobs`` with a limit; a
+        job that cannot be unpickled is removed, as there)."""
+        timestamp = datetime_to_utc_timestamp(now)
+        query = (
+            select(self.jobs_t.c.id, self.jobs_t.c.job_state)
+            .where(self.jobs_t.c.next_run_time <= timestamp)
+            .order_by(self.jobs_t.c.next_run_time)
+            .limit(DUE_JOBS_PER_WAKEUP)
+        )
+        jobs: list[Job] = []
+        failed: set[str] = set()
+        with self.engine.begin() as connection:
+            for row in connection.execute(query):
+                try:
+                    jobs.append(self._reconstitute_job(row.job_state))
+                except BaseException:
+                    self._logger.exception('Unable to restore job "%s" -- removing it', row.id)
+                    failed.add(row.id)
+            if failed:
+                connection.execute(self.jobs_t.delete().where(self.jobs_t.c.id.in_(failed)))
+        return jobs
 
     def update_job(self, job: Job) -> None:
         pending = self._pending()

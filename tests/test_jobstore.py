@@ -21,8 +21,9 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import event
 
+from scheduler_service import jobstore
 from scheduler_service.jobstore import DELETE_CHUNK, OneTransactionJobStore
-from scheduler_service.storage.db import create_sync_engine
+from scheduler_service.storage.db import create_sync_engine, sync_url
 
 JOBS = 2 * DELETE_CHUNK + 7  # more than two DELETE chunks
 
@@ -32,7 +33,8 @@ def noop() -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[OneTransactionJobStore]:
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[OneTransactionJobStore]:
+    monkeypatch.setattr(jobstore, "DUE_JOBS_PER_WAKEUP", JOBS + 1)  # all due in one wake-up
     engine = create_sync_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
     store = OneTransactionJobStore(engine=engine, tablename="jobs")
     store.start(BackgroundScheduler(timezone=UTC), "default")
@@ -113,3 +115,40 @@ def test_outside_a_wakeup_a_missing_job_is_still_reported(
 ) -> None:
     with pytest.raises(JobLookupError):
         store.remove_job("no-such-job")
+
+
+@pytest.fixture
+def any_store(database_url: str) -> Iterator[OneTransactionJobStore]:
+    """The store on the test's database (SQLite file or PostgreSQL)."""
+    engine = create_sync_engine(sync_url(database_url))
+    store = OneTransactionJobStore(engine=engine, tablename="jobs")
+    store.start(BackgroundScheduler(timezone=UTC), "default")
+    try:
+        yield store
+    finally:
+        engine.dispose()
+
+
+def test_a_wakeup_takes_at_most_its_share_of_due_jobs_earliest_first(
+    any_store: OneTransactionJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten thousand due jobs are not unpickled at once: each wake-up takes the earliest
+    ``DUE_JOBS_PER_WAKEUP``, and the store's next run time (already past) brings the
+    next wake-up at once for the rest."""
+    monkeypatch.setattr(jobstore, "DUE_JOBS_PER_WAKEUP", 5)
+    now = datetime.now(UTC).replace(microsecond=0)
+    for i in range(12):  # job-11 is the most overdue
+        add_job(
+            any_store, f"job-{i:02d}", DateTrigger(now, timezone=UTC), now - timedelta(seconds=i)
+        )
+    add_job(any_store, "later", DateTrigger(now, timezone=UTC), now + timedelta(hours=1))
+    taken: list[list[str]] = []
+    while due := any_store.get_due_jobs(now):
+        taken.append([job.id for job in due])
+        with any_store.one_transaction():
+            for job in due:
+                any_store.remove_job(job.id)
+            assert any_store.get_next_run_time() is not None
+    expected = [f"job-{i:02d}" for i in reversed(range(12))]
+    assert taken == [expected[:5], expected[5:10], expected[10:]]
+    assert [job.id for job in any_store.get_all_jobs()] == ["later"]

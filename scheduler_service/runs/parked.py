@@ -10,6 +10,7 @@ again, detached as it was, when it gets its slot.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import inspect
@@ -27,7 +28,14 @@ def park(run: TaskRun) -> ParkedRun:
     for is None: runs on this path come from sessions that never expire what they
     wrote, so such a column is one the claim left NULL."""
     values = inspect(run).dict
-    return tuple(values.get(name) for name in _COLUMNS)
+    return tuple(_plain(values.get(name)) for name in _COLUMNS)
+
+
+def _plain(value: Any) -> Any:
+    """A status or kind enum member as its string (what a row loaded from the database
+    holds): enum members are objects the collector tracks, and a tuple holding one is
+    tracked too."""
+    return value.value if isinstance(value, Enum) else value
 
 
 def unpark(parked: ParkedRun) -> TaskRun:
