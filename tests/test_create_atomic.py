@@ -4,16 +4,20 @@ cannot be stored leaves nothing behind."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from apscheduler.job import Job
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from scheduler_service.jobs import JOB_FUNCTION
-from scheduler_service.storage import names
-from tests.conftest import ServiceFactory, database_execute, database_rows
+from scheduler_service.storage import inline, names
+from scheduler_service.storage.db import create_sync_engine, sync_url
+from tests.conftest import ServiceFactory, database_execute, database_rows, wait_for
 from tools import ToolContext, ToolError
 
 USER = ToolContext(user_id="u1", conversation_id="c1")
@@ -107,10 +111,82 @@ async def test_the_quota_count_reads_the_index_alone(start_service: ServiceFacto
     def trace(dbapi_connection: Any, *_: Any) -> None:
         dbapi_connection.set_trace_callback(seen.append)
 
-    event.listen(service.db.sync_engine, "checkout", trace)
+    for engine in service.db.sync_engines:
+        event.listen(engine, "checkout", trace)
     await service.scheduler_tool.run("create_task", DAILY, context=USER)
-    event.remove(service.db.sync_engine, "checkout", trace)
+    for engine in service.db.sync_engines:
+        event.remove(engine, "checkout", trace)
     [count] = [s for s in seen if "count(*)" in s]
     with service.db.sync_engine.connect() as conn:
         plan = " ".join(str(row) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {count}"))
     assert "COVERING INDEX ix_task_scheduler_tasks_user_status" in plan
+
+
+@contextmanager
+def another_writer(database_url: str) -> Iterator[None]:
+    """Another process in the middle of a write that a create must wait for: on SQLite
+    it holds the database's write lock, on PostgreSQL the user's quota lock."""
+    engine = create_sync_engine(sync_url(database_url))
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                    {"key": f"task_scheduler:quota:{USER.user_id}"},
+                )
+            yield
+            conn.rollback()
+    finally:
+        engine.dispose()
+
+
+async def test_a_create_waits_for_another_writer_without_blocking_the_loop(
+    start_service: ServiceFactory, database_url: str
+) -> None:
+    """On SQLite a create runs on the event loop only if the write lock is free at once;
+    held by another process, the create waits for it in a thread, and the loop runs on."""
+    service = await start_service()
+    await service.scheduler_tool.run("create_task", {**DAILY, "name": "first"}, context=USER)
+    with another_writer(database_url):
+        create = asyncio.create_task(service.scheduler_tool.run("create_task", DAILY, context=USER))
+        await asyncio.sleep(0.3)  # the loop is free meanwhile; the create still waits
+        assert not create.done()
+    made = await create
+    task_id = made["task"]["task_id"]
+    assert await service.jobs.next_run_time(task_id) is not None
+    tasks = database_rows(database_url, "select name from task_scheduler_tasks order by name")
+    assert [t["name"] for t in tasks] == ["first", "standup"]
+
+
+async def test_creates_on_the_loop_leave_checkpoints_to_a_thread(
+    start_service: ServiceFactory, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creates written on the event loop never checkpoint the WAL themselves (it can take
+    milliseconds); every ``CHECKPOINT_EVERY`` of them a passive checkpoint runs in a
+    thread, so the WAL does not grow without bound between other writes."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL has no WAL file to checkpoint: creates run in a transaction")
+    monkeypatch.setattr(inline, "CHECKPOINT_EVERY", 4)
+    service = await start_service()
+    [loop_engine] = [e for e in service.db.sync_engines if e is not service.db.sync_engine]
+    with loop_engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    checkpoints: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "wal_checkpoint" in statement:
+            checkpoints.append(statement)
+
+    event.listen(service.db.sync_engine, "before_cursor_execute", seen)
+    for done in (1, 2):
+        for i in range(4):
+            task = {**DAILY, "name": f"t{done}-{i}"}
+            await service.scheduler_tool.run("create_task", task, context=USER)
+
+        async def checkpointed(count: int = done) -> bool:
+            return len(checkpoints) == count
+
+        await wait_for(checkpointed)
+    assert checkpoints == ["PRAGMA wal_checkpoint(PASSIVE)"] * 2

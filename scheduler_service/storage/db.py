@@ -45,16 +45,16 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 
 from scheduler_service.storage import names
+from scheduler_service.storage.inline import InlineWriter, WriterBusy
 from scheduler_service.storage.models import ScheduledTask
 from scheduler_service.storage.retry import retry_locked
-from scheduler_service.storage.sql import Prepared
+from scheduler_service.storage.sql import BEGIN_IMMEDIATE, Prepared
 
 log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # scheduler_service/
 PROJECT_ROOT = PACKAGE_DIR.parent
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-BEGIN_IMMEDIATE = text("BEGIN IMMEDIATE")
 TAKE_WRITE_LOCK = Prepared(BEGIN_IMMEDIATE)  # on the driver's cursor: see write_sync
 QUOTA_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 T = TypeVar("T")
@@ -114,7 +114,16 @@ class Database:
             self.engine = create_async_engine(url, pool_pre_ping=True)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.sync_engine = create_sync_engine(self.sync_url, busy_timeout_ms=busy_timeout_ms)
+        self._inline = InlineWriter(self.sync_url, self.sync_engine) if self.sqlite else None
         self._write_lock: asyncio.Lock | None = None
+
+    @property
+    def sync_engines(self) -> tuple[Engine, ...]:
+        """Every synchronous engine that writes: the thread path's, and on SQLite the
+        event loop's (``write_short``)."""
+        if self._inline is None:
+            return (self.sync_engine,)
+        return (self.sync_engine, self._inline.engine)
 
     @property
     def write_lock(self) -> asyncio.Lock:
@@ -185,6 +194,21 @@ class Database:
             return await retry_locked(
                 lambda: asyncio.to_thread(self._sqlite_write, work), "write transaction"
             )
+
+    async def write_short(self, work: Callable[[Connection], T]) -> T:
+        """``write_sync`` for a transaction that stays short whatever the data (a create:
+        a bounded count and a few inserts). On SQLite it runs on the event loop when the
+        write lock is free at once (``storage.inline``: the hop to a thread would cost
+        as much as the statements), else on the thread path, which waits for it. ``work``
+        may then run twice: only its transaction's effects may count."""
+        if self._inline is None:
+            return await self.write_sync(work)
+        async with self.write_lock:
+            try:
+                return self._inline.write(work)
+            except WriterBusy:
+                log.debug("write lock held elsewhere; writing from a thread")
+        return await self.write_sync(work)
 
     async def write_orm(self, work: Callable[[Session], T]) -> T:
         """``write_sync`` with an ORM session on the transaction's connection, flushed
@@ -277,6 +301,8 @@ class Database:
         await asyncio.to_thread(migrate_to_head, self.sync_url)
 
     async def dispose(self) -> None:
+        if self._inline is not None:
+            await self._inline.close()
         await self.engine.dispose()
         self.sync_engine.dispose()
 

@@ -15,13 +15,14 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, literal_column
+from sqlalchemy import ColumnElement, literal_column, text
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement
 
 _PLAIN = re.compile(r"[a-z_]+")
+BEGIN_IMMEDIATE = text("BEGIN IMMEDIATE")  # SQLite: a transaction holding the write lock now
 
 
 def one_of(column: Any, values: Iterable[str]) -> ColumnElement[bool]:

@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, ParamSpec, TypeVar
@@ -21,6 +21,7 @@ from typing import Any, ParamSpec, TypeVar
 from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from scheduler_service.config import Settings
 from scheduler_service.engine import JobControl
@@ -301,8 +302,12 @@ class TaskManager:
     async def owned(self, task_id: str, context: ToolContext) -> ScheduledTask:
         """The user's task, or ``not_found``: another user's task is answered exactly as
         an id that does not exist (any conversation of the user may manage it)."""
-        async with self.db.read() as session:
-            task = await session.get(ScheduledTask, task_id)
+        task = await self.db.read_sync(lambda session: session.get(ScheduledTask, task_id))
+        return self._users(task, task_id, context)
+
+    @staticmethod
+    def _users(task: ScheduledTask | None, task_id: str, context: ToolContext) -> ScheduledTask:
+        """``task`` if it is the context user's, else ``not_found``."""
         if task is None or task.user_id != context.user_id:
             raise ToolError(
                 "not_found",
@@ -312,16 +317,16 @@ class TaskManager:
         return task
 
     async def get_task(self, task_id: str, context: ToolContext) -> dict[str, Any]:
-        task = await self.owned(task_id, context)
-        async with self.db.read() as session:
-            runs = (
-                await session.scalars(
-                    select(TaskRun)
-                    .where(TaskRun.task_id == task_id)
-                    .order_by(TaskRun.queued_at.desc())
-                    .limit(5)
-                )
-            ).all()
+        recent = select(TaskRun).where(TaskRun.task_id == task_id)
+        recent = recent.order_by(TaskRun.queued_at.desc()).limit(5)
+
+        def read(session: Session) -> tuple[ScheduledTask | None, Sequence[TaskRun]]:
+            task = session.get(ScheduledTask, task_id)
+            owned = task is not None and task.user_id == context.user_id
+            return task, session.scalars(recent).all() if owned else []
+
+        found, runs = await self.db.read_sync(read)  # the task and its runs: one trip
+        task = self._users(found, task_id, context)
         data = task_to_dict(task)
         data["recent_runs"] = [run_to_dict(r, task.timezone) for r in runs]
         return data
@@ -405,7 +410,7 @@ class TaskManager:
         )
         self._apply(task, fields)
         job = self.jobs.new_job_row(task.id, trigger, next_run)
-        await self.db.write_sync(lambda connection: self._insert(connection, task, job))
+        await self.db.write_short(lambda connection: self._insert(connection, task, job))
         await self.jobs.stored(next_run)
         return task_to_dict(task), shown
 
