@@ -17,6 +17,7 @@ from sqlalchemy import event, text
 from scheduler_service.jobs import JOB_FUNCTION
 from scheduler_service.storage import inline, names
 from scheduler_service.storage.db import create_sync_engine, sync_url
+from scheduler_service.tasks import manager
 from tests.conftest import ServiceFactory, database_execute, database_rows, wait_for
 from tools import ToolContext, ToolError
 
@@ -190,3 +191,26 @@ async def test_creates_on_the_loop_leave_checkpoints_to_a_thread(
 
         await wait_for(checkpointed)
     assert checkpoints == ["PRAGMA wal_checkpoint(PASSIVE)"] * 2
+
+
+async def test_a_create_under_a_huge_quota_counts_in_a_thread(
+    start_service: ServiceFactory, database_url: str
+) -> None:
+    """The quota count reads up to the quota's number of index entries: above
+    ``SHORT_QUOTA_BOUND`` that can take milliseconds, so the create leaves the loop."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL creates always run through the async driver")
+    service = await start_service()
+    [loop_engine] = [e for e in service.db.sync_engines if e is not service.db.sync_engine]
+    on_loop: list[int] = []
+
+    def seen(*_args: Any) -> None:
+        on_loop.append(1)
+
+    event.listen(loop_engine, "checkout", seen)
+    service.settings.scheduler_tool.max_tasks_per_user = manager.SHORT_QUOTA_BOUND + 1
+    await service.scheduler_tool.run("create_task", {**DAILY, "name": "huge"}, context=USER)
+    assert on_loop == []
+    service.settings.scheduler_tool.max_tasks_per_user = manager.SHORT_QUOTA_BOUND
+    await service.scheduler_tool.run("create_task", {**DAILY, "name": "bounded"}, context=USER)
+    assert on_loop == [1]

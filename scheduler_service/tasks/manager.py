@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, ParamSpec, TypeVar
@@ -122,6 +122,7 @@ def first_fire(schedule: dict[str, Any], now: datetime) -> tuple[BaseTrigger, da
 
 # Changing only these keeps the schedule's phase ("every 2 weeks" stays on its weeks).
 LIMIT_FIELDS = ("end_time", "max_runs")
+SHORT_QUOTA_BOUND = 10_000  # quota up to which a create counts few enough entries for the loop
 
 
 class TaskManager:
@@ -410,9 +411,18 @@ class TaskManager:
         )
         self._apply(task, fields)
         job = self.jobs.new_job_row(task.id, trigger, next_run)
-        await self.db.write_short(lambda connection: self._insert(connection, task, job))
+        await self._create_write()(lambda connection: self._insert(connection, task, job))
         await self.jobs.stored(next_run)
         return task_to_dict(task), shown
+
+    def _create_write(self) -> Callable[[Callable[[Connection], None]], Awaitable[None]]:
+        """How the create transaction is written: ``write_short`` (on SQLite, on the loop
+        when the lock is free) while its quota count is bounded small; with a quota above
+        ``SHORT_QUOTA_BOUND`` the count may read that many index entries (milliseconds),
+        so it stays in a thread."""
+        if self.settings.scheduler_tool.max_tasks_per_user <= SHORT_QUOTA_BOUND:
+            return self.db.write_short
+        return self.db.write_sync
 
     def _insert(self, connection: Connection, task: SimpleNamespace, job: dict[str, Any]) -> None:
         """The create transaction (one trip off the loop): the user's quota, the task and
