@@ -471,8 +471,12 @@ async def startup(args: list[str], timeout: float) -> dict[str, Any]:
 
 # -- create / get / update / delete ------------------------------------------------------
 async def project_crud(url: str, ops: int) -> dict[str, float]:
+    """Sequential create/get/update/delete per second. The quota is what the user needs
+    (``ops`` tasks), not the never-binding one of the other measures: above 10,000 a
+    create keeps its quota count off the event loop (``manager.SHORT_QUOTA_BOUND``), which
+    costs a thread hop."""
     rates: dict[str, float] = {}
-    async with SchedulerService(settings_for(url)) as service:
+    async with SchedulerService(settings_for(url, max_tasks=ops + 10)) as service:
         service.tools.register(NoopTool())
         await create_rate(service, 5)  # warm-up
         ids: list[str] = []
