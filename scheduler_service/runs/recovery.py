@@ -41,6 +41,7 @@ from scheduler_service.statuses import ACTIVE_RUN, LIVE_TASK, RunKind, RunStatus
 from scheduler_service.stopping import pause
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskNotification, TaskRun, utcnow
+from scheduler_service.storage.sql import one_of
 
 log = logging.getLogger(__name__)
 
@@ -309,9 +310,7 @@ async def check_triggers(
     check). Run in the background, it also rests after each chunk ``rest`` times as long
     as the chunk took, and ends early, between chunks, once ``stop`` is set."""
     fixed = 0
-    live = [
-        task_id for task_id, (status, _) in (await _task_times(db)).items() if status in LIVE_TASK
-    ]
+    live = await _live_task_ids(db)
     for chunk in _chunks(live, CHECK_CHUNK):
         if stop is not None and stop.is_set():
             break
@@ -351,6 +350,19 @@ async def _load_schedules(db: Database, task_ids: list[str]) -> dict[str, TaskSc
     async with db.read() as session:
         rows = (await session.execute(query)).all()
     return {task_id: (status, schedule, next_run) for task_id, status, schedule, next_run in rows}
+
+
+async def _live_task_ids(db: Database) -> list[str]:
+    """Every live task's id, streamed in chunks. Ids only: converting 100k stored times
+    on the loop held it ~0.25 s, slowing every tool call of the first seconds of a
+    leader's term."""
+    query = select(ScheduledTask.id).where(one_of(ScheduledTask.status, LIVE_TASK))
+    ids: list[str] = []
+    async with db.read() as session:
+        result = await session.stream_scalars(query.execution_options(yield_per=CHUNK))
+        async for partition in result.partitions():
+            ids.extend(partition)
+    return ids
 
 
 async def _task_times(db: Database) -> TaskTimes:
