@@ -272,7 +272,7 @@ class FireTimeExecutor(BaseExecutor):  # type: ignore[misc]
         run_times: tuple[datetime, ...],
     ) -> None:
         """Start one job's coroutine. Only what it needs is kept, not the ``Job`` (with
-        its trigger): a burst holds thousands of these until their runs finish."""
+        its trigger): a burst's starts wait in ``_submitted`` by the thousand."""
         assert self._loop is not None
         token = current_fire.set(FireContext(list(run_times), self._on_fire, self._on_retry))
         try:
