@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import Engine
 
 from config import SchedulerConfig, Settings
 from scheduler_service import SchedulerService
 from scheduler_service.storage.db import create_sync_engine, sync_url
+from scheduler_service.storage.models import Base
 from tools import Tool, ToolContext, ToolError
 
 ServiceFactory = Callable[..., Awaitable[SchedulerService]]
@@ -133,6 +135,15 @@ def pg_url(pg_template: str) -> Iterator[str]:
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """A sync engine on the test's database (SQLite file or PostgreSQL), schema at head."""
+    engine = create_sync_engine(sync_url(database_url))
+    Base.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
 
 
 def database_rows(url: str, sql: str) -> list[dict[str, Any]]:

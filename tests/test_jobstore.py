@@ -1,16 +1,15 @@
 """The job store's wake-up transaction: per-job writes are grouped, and still atomic.
 
-A real ``OneTransactionJobStore`` on a SQLite file, attached to a scheduler that is never
-started (nothing fires; the test plays the wake-up): what one ``one_transaction`` block writes is what the
-per-job statements would have written, in a handful of statements, and nothing of it
-if the block fails.
+A real ``OneTransactionJobStore`` on the test's database (a SQLite file, then
+PostgreSQL), attached to a scheduler that is never started (nothing fires; the test plays
+the wake-up): what one ``one_transaction`` block writes is what the per-job statements
+would have written, in a handful of statements, and nothing of it if the block fails.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,9 +32,10 @@ def noop() -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[OneTransactionJobStore]:
+def store(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[OneTransactionJobStore]:
+    """The store on the test's database (SQLite file or PostgreSQL)."""
     monkeypatch.setattr(jobstore, "DUE_JOBS_PER_WAKEUP", JOBS + 1)  # all due in one wake-up
-    engine = create_sync_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+    engine = create_sync_engine(sync_url(database_url))
     store = OneTransactionJobStore(engine=engine, tablename="jobs")
     store.start(BackgroundScheduler(timezone=UTC), "default")
     try:
@@ -117,20 +117,8 @@ def test_outside_a_wakeup_a_missing_job_is_still_reported(
         store.remove_job("no-such-job")
 
 
-@pytest.fixture
-def any_store(database_url: str) -> Iterator[OneTransactionJobStore]:
-    """The store on the test's database (SQLite file or PostgreSQL)."""
-    engine = create_sync_engine(sync_url(database_url))
-    store = OneTransactionJobStore(engine=engine, tablename="jobs")
-    store.start(BackgroundScheduler(timezone=UTC), "default")
-    try:
-        yield store
-    finally:
-        engine.dispose()
-
-
 def test_a_wakeup_takes_at_most_its_share_of_due_jobs_earliest_first(
-    any_store: OneTransactionJobStore, monkeypatch: pytest.MonkeyPatch
+    store: OneTransactionJobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ten thousand due jobs are not unpickled at once: each wake-up takes the earliest
     ``DUE_JOBS_PER_WAKEUP``, and the store's next run time (already past) brings the
@@ -138,17 +126,15 @@ def test_a_wakeup_takes_at_most_its_share_of_due_jobs_earliest_first(
     monkeypatch.setattr(jobstore, "DUE_JOBS_PER_WAKEUP", 5)
     now = datetime.now(UTC).replace(microsecond=0)
     for i in range(12):  # job-11 is the most overdue
-        add_job(
-            any_store, f"job-{i:02d}", DateTrigger(now, timezone=UTC), now - timedelta(seconds=i)
-        )
-    add_job(any_store, "later", DateTrigger(now, timezone=UTC), now + timedelta(hours=1))
+        add_job(store, f"job-{i:02d}", DateTrigger(now, timezone=UTC), now - timedelta(seconds=i))
+    add_job(store, "later", DateTrigger(now, timezone=UTC), now + timedelta(hours=1))
     taken: list[list[str]] = []
-    while due := any_store.get_due_jobs(now):
+    while due := store.get_due_jobs(now):
         taken.append([job.id for job in due])
-        with any_store.one_transaction():
+        with store.one_transaction():
             for job in due:
-                any_store.remove_job(job.id)
-            assert any_store.get_next_run_time() is not None
+                store.remove_job(job.id)
+            assert store.get_next_run_time() is not None
     expected = [f"job-{i:02d}" for i in reversed(range(12))]
     assert taken == [expected[:5], expected[5:10], expected[10:]]
-    assert [job.id for job in any_store.get_all_jobs()] == ["later"]
+    assert [job.id for job in store.get_all_jobs()] == ["later"]

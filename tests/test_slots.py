@@ -4,18 +4,15 @@ the garbage collector does not walk (``parked``), and the same rows again when s
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from scheduler_service.runs.parked import park, unpark
 from scheduler_service.runs.slots import SlotLine
-from scheduler_service.storage.db import create_sync_engine, sync_url
-from scheduler_service.storage.models import Base, TaskRun
+from scheduler_service.storage.models import TaskRun
 
 
 def test_a_slot_line_starts_at_most_its_size_lowest_ticket_first() -> None:
@@ -38,14 +35,6 @@ def test_a_slot_line_gives_up_its_waiting_items_in_ticket_order() -> None:
         line.put(ticket, item)
     assert line.drop_waiting() == ["a", "b", "c"]
     assert line.waiting == 0 and line.drop_waiting() == []
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = create_sync_engine(sync_url(database_url))
-    Base.metadata.create_all(engine)
-    yield engine
-    engine.dispose()
 
 
 def _claimed_run(engine: Engine) -> TaskRun:

@@ -3,7 +3,6 @@ statements run on the driver's cursor (``Prepared``) storing what SQLAlchemy sto
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -12,7 +11,6 @@ from sqlalchemy import bindparam, create_engine, insert, select, text
 from sqlalchemy.engine import Engine
 
 from scheduler_service.statuses import LIVE_TASK
-from scheduler_service.storage.db import create_sync_engine, sync_url
 from scheduler_service.storage.models import Base, ScheduledTask
 from scheduler_service.storage.sql import Prepared, one_of
 from scheduler_service.tasks.admission import ADMISSION, COLUMNS, admission, draft_task
@@ -48,15 +46,6 @@ def test_one_of_selects_the_rows_with_those_values() -> None:
 def test_one_of_refuses_anything_but_plain_constants(value: str) -> None:
     with pytest.raises(ValueError, match="plain lower-case constants"):
         one_of(ScheduledTask.status, ["scheduled", value])
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    """A sync engine on the test's database (SQLite file or PostgreSQL), schema at head."""
-    engine = create_sync_engine(sync_url(database_url))
-    Base.metadata.create_all(engine)
-    yield engine
-    engine.dispose()
 
 
 def _row(task_id: str, **changes: Any) -> dict[str, Any]:
