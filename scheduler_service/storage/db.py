@@ -48,14 +48,13 @@ from scheduler_service.storage import names
 from scheduler_service.storage.inline import InlineWriter, WriterBusy
 from scheduler_service.storage.models import ScheduledTask
 from scheduler_service.storage.retry import retry_locked
-from scheduler_service.storage.sql import BEGIN_IMMEDIATE, Prepared
+from scheduler_service.storage.sql import BEGIN_IMMEDIATE, TAKE_WRITE_LOCK
 
 log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # scheduler_service/
 PROJECT_ROOT = PACKAGE_DIR.parent
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-TAKE_WRITE_LOCK = Prepared(BEGIN_IMMEDIATE)  # on the driver's cursor: see write_sync
 QUOTA_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 T = TypeVar("T")
 

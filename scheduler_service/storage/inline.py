@@ -31,14 +31,13 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
 from scheduler_service.storage.retry import is_locked
-from scheduler_service.storage.sql import BEGIN_IMMEDIATE, Prepared
+from scheduler_service.storage.sql import TAKE_WRITE_LOCK
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 CHECKPOINT_EVERY = 200  # inline commits between passive checkpoints (in a thread)
-TAKE_WRITE_LOCK_NOW = Prepared(BEGIN_IMMEDIATE)  # fails at once if held: busy_timeout 0
 
 
 class WriterBusy(Exception):
@@ -78,7 +77,7 @@ class InlineWriter:
         connection = self._connection
         connection.begin()
         try:
-            TAKE_WRITE_LOCK_NOW.execute(connection, {})
+            TAKE_WRITE_LOCK.execute(connection, {})  # fails at once if held: busy_timeout 0
             result = work(connection)
             connection.commit()
         except OperationalError as exc:

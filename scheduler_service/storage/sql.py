@@ -22,7 +22,6 @@ from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement
 
 _PLAIN = re.compile(r"[a-z_]+")
-BEGIN_IMMEDIATE = text("BEGIN IMMEDIATE")  # SQLite: a transaction holding the write lock now
 
 
 def one_of(column: Any, values: Iterable[str]) -> ColumnElement[bool]:
@@ -139,3 +138,7 @@ class _Form:
             )
         except KeyError as exc:
             raise KeyError(f"no value for the statement's parameter {exc.args[0]!r}") from None
+
+
+BEGIN_IMMEDIATE = text("BEGIN IMMEDIATE")  # SQLite: a transaction holding the write lock now
+TAKE_WRITE_LOCK = Prepared(BEGIN_IMMEDIATE)  # on the driver's cursor (waits per busy_timeout)
