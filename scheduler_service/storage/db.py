@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
 
 from scheduler_service.storage import names
 from scheduler_service.storage.inline import InlineWriter, WriterBusy
@@ -113,7 +114,14 @@ class Database:
             self.engine = create_async_engine(url, pool_pre_ping=True)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.sync_engine = create_sync_engine(self.sync_url, busy_timeout_ms=busy_timeout_ms)
-        self._inline = InlineWriter(self.sync_url, self.sync_engine) if self.sqlite else None
+        self._inline = (
+            InlineWriter(
+                create_sync_engine(self.sync_url, busy_timeout_ms=0, poolclass=StaticPool),
+                self.sync_engine,
+            )
+            if self.sqlite
+            else None
+        )
         self._write_lock: asyncio.Lock | None = None
 
     @property

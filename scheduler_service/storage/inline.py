@@ -25,10 +25,9 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import StaticPool
 
 from scheduler_service.storage.retry import is_locked
 from scheduler_service.storage.sql import TAKE_WRITE_LOCK
@@ -44,23 +43,21 @@ class WriterBusy(Exception):
     """Another connection holds the write lock: nothing was done; use the thread path."""
 
 
-def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=0")
-    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA wal_autocheckpoint=0")
     cursor.close()
 
 
 class InlineWriter:
-    """One SQLite connection used on the event loop only, one transaction at a time."""
+    """One SQLite connection used on the event loop only, one transaction at a time.
 
-    def __init__(self, url: str, checkpoint_engine: Engine) -> None:
-        self.engine = create_engine(
-            url, connect_args={"check_same_thread": False}, poolclass=StaticPool
-        )
-        event.listen(self.engine, "connect", _pragmas)
+    ``engine``: a sync engine on the database with a busy timeout of 0 and one pooled
+    connection (``StaticPool``); ``checkpoint_engine``: any other, for the checkpoints."""
+
+    def __init__(self, engine: Engine, checkpoint_engine: Engine) -> None:
+        self.engine = engine
+        event.listen(self.engine, "connect", _no_autocheckpoint)
         self._checkpoint_engine = checkpoint_engine
         self._connection: Connection | None = None
         self._commits = 0
