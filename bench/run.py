@@ -90,7 +90,7 @@ from bench.common import (
     spread,
 )
 from scheduler_service import SchedulerService
-from scheduler_service.cli import freeze_startup_heap
+from scheduler_service.cli.commands import freeze_startup_heap
 from scheduler_service.storage.models import TaskRun
 from scheduler_service.tools import ToolContext, ToolError
 

@@ -10,19 +10,12 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from scheduler_service import log_escape
+from scheduler_service.cluster.health import Heartbeat
+from scheduler_service.cluster.leadership import leadership_for
+from scheduler_service.cluster.wakeups import JOBS_CHANNEL, RUNS_CHANNEL, wakeups_for
 from scheduler_service.config import ConfigError, Settings, load_settings, warn_unknown_variables
-from scheduler_service.engine import (
-    PG_POLL_INTERVAL_S,
-    POLL_INTERVAL_S,
-    FireTimeExecutor,
-    JobControl,
-    build_scheduler,
-)
-from scheduler_service.health import Heartbeat
-from scheduler_service.leader import leadership_for
 from scheduler_service.logs import ensure_service_logging
-from scheduler_service.retention import Retention
+from scheduler_service.logs import escape as log_escape
 from scheduler_service.runs.execution import Execution
 from scheduler_service.runs.notifications import NotificationCallback, Notifier
 from scheduler_service.runs.recovery import (
@@ -32,16 +25,23 @@ from scheduler_service.runs.recovery import (
     settle_queue,
 )
 from scheduler_service.runs.runner import TaskRunner
+from scheduler_service.scheduling import (
+    PG_POLL_INTERVAL_S,
+    POLL_INTERVAL_S,
+    FireTimeExecutor,
+    JobControl,
+    build_scheduler,
+)
 from scheduler_service.stopping import pause, stop_loop
 from scheduler_service.storage.db import Database
 from scheduler_service.tasks.manager import TaskManager
+from scheduler_service.tasks.retention import Retention
 from scheduler_service.tools import Tool, ToolRegistry
-from scheduler_service.wakeups import JOBS_CHANNEL, RUNS_CHANNEL, wakeups_for
 
 if TYPE_CHECKING:
     import anthropic
 
-    from scheduler_service.tools.scheduler_tool import SchedulerTool
+    from scheduler_service.tasks.scheduler_tool import SchedulerTool
 
 log = logging.getLogger(__name__)
 TRIGGER_CHECK_REST = 3.0  # the background trigger check rests 3× each chunk's time
@@ -104,8 +104,8 @@ class SchedulerService:
         on_notification: NotificationCallback | None = None,
         leader_retry: float = LEADER_RETRY_S,
     ) -> None:
+        from scheduler_service.tasks.scheduler_tool import SchedulerTool
         from scheduler_service.tools.reminder_tool import ReminderTool
-        from scheduler_service.tools.scheduler_tool import SchedulerTool
 
         self.settings = settings or load_settings()
         self.db = Database(self.settings.database_url)

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from scheduler_service import cli
-from scheduler_service.health import LeaderHeartbeat, check_health
+from scheduler_service.cli import commands as cli
+from scheduler_service.cluster.health import LeaderHeartbeat, check_health
 from scheduler_service.service import SchedulerService
 from scheduler_service.storage.models import utcnow
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scheduler_service.cli import COMMANDS
-from scheduler_service.reference import operations_table, readme_section
-from scheduler_service.tools.scheduler_tool import OPERATIONS
+from scheduler_service.cli.commands import COMMANDS
+from scheduler_service.cli.reference import operations_table, readme_section
+from scheduler_service.tasks.scheduler_tool import OPERATIONS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -15,7 +15,7 @@ def test_readme_operations_table_is_generated_from_the_schema() -> None:
     text = README.read_text(encoding="utf-8")
     assert readme_section(text) == operations_table(), (
         "README.md's scheduler_tool table is stale: run "
-        "`python -m scheduler_service.reference README.md`"
+        "`python -m scheduler_service.cli.reference README.md`"
     )
     for operation in OPERATIONS:  # preview_schedule included
         assert f"| `{operation}` |" in readme_section(text)

@@ -36,7 +36,7 @@ from config import LimitsConfig, SchedulerConfig, SchedulerToolConfig, Settings
 from scheduler_service import SchedulerService
 from scheduler_service.statuses import LIVE_TASK, TaskStatus
 from scheduler_service.storage.models import ScheduledTask
-from scheduler_service.tools.scheduler_tool import OPERATIONS
+from scheduler_service.tasks.scheduler_tool import OPERATIONS
 from tests.conftest import RecordingTool
 from tools import ToolContext, ToolError
 

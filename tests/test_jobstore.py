@@ -20,8 +20,8 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import event
 
-from scheduler_service import jobstore
-from scheduler_service.jobstore import DELETE_CHUNK, OneTransactionJobStore
+from scheduler_service.scheduling import jobstore
+from scheduler_service.scheduling.jobstore import DELETE_CHUNK, OneTransactionJobStore
 from scheduler_service.storage.db import create_sync_engine, sync_url
 
 JOBS = 2 * DELETE_CHUNK + 7  # more than two DELETE chunks

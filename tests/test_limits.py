@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from scheduler_service import SchedulerService
-from scheduler_service.retention import purge_expired
 from scheduler_service.storage.models import ScheduledTask, utcnow
+from scheduler_service.tasks.retention import purge_expired
 from tests.conftest import RecordingTool, ServiceFactory, next_notification
 from tools import Tool, ToolContext, ToolError
 

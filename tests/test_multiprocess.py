@@ -33,7 +33,7 @@ from sqlalchemy import select, text
 
 from config import SchedulerConfig, Settings
 from scheduler_service import SchedulerService
-from scheduler_service.leader import FileLeadership
+from scheduler_service.cluster.leadership import FileLeadership
 from scheduler_service.statuses import ACTIVE_RUN
 from scheduler_service.storage.models import ScheduledTask, TaskRun, new_id, utcnow
 from tests.conftest import RecordingTool, make_settings, wait_for

@@ -23,10 +23,11 @@ import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import delete, event, select, text, update
 
-from scheduler_service import SchedulerService, engine, jobstore
+from scheduler_service import SchedulerService
 from scheduler_service.runs.recovery import check_triggers, same_trigger
 from scheduler_service.runs.runner import INTERRUPTED, NOT_STARTED, RunInfo, current_run
 from scheduler_service.schedules import Schedule, build_trigger
+from scheduler_service.scheduling import executor, jobstore, scheduler
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import (
     ScheduledTask,
@@ -579,8 +580,8 @@ async def test_more_due_jobs_than_live_job_starts_all_run_once(
     """Due jobs beyond ``MAX_LIVE_JOBS`` wait as plain starts and begin as earlier ones
     end, and beyond ``DUE_JOBS_PER_WAKEUP`` wait in the job store for the next wake-up
     (which waits until the started ones are under way): none lost, none started twice."""
-    monkeypatch.setattr(engine, "MAX_LIVE_JOBS", 2)
-    monkeypatch.setattr(engine, "DUE_JOBS_PER_WAKEUP", 3)
+    monkeypatch.setattr(executor, "MAX_LIVE_JOBS", 2)
+    monkeypatch.setattr(scheduler, "DUE_JOBS_PER_WAKEUP", 3)
     monkeypatch.setattr(jobstore, "DUE_JOBS_PER_WAKEUP", 3)
     tool = FlakyTool()
     service = await start_service(tools=[tool])

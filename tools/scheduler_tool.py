@@ -1,5 +1,5 @@
-"""``tools.scheduler_tool`` in a checkout: the code lives in ``scheduler_service.tools.scheduler_tool``."""
+"""``tools.scheduler_tool`` in a checkout: the code lives in ``scheduler_service.tasks.scheduler_tool``."""
 
-from scheduler_service.tools.scheduler_tool import SchedulerTool
+from scheduler_service.tasks.scheduler_tool import SchedulerTool
 
 __all__ = ["SchedulerTool"]

@@ -26,7 +26,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
 from scheduler_service.config import SchedulerConfig
-from scheduler_service.engine import JobControl, retry_job_id, task_of_job
 from scheduler_service.runs.claims import SAME_INSTANT, schedule_of
 from scheduler_service.runs.notifications import Notifier
 from scheduler_service.runs.outcomes import (
@@ -37,6 +36,7 @@ from scheduler_service.runs.outcomes import (
     write_run,
 )
 from scheduler_service.schedules import Schedule, build_trigger
+from scheduler_service.scheduling import JobControl, retry_job_id, task_of_job
 from scheduler_service.statuses import ACTIVE_RUN, LIVE_TASK, RunKind, RunStatus, TaskStatus
 from scheduler_service.stopping import pause
 from scheduler_service.storage.db import Database

@@ -34,7 +34,6 @@ from typing import Any
 from sqlalchemy import func, select
 
 from scheduler_service.config import Settings
-from scheduler_service.engine import JobControl
 from scheduler_service.runs.batching import Batcher
 from scheduler_service.runs.claims import Claims, Fire, FireClaim
 from scheduler_service.runs.execution import Execution
@@ -50,6 +49,7 @@ from scheduler_service.runs.outcomes import (
 from scheduler_service.runs.parked import ParkedRun, park, unpark
 from scheduler_service.runs.queue import RunQueue
 from scheduler_service.runs.slots import SlotLine
+from scheduler_service.scheduling import JobControl
 from scheduler_service.statuses import ACTIVE_RUN, RunKind, RunStatus
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskNotification, TaskRun, utcnow

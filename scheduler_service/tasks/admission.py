@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy import Table, bindparam, exists, func, insert, literal_column, select
 from sqlalchemy.engine import Connection
 
-from scheduler_service.retention import FINISHED_BEYOND
 from scheduler_service.statuses import LIVE_TASK
 from scheduler_service.storage.models import ScheduledTask
 from scheduler_service.storage.sql import Prepared, one_of
+from scheduler_service.tasks.retention import FINISHED_BEYOND
 
 TASKS: Table = ScheduledTask.__table__  # type: ignore[assignment]
 

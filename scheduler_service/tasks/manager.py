@@ -24,10 +24,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from scheduler_service.config import Settings
-from scheduler_service.engine import JobControl
-from scheduler_service.evaluation import BudgetExceeded, Evaluator
 from scheduler_service.limits import json_size, quote
-from scheduler_service.retention import prune_finished
 from scheduler_service.runs.chains import (
     SCHEDULER_TOOL,
     check_tools,
@@ -47,6 +44,7 @@ from scheduler_service.schedules import (
     preview,
     preview_input,
 )
+from scheduler_service.scheduling import JobControl
 from scheduler_service.statuses import (
     FINISHED_TASK,
     LIVE_TASK,
@@ -59,6 +57,7 @@ from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskRun, new_id, utcnow
 from scheduler_service.tasks import paging
 from scheduler_service.tasks.admission import admission, draft_task, insert_task
+from scheduler_service.tasks.evaluation import BudgetExceeded, Evaluator
 from scheduler_service.tasks.inputs import (
     OPTION_FIELDS,
     SCHEDULE_FIELDS,
@@ -69,6 +68,7 @@ from scheduler_service.tasks.inputs import (
     UpdateTask,
 )
 from scheduler_service.tasks.paging import Cursor, Total
+from scheduler_service.tasks.retention import prune_finished
 from scheduler_service.tasks.views import run_to_dict, task_to_dict
 from scheduler_service.tools import ToolContext, ToolError, ToolRegistry
 

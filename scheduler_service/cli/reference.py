@@ -3,7 +3,7 @@
 The operations come from ``scheduler_tool``'s input schema and each operation's kwargs
 from the pydantic model that validates them, so the table cannot drift from the code:
 ``tests/test_docs.py`` fails when the README's copy differs from :func:`operations_table`.
-Regenerate it with ``python -m scheduler_service.reference README.md``.
+Regenerate it with ``python -m scheduler_service.cli.reference README.md``.
 """
 
 from __future__ import annotations
@@ -23,11 +23,9 @@ from scheduler_service.tasks.inputs import (
     UpdateTask,
 )
 from scheduler_service.tasks.paging import COUNT_BOUND
-from scheduler_service.tools.scheduler_tool import INPUT_SCHEMA
+from scheduler_service.tasks.scheduler_tool import INPUT_SCHEMA
 
-START = (
-    "<!-- operations-table:start (generated: python -m scheduler_service.reference README.md) -->"
-)
+START = "<!-- operations-table:start (generated: python -m scheduler_service.cli.reference README.md) -->"
 END = "<!-- operations-table:end -->"
 
 INPUTS: dict[str, type[BaseModel]] = {

@@ -22,8 +22,8 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
+from scheduler_service.cluster.health import first_line
 from scheduler_service.config import ConfigError, Settings, load_settings, redact_url
-from scheduler_service.health import first_line
 from scheduler_service.logs import configure_logging
 
 log = logging.getLogger("scheduler_service.cli")
@@ -204,7 +204,7 @@ def settings_for(args: argparse.Namespace, **scheduler: Any) -> Settings:
 @contextlib.asynccontextmanager
 async def operator_service(args: argparse.Namespace) -> Any:
     """A service that serves calls but never fires jobs (it does not seek the lock)."""
-    from scheduler_service.operator import Operator
+    from scheduler_service.cli.operator import Operator
     from scheduler_service.service import SchedulerService
 
     settings = settings_for(args, enabled=False, log_level="WARNING")
@@ -228,7 +228,7 @@ def freeze_startup_heap() -> None:
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
-    from scheduler_service.demo import run_demo, show_state
+    from scheduler_service.cli.demo import run_demo, show_state
     from scheduler_service.service import SchedulerService
 
     settings = settings_for(args)
@@ -332,8 +332,8 @@ async def cmd_action(args: argparse.Namespace) -> int:
 
 
 async def cmd_db(args: argparse.Namespace) -> int:
-    from scheduler_service.health import schema_revision
-    from scheduler_service.leader import leadership_for
+    from scheduler_service.cluster.health import schema_revision
+    from scheduler_service.cluster.leadership import leadership_for
     from scheduler_service.storage.db import migrate_to_head, sync_url
 
     settings = settings_for(args)
@@ -362,7 +362,7 @@ async def cmd_db(args: argparse.Namespace) -> int:
 
 
 async def cmd_health(args: argparse.Namespace) -> int:
-    from scheduler_service.health import check_health
+    from scheduler_service.cluster.health import check_health
 
     settings = settings_for(args)
     report = await asyncio.to_thread(
@@ -385,7 +385,7 @@ async def cmd_health(args: argparse.Namespace) -> int:
 
 async def cmd_mcp(args: argparse.Namespace) -> int:
     try:
-        from scheduler_service.mcp_server import serve_stdio
+        from scheduler_service.cli.mcp import serve_stdio
     except ModuleNotFoundError as exc:
         if not (exc.name or "").startswith("mcp"):
             raise

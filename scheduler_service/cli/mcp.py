@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError as MCPToolError
 
+from scheduler_service.tasks.scheduler_tool import DESCRIPTION, OPERATIONS
 from scheduler_service.tools import ToolContext, ToolError
-from scheduler_service.tools.scheduler_tool import DESCRIPTION, OPERATIONS
 
 if TYPE_CHECKING:
     from scheduler_service.config import Settings
