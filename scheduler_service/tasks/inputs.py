@@ -8,27 +8,24 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
 )
 
 from scheduler_service.config import Settings
-from scheduler_service.limits import max_tokens_limit, quote
+from scheduler_service.limits import max_tokens_limit
 from scheduler_service.statuses import FREQUENCIES, FrequencyName, ModeName, TaskStatus
-from scheduler_service.tools import ToolError
 
 TASK_STATUSES = tuple(status.value for status in TaskStatus)
 Frequency = FrequencyName
 Mode = ModeName
-Model = TypeVar("Model", bound=BaseModel)
 
 # Column sizes (storage/models.py): a longer value is refused here, on every backend.
 TASK_ID_CHARS = 40
@@ -83,13 +80,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-class TaskFields(_Strict):
-    """Fields shared by create_task and update_task (all optional here)."""
+class ScheduleFields(_Strict):
+    """The schedule fields and their checks, written once: create_task, update_task and
+    preview_schedule all take them."""
 
-    name: str | None = Field(
-        None, min_length=1, max_length=NAME_CHARS, description="Short task name"
-    )
-    description: str | None = Field(None, max_length=100_000)
     frequency: Frequency | None = Field(None, description=f"One of {', '.join(FREQUENCIES)}")
     scheduled_time: str | None = Field(
         None,
@@ -128,6 +122,48 @@ class TaskFields(_Strict):
     max_runs: int | None = Field(
         None, ge=1, le=1_000_000, description="Complete the task after this many runs"
     )
+
+    @field_validator("frequency", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("day_of_month", mode="before")
+    @classmethod
+    def _day_of_month(cls, value: Any) -> Any:
+        return _day_number(value)
+
+    _zone = field_validator("timezone")(_check_zone)
+
+    @field_validator("custom_schedule")
+    @classmethod
+    def _rule_bounds(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _check_count(_check_dtstart(value), info)
+
+    @field_validator("day_of_week", mode="after")
+    @classmethod
+    def _unique_days(cls, value: Any, info: ValidationInfo) -> Any:
+        return _distinct_items(value, info)
+
+
+def _distinct_items(value: Any, info: ValidationInfo) -> Any:
+    """A list without repeats, within the configured ``max_list_items``."""
+    value = _dedupe(value)
+    settings = _settings(info)
+    if isinstance(value, list) and settings and len(value) > settings.limits.max_list_items:
+        raise ValueError(
+            f"at most {settings.limits.max_list_items} distinct items, got {len(value)}"
+        )
+    return value
+
+
+class TaskFields(ScheduleFields):
+    """Fields shared by create_task and update_task (all optional here)."""
+
+    name: str | None = Field(
+        None, min_length=1, max_length=NAME_CHARS, description="Short task name"
+    )
+    description: str | None = Field(None, max_length=100_000)
     execution_mode: Mode | None = None
     tool_name: str | None = Field(
         None, max_length=TOOL_CHARS, description="direct: the tool to call"
@@ -161,33 +197,15 @@ class TaskFields(_Strict):
         None, ge=1, le=100_000_000, description="orchestrated: tokens per run"
     )
 
-    @field_validator("frequency", "execution_mode", mode="before")
+    @field_validator("execution_mode", mode="before")
     @classmethod
-    def _lower(cls, value: Any) -> Any:
+    def _lower_mode(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("day_of_month", mode="before")
+    @field_validator("available_tools", mode="after")
     @classmethod
-    def _day_of_month(cls, value: Any) -> Any:
-        return _day_number(value)
-
-    _zone = field_validator("timezone")(_check_zone)
-
-    @field_validator("custom_schedule")
-    @classmethod
-    def _rule_bounds(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _check_count(_check_dtstart(value), info)
-
-    @field_validator("day_of_week", "available_tools", mode="after")
-    @classmethod
-    def _unique(cls, value: Any, info: ValidationInfo) -> Any:
-        value = _dedupe(value)
-        settings = _settings(info)
-        if isinstance(value, list) and settings and len(value) > settings.limits.max_list_items:
-            raise ValueError(
-                f"at most {settings.limits.max_list_items} distinct items, got {len(value)}"
-            )
-        return value
+    def _unique_tools(cls, value: Any, info: ValidationInfo) -> Any:
+        return _distinct_items(value, info)
 
     @field_validator("name", "description", "task_description", "task_prompt")
     @classmethod
@@ -269,42 +287,11 @@ class UpdateTask(TaskFields):
     task_id: str = Field(..., min_length=1, max_length=TASK_ID_CHARS)
 
 
-class PreviewSchedule(_Strict):
+class PreviewSchedule(ScheduleFields):
     """preview_schedule: the schedule fields of create_task, or a task_id (plus changes)."""
 
     task_id: str | None = Field(None, min_length=1, max_length=TASK_ID_CHARS)
-    frequency: Frequency | None = None
-    scheduled_time: Annotated[str, Field(max_length=TIME_CHARS)] | None = None
-    day_of_week: Weekdays | None = None
-    day_of_month: Annotated[int, Field(ge=-SMALL_INT, le=SMALL_INT)] | None = None
-    custom_schedule: Annotated[str, Field(max_length=CUSTOM_SCHEDULE_CHARS)] | None = None
-    timezone: Annotated[str, Field(max_length=ZONE_CHARS)] | None = None
-    end_time: Annotated[str, Field(max_length=TIME_CHARS)] | None = None
-    max_runs: int | None = Field(None, ge=1, le=1_000_000)
-    except_dates: list[str] | None = Field(None, max_length=1000)
     count: int = Field(5, ge=1, le=100, description="How many next runs to list")
-
-    @field_validator("frequency", mode="before")
-    @classmethod
-    def _lower(cls, value: Any) -> Any:
-        return value.strip().lower() if isinstance(value, str) else value
-
-    @field_validator("day_of_month", mode="before")
-    @classmethod
-    def _day_of_month(cls, value: Any) -> Any:
-        return _day_number(value)
-
-    _zone = field_validator("timezone")(_check_zone)
-
-    @field_validator("custom_schedule")
-    @classmethod
-    def _rule_bounds(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _check_count(_check_dtstart(value), info)
-
-    @field_validator("day_of_week", mode="after")
-    @classmethod
-    def _unique(cls, value: Any) -> Any:
-        return _dedupe(value)
 
 
 class TaskRef(_Strict):
@@ -340,29 +327,3 @@ SCHEDULE_FIELDS = (
     "max_runs",
     "except_dates",
 )
-
-
-def _describe_error(model: type[BaseModel], err: Any) -> str:
-    loc = ".".join(str(p) for p in err["loc"]) or "kwargs"
-    if err["type"] == "extra_forbidden":
-        fields = ", ".join(n for n in model.model_fields)
-        return f"{loc}: unknown field; accepted fields are: {fields}"
-    if err["type"] == "missing":
-        return f"{loc}: required"
-    got = err.get("input")
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"{loc}: {msg} (got {quote(got)})"
-
-
-def validate(model: type[Model], data: dict[str, Any], settings: Settings | None = None) -> Model:
-    """The operation's kwargs as ``model``; ``settings`` brings the configured limits."""
-    try:
-        return model.model_validate(data, context={"settings": settings})
-    except ValidationError as exc:
-        seen: list[str] = []
-        for err in exc.errors():
-            text = _describe_error(model, err)
-            field = text.split(":", 1)[0]
-            if not any(s.startswith(field.split(".")[0] + ":") for s in seen):
-                seen.append(text)
-        raise ToolError("invalid_input", "; ".join(seen)) from None

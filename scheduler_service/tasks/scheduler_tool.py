@@ -20,15 +20,14 @@ from scheduler_service.tasks.inputs import (
     CreateTask,
     ExecuteNow,
     ListTasks,
-    Model,
     PreviewSchedule,
     TaskFields,
     TaskRef,
     UpdateTask,
-    validate,
 )
 from scheduler_service.tasks.paging import Total
 from scheduler_service.tools.base import Tool, ToolContext, ToolError, parse_kwargs
+from scheduler_service.tools.validation import Model, validate
 
 log = logging.getLogger(__name__)
 

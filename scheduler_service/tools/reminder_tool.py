@@ -16,8 +16,8 @@ from sqlalchemy import delete, select
 
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import Reminder, new_id, utcnow
-from scheduler_service.tasks.inputs import validate
 from scheduler_service.tools.base import Tool, ToolContext, ToolError, parse_kwargs
+from scheduler_service.tools.validation import validate
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 DATE_HELP = (
