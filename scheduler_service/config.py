@@ -59,7 +59,21 @@ def _check_timezone(value: str) -> str:
 class SchedulerConfig(BaseModel):
     """Configuration for the task scheduler."""
 
-    enabled: bool = Field(default=True, description="Whether the scheduler is enabled by default")
+    @property
+    def is_worker(self) -> bool:
+        """Whether this process executes runs: ``role`` if set, else ``enabled``."""
+        return self.role == "worker" if self.role is not None else self.enabled
+
+    enabled: bool = Field(
+        default=True,
+        description="Whether this process runs tasks (a worker). false makes it a client: it "
+        "manages tasks and queues manual runs for the workers, and never runs one itself",
+    )
+    role: Literal["worker", "client"] | None = Field(
+        default=None,
+        description="worker (fires jobs, executes runs with its tools) or client (manages "
+        "tasks, reads runs, queues manual runs). Unset: worker if enabled, else client",
+    )
     check_interval: int = Field(
         default=60,
         ge=1,

@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import importlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from scheduler_service.cluster.health import Heartbeat
 from scheduler_service.cluster.leadership import leadership_for
 from scheduler_service.cluster.wakeups import JOBS_CHANNEL, RUNS_CHANNEL, wakeups_for
+from scheduler_service.cluster.workers import Role, WorkerRegistry, forget_dead
 from scheduler_service.config import ConfigError, Settings, load_settings, warn_unknown_variables
 from scheduler_service.logs import ensure_service_logging
 from scheduler_service.logs import escape as log_escape
@@ -22,7 +23,6 @@ from scheduler_service.runs.recovery import (
     check_triggers,
     reconcile,
     recover_interrupted,
-    settle_queue,
 )
 from scheduler_service.runs.runner import TaskRunner
 from scheduler_service.scheduling import (
@@ -103,11 +103,17 @@ class SchedulerService:
         anthropic_client: anthropic.AsyncAnthropic | None = None,
         on_notification: NotificationCallback | None = None,
         leader_retry: float = LEADER_RETRY_S,
+        role: Role | str | None = None,
+        migrate: bool = True,
     ) -> None:
         from scheduler_service.tasks.scheduler_tool import SchedulerTool
         from scheduler_service.tools.reminder_tool import ReminderTool
 
         self.settings = settings or load_settings()
+        if role is None:
+            role = Role.WORKER if self.settings.scheduler.is_worker else Role.CLIENT
+        self.role = Role(role)
+        self._migrate = migrate
         self.db = Database(self.settings.database_url)
         self.tools = ToolRegistry()
         self.notifier = Notifier(self.db)
@@ -124,6 +130,8 @@ class SchedulerService:
         self.wakeups = wakeups_for(self.db.engine, JOBS_CHANNEL)
         self.run_signals = wakeups_for(self.db.engine, RUNS_CHANNEL)
         self.runner.announce_runs = self.run_signals.announce
+        self.runner.claims.executes = self.role == Role.WORKER
+        self.runner.claims.tools = self.tools.names
         self.scheduler = build_scheduler(
             serialize=self.db.serialized,
             max_sleep=float(self.settings.scheduler.check_interval),
@@ -142,6 +150,7 @@ class SchedulerService:
             has_llm=client is not None,
         )
         self.scheduler_tool: SchedulerTool = SchedulerTool(self.tasks)
+        self.tasks.workers_tools = not self.is_worker
         self.tools.register(ReminderTool(self.db, self.settings.default_timezone))
         if self.settings.scheduler_tool.enabled:
             self.tools.register(self.scheduler_tool)
@@ -159,6 +168,7 @@ class SchedulerService:
         self._trigger_check_stop = asyncio.Event()
         self._recovered_at = 0.0  # loop time of the leader's last sweep for dead workers' runs
         self.heartbeat = Heartbeat(self.db, self.settings.scheduler.check_interval / 2)
+        self.registry = WorkerRegistry(self.db, self.leadership.worker, self.tools.names)
         self.retention = Retention(self.db, self.settings.limits)
         log_escape.install()  # again: loggers of modules imported after the package
 
@@ -173,57 +183,65 @@ class SchedulerService:
         """Runs of this process waiting for a free slot (``max_concurrent_tasks``)."""
         return self.runner.waiting
 
+    @property
+    def is_worker(self) -> bool:
+        """Whether this process executes runs (a worker) or only manages tasks (a client)."""
+        return self.role == Role.WORKER
+
     async def start(self) -> None:
-        """Migrate, then lead (recover, reconcile, fire jobs) or stand by.
+        """Migrate (or, with ``migrate=False``, check the schema), then, as a worker,
+        lead (recover, reconcile, fire jobs) or stand by, and take queued runs.
 
         Either way the scheduler is started paused, so this process's tool calls write
         the shared job store; only the holder of the scheduling lock resumes it (one
         leader fires jobs, every process serves tool calls). A standby keeps retrying the
-        lock.
+        lock. A client does nothing more: it never leads, claims, executes or interrupts
+        a run, and its manual runs go to the workers through the run queue.
         """
         ensure_service_logging(
             self.settings.scheduler.log_level, self.settings.scheduler.log_format
         )
         warn_unknown_variables(log)
         try:
-            await self.leadership.open()
-            async with self.leadership.migrating():
-                await self.db.migrate()
-            self.runner.worker = self.leadership.worker
-            self._start_queue()
+            await self._prepare_schema()
             self.scheduler.start(paused=True)
-            if self.settings.scheduler.enabled:
-                if await self.leadership.try_acquire():
-                    await self._lead()
-                self._standby_stop = asyncio.Event()
-                self._standby = asyncio.get_running_loop().create_task(self._hold_leadership())
+            if self.is_worker:
+                await self._start_worker()
         except BaseException:
             await self._abandon_start()
             raise
         self.started = True
-        role = "leader" if self.is_leader else "standby"
+        role = ("leader" if self.is_leader else "standby") if self.is_worker else "client"
         log.info("scheduler service started on %s as %s", self._where(), role)
 
+    async def _prepare_schema(self) -> None:
+        """Migrate under the migration lock; a client lets the lock's session go after."""
+        if not self._migrate:
+            await self.db.check_schema()
+            return
+        await self.leadership.open()
+        async with self.leadership.migrating():
+            await self.db.migrate()
+        if not self.is_worker:
+            await self.leadership.close()
+
+    async def _start_worker(self) -> None:
+        self.runner.worker = self.leadership.worker
+        await self.registry.register()
+        self._start_queue()
+        if await self.leadership.try_acquire():
+            await self._lead()
+        self._standby_stop = asyncio.Event()
+        self._standby = asyncio.get_running_loop().create_task(self._hold_leadership())
+
     def _start_queue(self) -> None:
-        """PostgreSQL: this replica takes queued runs, whether it leads or not."""
-        if self.runner.queue is not None:
-            self.runner.queue.start()
-            self.run_signals.listen(self.runner.queue.poke)
+        """A worker takes queued runs, whether it leads or not."""
+        self.runner.queue.start()
+        self.run_signals.listen(self.runner.queue.poke)
 
     async def _stop_queue(self) -> None:
         await self.run_signals.stop_listening()
-        if self.runner.queue is not None:
-            await self.runner.queue.stop()
-
-    async def _settle_queue_if_last(self) -> None:
-        """No replica is left to take queued runs: record that they did not run."""
-        if self.runner.queue is None:
-            return
-        try:
-            if not await self.leadership.others_present():
-                await settle_queue(self.db, self.settings.scheduler, self.notifier)
-        except Exception:
-            log.exception("settling the run queue at stop failed; the next start settles it")
+        await self.runner.queue.stop()
 
     def _where(self) -> str:
         return self.db.engine.url.render_as_string(hide_password=True)
@@ -281,9 +299,11 @@ class SchedulerService:
             worker=self.runner.worker,
             claimed_here=self.runner.is_claimed_here,
             is_alive=alive_unless_dead,
-            queue=self.runner.queue is not None,
+            queue=True,
         )
         self.runner.adopt(recovered.adopted)
+        if not own_only:
+            await forget_dead(self.db, self.leadership.is_alive)
 
     async def _hold_leadership(self) -> None:
         """Standby: retry the lock every ``leader_retry`` s. Leader: check that it still
@@ -298,6 +318,10 @@ class SchedulerService:
                     await self._take_over()
                 elif self._recovery_due():
                     await self._recover(own_only=True)
+                if self.registry.due():
+                    await self.registry.beat(
+                        leading=self.is_leader, in_flight=self.runner.in_flight
+                    )
             except Exception:
                 log.exception("leadership check failed; retrying in %.1f s", self._leader_retry)
 
@@ -347,8 +371,10 @@ class SchedulerService:
     async def stop(self) -> None:
         """Stop firing, hand the lock on at once, then drain this process's runs.
 
-        A successor may start while runs drain here: it leaves them alone, because this
-        worker's presence lock is held until they are recorded.
+        Runs claimed here that had not started go back to the run queue for another
+        worker (or the next start); only runs still executing when the shutdown grace
+        ends are interrupted. A successor may start while runs drain here: it leaves
+        them alone, because this worker's presence lock is held until they are recorded.
         """
         if not self.started:
             await self.db.dispose()
@@ -358,18 +384,32 @@ class SchedulerService:
         await self._stop_standby()
         if self.scheduler.running:
             self.scheduler.shutdown()
+        was_leader = self.is_leader
         self.leading.clear()
         await self.wakeups.stop_listening()
         await self._stop_trigger_check()
-        await self._stop_queue()
-        await self.leadership.release()
-        await self.runner.drain(self.settings.scheduler.shutdown_grace)
-        await self._settle_queue_if_last()
-        await self.tasks.drain_background()
+        if self.is_worker:
+            await self._stop_worker(was_leader)
         self.tasks.close()
         await self.leadership.close()
         await self.db.dispose()
         log.info("scheduler service stopped")
+
+    async def _stop_worker(self, was_leader: bool) -> None:
+        await self._stop_queue()
+        await self.leadership.release()
+        if was_leader:  # health says "no leader" at once, not a check interval later
+            await self._quietly(self.heartbeat.clear(self.leadership.worker), "heartbeat")
+        await self.runner.drain(self.settings.scheduler.shutdown_grace)
+        await self._quietly(self.registry.unregister(), "the workers table")
+
+    @staticmethod
+    async def _quietly(step: Awaitable[None], what: str) -> None:
+        """A stop goes on when the database refuses a bookkeeping write."""
+        try:
+            await step
+        except Exception as exc:
+            log.warning("updating %s at stop failed: %s", what, exc)
 
     async def __aenter__(self) -> SchedulerService:
         await self.start()

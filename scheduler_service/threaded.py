@@ -49,8 +49,10 @@ class ThreadedScheduler:
         tools: Sequence[Tool] = (),
         anthropic_client: anthropic.AsyncAnthropic | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
+        role: str | None = None,
     ) -> None:
         self._settings = settings
+        self._role = role  # "worker" or "client"; None: from settings (SCHEDULER__ROLE)
         self._tools = list(tools)
         self._client = anthropic_client
         self.timeout = timeout
@@ -91,7 +93,9 @@ class ThreadedScheduler:
     async def _start(self) -> SchedulerService:
         from scheduler_service.service import SchedulerService
 
-        service = SchedulerService(self._settings, tools=self._tools, anthropic_client=self._client)
+        service = SchedulerService(
+            self._settings, tools=self._tools, anthropic_client=self._client, role=self._role
+        )
         await service.start()
         return service
 

@@ -122,4 +122,4 @@ async def test_manual_run_racing_delete_never_deadlocks(start_service: ServiceFa
             "delete_task", {"task_id": task["task_id"]}, context=CTX
         )
         assert out["task_id"] == task["task_id"]
-    await service.tasks.drain_background()
+    await service.runner.settled()

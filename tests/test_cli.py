@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ from scheduler_service.cli import commands as cli
 from scheduler_service.cluster.health import LeaderHeartbeat, check_health
 from scheduler_service.service import SchedulerService
 from scheduler_service.storage.models import utcnow
+from scheduler_service.threaded import ThreadedScheduler
+from scheduler_service.tools import Tool, ToolContext
+from tests.conftest import make_settings
 
 REMINDER = {
     "name": "Water plants",
@@ -59,7 +63,7 @@ def test_db_upgrade_then_current(capsys: pytest.CaptureFixture[str], url: str) -
 
 
 def test_tool_tasks_task_runs_notifications_and_actions(
-    capsys: pytest.CaptureFixture[str], url: str
+    capsys: pytest.CaptureFixture[str], url: str, db_path: Path
 ) -> None:
     db = ("--database-url", url)
     created = run_json(
@@ -79,7 +83,8 @@ def test_tool_tasks_task_runs_notifications_and_actions(
     task = run_json(capsys, "task", task_id, *db)
     assert len(task["next_runs"]) == 5 and task["next_runs"][0].endswith(("+01:00", "+02:00"))
 
-    code, out, _ = run_cli(capsys, "run-now", task_id, *db)
+    with ThreadedScheduler(make_settings(db_path), role="worker"):  # runs execute there
+        code, out, _ = run_cli(capsys, "run-now", task_id, *db)
     assert code == 0 and "succeeded" in out
     runs = run_json(capsys, "runs", task_id, *db)
     assert [(r["kind"], r["status"]) for r in runs] == [("manual", "succeeded")]
@@ -95,6 +100,7 @@ def test_tool_tasks_task_runs_notifications_and_actions(
 
 
 def test_failures_exit_non_zero_with_one_line(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    run_cli(capsys, "db", "upgrade", "--database-url", url)
     code, _, err = run_cli(capsys, "task", "task_missing", "--database-url", url)
     assert code == 1 and err.strip() == (
         "error: not_found: task_id: no task 'task_missing'; list them with `tasks`"
@@ -113,7 +119,15 @@ def test_health_fails_without_a_leader(capsys: pytest.CaptureFixture[str], url: 
     assert code == 1 and "no leader has woken" in out and "UNHEALTHY" in out
 
 
+def test_health_of_a_missing_database_creates_none(
+    capsys: pytest.CaptureFixture[str], url: str, db_path: Path
+) -> None:
+    code, out, _ = run_cli(capsys, "health", "--database-url", url)
+    assert code == 1 and "no database at" in out and not db_path.exists()
+
+
 def test_health_fails_before_migration(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    sqlite3.connect(url.removeprefix("sqlite:///")).close()  # an empty database file
     report = run_cli(capsys, "health", "--json", "--database-url", url)
     assert report[0] == 1
     data = json.loads(report[1])
@@ -132,3 +146,69 @@ async def test_health_follows_the_leaders_heartbeat(service: SchedulerService) -
         )
     report = await asyncio.to_thread(check_health, service.settings.database_url, interval)
     assert not report.ok and "no leader has woken" in report.problems[0]
+
+
+class WorkerOnlyTool(Tool):
+    """A tool only the worker process has (the CLI never registers it)."""
+
+    name = "worker_only_tool"
+    description = "Says which process ran it."
+    input_schema = {"type": "object", "properties": {}}
+
+    async def run(
+        self, operation: str, kwargs: dict[str, Any] | str | None, *, context: ToolContext
+    ) -> dict[str, Any]:
+        return {"ran": "worker"}
+
+
+def test_run_now_goes_to_the_worker_that_has_the_tool(
+    capsys: pytest.CaptureFixture[str], url: str, db_path: Path
+) -> None:
+    """`run-now` from a shell without the tool: the worker executes it with its tools,
+    the CLI waits for the record, and no run names the CLI as its worker."""
+    db = ("--database-url", url)
+    with ThreadedScheduler(
+        make_settings(db_path), tools=[WorkerOnlyTool()], role="worker"
+    ) as worker:
+        created = run_json(
+            capsys, "tool", "create_task",
+            json.dumps({"name": "Only there", "frequency": "daily", "scheduled_time": "09:00",
+                        "tool_name": "worker_only_tool", "operation": "go"}),
+            "--user", "u1", *db,
+        )  # fmt: skip
+        task_id = created["task"]["task_id"]
+        result = run_json(capsys, "run-now", task_id, *db)
+        worker_id = worker.service.runner.worker
+    assert result["run"]["status"] == "succeeded" and result["run"]["result"] == {"ran": "worker"}
+    runs = run_json(capsys, "runs", task_id, *db)
+    assert [(r["kind"], r["status"]) for r in runs] == [("manual", "succeeded")]
+    with sqlite3.connect(db_path) as con:
+        workers = {row[0] for row in con.execute("select worker from task_scheduler_runs")}
+    assert workers == {worker_id}
+
+
+def test_run_now_without_a_worker_says_so(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    db = ("--database-url", url)
+    created = run_json(capsys, "tool", "create_task", json.dumps(REMINDER), "--user", "u1", *db)
+    code, _, err = run_cli(capsys, "run-now", created["task"]["task_id"], *db)
+    assert code == 1 and "no worker is running" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("tasks",),
+        ("task", "task_x"),
+        ("runs", "task_x"),
+        ("notifications",),
+        ("workers",),
+        ("pause", "task_x"),
+    ],
+)
+def test_read_only_commands_never_create_a_database(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    missing = tmp_path / "typo" / "tasks.db"
+    code, _out, err = run_cli(capsys, *command, "--database-url", f"sqlite:///{missing}")
+    assert code == 2 and "no database at" in err and len(err.strip().splitlines()) == 1
+    assert not missing.exists() and not missing.parent.exists()

@@ -79,7 +79,7 @@ async def test_other_users_task_is_indistinguishable_from_a_missing_one(
     assert after["task"] == before["task"]
     assert (await tool.run("get_tasks", {}, context=B))["total"] == 0
     recorder.release.set()
-    await service.tasks.drain_background()
+    await service.runner.settled()
 
 
 async def test_any_conversation_of_the_user_manages_notifications_go_to_the_creator(

@@ -22,6 +22,7 @@ OURS = {
     "task_scheduler_reminders",
     "task_scheduler_jobs",
     "task_scheduler_heartbeat",
+    "task_scheduler_workers",
     "task_scheduler_alembic_version",
 }
 

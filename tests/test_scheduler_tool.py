@@ -432,7 +432,7 @@ async def test_execute_now_conflict_while_running(
         "already running",
     )
     tool.release.set()
-    await service.tasks.drain_background()
+    await service.runner.settled()
     second = await call(service, "execute_task_now", {"task_id": task["task_id"]}, ctx)
     assert second["run"]["status"] == "succeeded"
 

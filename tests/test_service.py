@@ -357,6 +357,7 @@ def test_migrations_run_with_alembic_and_refuse_unknown_revisions(tmp_path: Path
         "task_scheduler_reminders",
         "task_scheduler_jobs",
         "task_scheduler_heartbeat",
+        "task_scheduler_workers",
         "task_scheduler_alembic_version",
     } == tables
     con.execute("update task_scheduler_alembic_version set version_num='9999_future'")

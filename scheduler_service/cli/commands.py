@@ -162,10 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.add_parser("upgrade", parents=[common], help="migrate the schema to head")
     db_sub.add_parser("current", parents=[common, listing], help="show the schema revision")
 
-    sub.add_parser(
+    health = sub.add_parser(
         "health",
         parents=[common, listing],
-        help="exit 0 only if the database is reachable, at head, and a leader is awake",
+        help="exit 0 only if the database is reachable, at head, and a worker leads",
+    )
+    health.add_argument(
+        "--worker", default=None, metavar="ID", help="also require this worker to be alive"
     )
 
     mcp = sub.add_parser(
@@ -173,10 +176,22 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="serve the scheduler to an MCP host over stdio",
         description="Serve scheduler_tool and get_notifications over MCP (stdio), acting "
-        "for one user and conversation. Also runs the service (tasks fire from here).",
+        "for one user and conversation. A client: tasks run in the workers "
+        "(`task-scheduler run`), unless --worker.",
     )
     mcp.add_argument("--user", required=True, help="the user every call acts for")
     mcp.add_argument("--conversation", required=True, help="the conversation notified")
+    mcp.add_argument(
+        "--worker",
+        action="store_true",
+        help="also run tasks in this process (default: a client; `task-scheduler run` does)",
+    )
+
+    sub.add_parser(
+        "workers",
+        parents=[common, listing],
+        help="the live worker processes: role, tools, leader, runs in flight",
+    )
     return parser
 
 
@@ -202,13 +217,15 @@ def settings_for(args: argparse.Namespace, **scheduler: Any) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def operator_service(args: argparse.Namespace) -> Any:
-    """A service that serves calls but never fires jobs (it does not seek the lock)."""
+async def operator_service(args: argparse.Namespace, *, migrate: bool = False) -> Any:
+    """A client: it serves calls, never leads, claims or executes a run (manual runs go
+    to the workers). Without ``migrate`` (every command but ``tool``) it never creates
+    or migrates a database: a mistyped path is a one-line error."""
     from scheduler_service.cli.operator import Operator
     from scheduler_service.service import SchedulerService
 
-    settings = settings_for(args, enabled=False, log_level="WARNING")
-    async with SchedulerService(settings) as service:
+    settings = settings_for(args, log_level="WARNING")
+    async with SchedulerService(settings, role="client", migrate=migrate) as service:
         yield Operator(service)
 
 
@@ -263,7 +280,7 @@ async def cmd_tool(args: argparse.Namespace) -> int:
     from scheduler_service.tools import ToolContext
 
     context = ToolContext(user_id=args.user, conversation_id=args.conversation)
-    async with operator_service(args) as op:
+    async with operator_service(args, migrate=True) as op:
         result = await op.service.tools.call(
             args.tool, args.operation, args.kwargs, context=context
         )
@@ -366,7 +383,7 @@ async def cmd_health(args: argparse.Namespace) -> int:
 
     settings = settings_for(args)
     report = await asyncio.to_thread(
-        check_health, settings.database_url, settings.scheduler.check_interval
+        check_health, settings.database_url, settings.scheduler.check_interval, args.worker
     )
 
     def text() -> str:
@@ -395,7 +412,36 @@ async def cmd_mcp(args: argparse.Namespace) -> int:
 
     settings = settings_for(args)
     configure_logging(settings.scheduler.log_level, settings.scheduler.log_format)
-    await serve_stdio(settings, user=args.user, conversation=args.conversation)
+    await serve_stdio(settings, user=args.user, conversation=args.conversation, worker=args.worker)
+    return EXIT_OK
+
+
+WORKER_COLUMNS = [
+    ("id", "WORKER"),
+    ("leader", "LEADER"),
+    ("runs_in_flight", "RUNS"),
+    ("tools", "TOOLS"),
+    ("started_at", "STARTED"),
+    ("beat_age_s", "BEAT AGE S"),
+]
+
+
+async def cmd_workers(args: argparse.Namespace) -> int:
+    from scheduler_service.cluster.workers import live_workers
+    from scheduler_service.storage.db import Database
+
+    settings = settings_for(args)
+    db = Database(settings.database_url)
+    try:
+        await db.check_schema()
+        workers = [w.to_dict() for w in await live_workers(db)]
+    finally:
+        await db.dispose()
+    shown = [
+        {**w, "leader": "yes" if w["leader"] else "", "tools": ",".join(w["tools"])}
+        for w in workers
+    ]
+    emit(args, workers, lambda: table(shown, WORKER_COLUMNS) + f"\n{len(workers)} worker(s)")
     return EXIT_OK
 
 
@@ -413,6 +459,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "db": cmd_db,
     "health": cmd_health,
     "mcp": cmd_mcp,
+    "workers": cmd_workers,
 }
 
 

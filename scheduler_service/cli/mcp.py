@@ -75,10 +75,15 @@ def build_server(service: SchedulerService, context: ToolContext) -> MCPServer[A
     return server
 
 
-async def serve_stdio(settings: Settings, *, user: str, conversation: str) -> None:
-    """Start the service, serve MCP on stdin/stdout until the client disconnects, stop."""
+async def serve_stdio(
+    settings: Settings, *, user: str, conversation: str, worker: bool = False
+) -> None:
+    """Start the service, serve MCP on stdin/stdout until the client disconnects, stop.
+    A client unless ``worker``: its manual runs go to the workers, and it never fires or
+    executes another user's task with tools it lacks."""
     from scheduler_service.service import SchedulerService
 
     context = ToolContext(user_id=user, conversation_id=conversation)
-    async with SchedulerService(settings) as service:
+    role = "worker" if worker else "client"
+    async with SchedulerService(settings, role=role) as service:
         await build_server(service, context).run_stdio_async()

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Integer, String, select, text, update
 from sqlalchemy.orm import Mapped, mapped_column
 
+from scheduler_service.cluster.workers import live_workers_sync
 from scheduler_service.storage import names
 from scheduler_service.storage.db import (
     Database,
@@ -62,6 +63,16 @@ class Heartbeat:
                 .values(worker=worker, beat_at=utcnow())
             )
 
+    async def clear(self, worker: str) -> None:
+        """A leader stopping cleanly: the row says at once that nobody leads (unless a
+        successor has already written its own beat)."""
+        async with self.db.write() as session:
+            await session.execute(
+                update(LeaderHeartbeat)
+                .where(LeaderHeartbeat.id == 1, LeaderHeartbeat.worker == worker)
+                .values(worker=None, beat_at=None)
+            )
+
 
 @dataclass
 class HealthReport:
@@ -76,6 +87,7 @@ class HealthReport:
     last_beat: str | None = None
     beat_age_s: float | None = None
     leader_alive: bool = False
+    workers: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -86,8 +98,10 @@ class HealthReport:
         return {**asdict(self), "ok": self.ok}
 
 
-def check_health(async_url: str, check_interval: float) -> HealthReport:
-    """Database reachable, schema at head, a leader beat within ``check_interval``.
+def check_health(async_url: str, check_interval: float, worker: str | None = None) -> HealthReport:
+    """Database reachable, schema at head, a leader beat within ``check_interval`` (a
+    leader that stops cleanly clears its beat: unhealthy at once), and with ``worker``,
+    that worker alive (its row in the workers table beaten recently).
 
     Synchronous (one short connection): meant for the CLI and probes, not the event loop.
     """
@@ -97,6 +111,10 @@ def check_health(async_url: str, check_interval: float) -> HealthReport:
 
     report = HealthReport(database=redact_url(async_url))
     url = sync_url(async_url)
+    missing = _missing_sqlite_file(url)
+    if missing is not None:  # connecting would create it
+        report.problems.append(f"no database at {missing}: check DATABASE_URL")
+        return report
     options: dict[str, Any] = (
         {}
         if url.startswith("sqlite")
@@ -121,6 +139,7 @@ def check_health(async_url: str, check_interval: float) -> HealthReport:
                     report.leader, report.last_beat = row.worker, beat.isoformat()
                     report.beat_age_s = round((datetime.now(UTC) - beat).total_seconds(), 3)
                     report.leader_alive = report.beat_age_s <= check_interval + HEARTBEAT_SLACK_S
+                report.workers = [w.to_dict() for w in live_workers_sync(conn)]
     except Exception as exc:
         if not report.reachable:
             report.problems.append(
@@ -141,7 +160,22 @@ def check_health(async_url: str, check_interval: float) -> HealthReport:
             f"no leader has woken within {check_interval:g} s (last heartbeat: {age}); "
             "is a `task-scheduler run` (or a host app) running with SCHEDULER__ENABLED=true?"
         )
+    live = {w["id"] for w in report.workers}
+    if report.at_head and worker is not None and worker not in live:
+        report.problems.append(f"worker {worker!r} is not running (no recent beat)")
     return report
+
+
+def _missing_sqlite_file(url: str) -> str | None:
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    return None if Path(database).is_file() else database
 
 
 def schema_revision(url: str) -> tuple[list[str], str | None]:

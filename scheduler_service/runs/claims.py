@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -40,7 +40,14 @@ from scheduler_service.runs import notifications
 from scheduler_service.runs.notifications import Notifier
 from scheduler_service.runs.outcomes import Outcome, update_task
 from scheduler_service.schedules import Schedule, build_trigger
-from scheduler_service.statuses import ACTIVE_RUN, Frequency, RunKind, RunStatus, TaskStatus
+from scheduler_service.statuses import (
+    ACTIVE_RUN,
+    ExecutionMode,
+    Frequency,
+    RunKind,
+    RunStatus,
+    TaskStatus,
+)
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import (
     ScheduledTask,
@@ -49,6 +56,7 @@ from scheduler_service.storage.models import (
     new_id,
     utcnow,
 )
+from scheduler_service.tools import ToolError
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +149,19 @@ class Claims:
         # PostgreSQL: scheduled runs are claimed unassigned (worker NULL) into the run
         # queue, and every replica takes them from there (``take_queued``).
         self.queued = not db.sqlite
+        # A client executes nothing: the runs it claims (manual runs) go to the queue.
+        self.executes = True
+        # The tools of this worker: a run whose tool it lacks goes to the queue, for a
+        # worker that has it, instead of failing here.
+        self.tools: Callable[[], list[str]] = list
+        # limits.manual_run_interval, decided under the task's lock with the claim
+        self.manual_run_interval = 0.0
+
+    def assigns(self, task: ScheduledTask) -> bool:
+        """Whether a run of ``task`` claimed here is this worker's to execute."""
+        if not self.executes:
+            return False
+        return task.execution_mode != ExecutionMode.DIRECT or task.tool_name in self.tools()
 
     async def fire(self, task_id: str, run_times: list[datetime], now: datetime) -> FireClaim:
         """One transaction: move next_run_at on, record missed times, claim the due one."""
@@ -296,7 +317,8 @@ class Claims:
             if busy or self.overlaps(task.id):
                 claim.published.append(self._add_skip(session, task, due, RunKind.SCHEDULED, 1))
             else:
-                worker = None if self.queued else self.worker  # the queue assigns it
+                # the queue assigns it (PostgreSQL, or a tool this worker lacks)
+                worker = None if self.queued or not self.assigns(task) else self.worker
                 claim.run = self.new_run(task, due, RunKind.SCHEDULED, 1, worker=worker)
                 session.add(claim.run)
         session.add_all(claim.published)
@@ -323,19 +345,33 @@ class Claims:
             **values,
         )
 
+    def _runnable_here(self) -> ColumnElement[bool]:
+        """Runs this worker has the tool for (orchestrated runs: any worker)."""
+        return or_(
+            ScheduledTask.execution_mode != ExecutionMode.DIRECT,
+            ScheduledTask.tool_name.in_(self.tools()),
+        )
+
     async def take_queued(self, limit: int) -> list[TaskRun]:
-        """Assign up to ``limit`` unassigned queued runs to this worker, oldest fire time
-        first (PostgreSQL). ``SKIP LOCKED``: replicas taking at once never wait for each
-        other nor take the same run. Only run rows are locked here, one statement, so
-        this never waits in a cycle with a transaction holding a task row. A run whose
-        fire time is past its task's misfire grace time (every replica was down) is not
-        taken: recovery records that it did not run."""
+        """Assign up to ``limit`` unassigned queued runs that this worker has the tools
+        for, oldest fire time first. A run whose fire time is past its task's misfire
+        grace time (no worker took it in time) is not taken: recovery records that it
+        did not run."""
+        if self.db.sqlite:
+            return await self._take_queued_sqlite(limit)
+        return await self._take_queued_pg(limit)
+
+    async def _take_queued_pg(self, limit: int) -> list[TaskRun]:
+        """``SKIP LOCKED``: replicas taking at once never wait for each other nor take
+        the same run. Only run rows are locked here, one statement, so this never waits
+        in a cycle with a transaction holding a task row."""
         grace = func.coalesce(ScheduledTask.misfire_grace_time, self.cfg.misfire_grace_time)
         pick = (
             select(TaskRun.id)
             .join(ScheduledTask, ScheduledTask.id == TaskRun.task_id)
             .where(TaskRun.status == RunStatus.QUEUED, TaskRun.worker.is_(None))
             .where(TaskRun.fire_time >= func.now() - func.make_interval(0, 0, 0, 0, 0, 0, grace))
+            .where(self._runnable_here())
             .order_by(TaskRun.fire_time, TaskRun.queued_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -348,6 +384,48 @@ class Claims:
         )
         async with self.db.write() as session:
             return list((await session.scalars(take)).all())
+
+    async def _take_queued_sqlite(self, limit: int) -> list[TaskRun]:
+        """SQLite: a lock-free read first (the consumer polls an empty queue every
+        second), then the runs still unassigned are taken under the write lock."""
+        grace = func.coalesce(ScheduledTask.misfire_grace_time, self.cfg.misfire_grace_time)
+        candidates = (
+            select(TaskRun.id, TaskRun.fire_time, grace)
+            .join(ScheduledTask, ScheduledTask.id == TaskRun.task_id)
+            .where(TaskRun.status == RunStatus.QUEUED, TaskRun.worker.is_(None))
+            .where(self._runnable_here())
+            .order_by(TaskRun.fire_time, TaskRun.queued_at)
+            .limit(limit)
+        )
+        rows = await self.db.read_sync(lambda session: session.execute(candidates).all())
+        now = utcnow()
+        ids = [i for i, fire, within in rows if (now - fire).total_seconds() <= within]
+        if not ids:
+            return []
+        async with self.db.write() as session:
+            query = select(TaskRun).where(
+                TaskRun.id.in_(ids), TaskRun.status == RunStatus.QUEUED, TaskRun.worker.is_(None)
+            )
+            taken = list((await session.scalars(query)).all())
+            for run in taken:
+                run.worker = self.worker
+        return taken
+
+    async def release_many(self, runs: Sequence[TaskRun]) -> list[bool]:
+        """Runs claimed here that never started go back to the queue (a stop): another
+        worker, or this one's successor, runs them. Only rows still ``queued`` and still
+        this worker's; for each run, whether it was released."""
+        ids = [run.id for run in runs]
+        query = (
+            update(TaskRun)
+            .where(TaskRun.id.in_(ids))
+            .where(TaskRun.status == RunStatus.QUEUED, TaskRun.worker == self.worker)
+            .values(worker=None)
+            .returning(TaskRun.id)
+        )
+        async with self.db.write() as session:
+            released = set((await session.scalars(query)).all())
+        return [run.id in released for run in runs]
 
     async def attempt(
         self, task_id: str, fire_time: datetime, kind: str, attempt: int
@@ -371,7 +449,10 @@ class Claims:
                     session.add_all(published)
                     run = None
                 else:
-                    run = self.new_run(task, fire_time, kind, attempt)
+                    if kind == RunKind.MANUAL:
+                        await self._fence_manual(session, task)
+                    assigned = {} if self.assigns(task) else {"worker": None}
+                    run = self.new_run(task, fire_time, kind, attempt, **assigned)
                     session.add(run)
         except IntegrityError:
             log.info(
@@ -381,6 +462,38 @@ class Claims:
         if published:
             await self.notifier.publish(published)
         return run
+
+    async def _fence_manual(self, session: AsyncSession, task: ScheduledTask) -> None:
+        """Under the task's lock, in the claim's transaction: no manual run while any run
+        of the task is queued or running, and at most one manual run per
+        ``manual_run_interval``. Two callers at one instant, in one process or two: one
+        claims, the other gets ``conflict`` (or ``quota_exceeded``)."""
+        active = await session.scalar(
+            select(func.count())
+            .select_from(TaskRun)
+            .where(TaskRun.task_id == task.id, TaskRun.status.in_(ACTIVE_RUN))
+        )
+        if active:
+            raise ToolError(
+                "conflict",
+                f"task_id: task {task.id!r} is already running; wait for it to finish "
+                "(get_task shows its recent runs)",
+            )
+        interval = self.manual_run_interval
+        if interval <= 0:
+            return
+        last = await session.scalar(
+            select(func.max(TaskRun.queued_at)).where(
+                TaskRun.task_id == task.id, TaskRun.kind == RunKind.MANUAL
+            )
+        )
+        wait = interval - (utcnow() - last).total_seconds() if last is not None else 0
+        if wait > 0:
+            raise ToolError(
+                "quota_exceeded",
+                f"task_id: task {task.id!r} was run manually {interval - wait:.0f} s ago; a task "
+                f"runs manually at most once every {interval:g} s, try again in {wait:.0f} s",
+            )
 
     async def _abandon_retry(
         self, session: AsyncSession, task: ScheduledTask, fire_time: datetime, attempt: int

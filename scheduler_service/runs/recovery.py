@@ -37,7 +37,14 @@ from scheduler_service.runs.outcomes import (
 )
 from scheduler_service.schedules import Schedule, build_trigger
 from scheduler_service.scheduling import JobControl, retry_job_id, task_of_job
-from scheduler_service.statuses import ACTIVE_RUN, LIVE_TASK, RunKind, RunStatus, TaskStatus
+from scheduler_service.statuses import (
+    ACTIVE_RUN,
+    LIVE_TASK,
+    ExecutionMode,
+    RunKind,
+    RunStatus,
+    TaskStatus,
+)
 from scheduler_service.stopping import pause
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskNotification, TaskRun, utcnow
@@ -112,6 +119,8 @@ async def recover_interrupted(
                 recovered.adopted.append(row)
                 continue
             error = INTERRUPTED if row.status == RunStatus.RUNNING else NOT_STARTED
+            if row.worker is None:  # waited in the queue: no worker took it in time
+                error = _not_taken(task)
             outcome = interrupted(error)
             write_run(row, outcome, now)
             recovered.interrupted += 1
@@ -124,40 +133,15 @@ async def recover_interrupted(
     return recovered
 
 
-async def settle_queue(db: Database, cfg: SchedulerConfig, notifier: Notifier) -> int:
-    """The last replica is stopping: runs still waiting in the queue will not be taken
-    by anyone, so each is recorded ``interrupted`` (it did not run), as a run waiting
-    for a slot is when a single process stops."""
-    async with db.read() as session:
-        waiting = (
-            await session.execute(
-                select(TaskRun.id, TaskRun.task_id).where(
-                    TaskRun.status == RunStatus.QUEUED, TaskRun.worker.is_(None)
-                )
-            )
-        ).all()
-    if not waiting:
-        return 0
-    published: list[TaskNotification] = []
-    now = utcnow()
-    async with db.write() as session:
-        tasks = await db.lock_tasks(session, [task_id for _, task_id in waiting])
-        query = select(TaskRun).where(
-            TaskRun.id.in_([run_id for run_id, _ in waiting]),
-            TaskRun.status == RunStatus.QUEUED,
-            TaskRun.worker.is_(None),
-        )
-        for row in (await session.scalars(query)).all():
-            outcome = interrupted(NOT_STARTED)
-            write_run(row, outcome, now)
-            task = tasks.get(row.task_id)
-            if task is not None:
-                _job, note = update_task(cfg, task, row, outcome, now)
-                published.append(note)
-        session.add_all(published)
-    if published:
-        await notifier.publish(published)
-    return len(published)
+def _not_taken(task: ScheduledTask | None) -> str:
+    """Why a queued run nobody took did not run, naming the tool a worker needs."""
+    needs = ""
+    if task is not None and task.execution_mode == ExecutionMode.DIRECT:
+        needs = f" with the tool {task.tool_name!r}"
+    return (
+        f"no worker{needs} took this run within its misfire grace time, so it did not "
+        f"run; start a worker{needs} (`task-scheduler run` with TOOLS, or the host app)"
+    )
 
 
 def _may_run_late(cfg: SchedulerConfig, task: ScheduledTask, row: TaskRun, now: datetime) -> bool:

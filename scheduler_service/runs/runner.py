@@ -73,6 +73,9 @@ class RunInfo:
 
 current_run: ContextVar[RunInfo] = ContextVar("current_run")
 
+RECORD_POLL_S = 0.2  # how often a caller awaiting another worker's run reads its row
+WORKER_CHECK_S = 2.0  # how often that caller checks that some worker is alive
+
 
 @dataclass(frozen=True)
 class _Waiter:
@@ -101,18 +104,20 @@ class TaskRunner:
         self.claims = Claims(
             db=db, cfg=self.cfg, notifier=notifier, overlaps=self.has_scheduled_in_flight
         )
+        self.claims.manual_run_interval = settings.limits.manual_run_interval
         # Group commits: a burst is claimed, started and recorded in a few transactions.
         self._fires: Batcher[Fire, FireClaim] = Batcher(self._claim_fires)
         self._starts: Batcher[TaskRun, ScheduledTask | None] = Batcher(
             self.claims.mark_running_many
         )
         self._records: Batcher[tuple[TaskRun, Outcome], Recorded] = Batcher(self._record_many)
-        # PostgreSQL: scheduled runs go through the run queue, taken by every replica.
-        self.queue: RunQueue | None = None
-        if self.claims.queued:
-            self.queue = RunQueue(
-                take=self.claims.take_queued, start=self.take, free_slots=self._free_slots
-            )
+        self._releases: Batcher[TaskRun, bool] = Batcher(self.claims.release_many)
+        # The run queue: runs claimed unassigned (every scheduled run on PostgreSQL; a
+        # client's manual run; a run whose tool this worker lacks; a run a stopping
+        # worker handed back) wait there for a worker. Started by workers only.
+        self.queue = RunQueue(
+            take=self.claims.take_queued, start=self.take, free_slots=self._free_slots
+        )
         self.announce_runs: Callable[[], Awaitable[None]] | None = None  # tells replicas
         self.jobs: JobControl | None = None
         self._line: SlotLine[ParkedRun] = SlotLine(self.cfg.max_concurrent_tasks)
@@ -124,6 +129,8 @@ class TaskRunner:
         self._scheduled: Counter[str] = Counter()  # task id → scheduled/retry runs in flight
         self._manual: Counter[str] = Counter()  # task id → manual runs in flight
         self._stopping = False
+        # How long execute_task_now(wait=true) waits for a run another worker executes.
+        self.record_wait = float(self.cfg.task_timeout) + 30.0
 
     @property
     def worker(self) -> str | None:
@@ -173,6 +180,34 @@ class TaskRunner:
         if self.announce_runs is not None:
             await self.announce_runs()
 
+    async def await_record(self, run: TaskRun) -> TaskRun:
+        """Wait for a run another worker executes to be recorded: its row, once settled,
+        or as it is when ``record_wait`` seconds have passed. Refuses at once, and at
+        any moment while waiting, when no worker is alive to take it."""
+        from scheduler_service.cluster.workers import live_workers
+        from scheduler_service.tools import ToolError
+
+        deadline = monotonic.monotonic() + self.record_wait
+        checked = float("-inf")
+        while True:
+            async with self.db.read() as session:
+                row = await session.get(TaskRun, run.id, populate_existing=True)
+            if row is None or row.status not in ACTIVE_RUN:
+                return row or run
+            now = monotonic.monotonic()
+            if now >= deadline:
+                return row
+            if row.worker is None and now - checked >= WORKER_CHECK_S:
+                checked = now
+                if not await live_workers(self.db):
+                    raise ToolError(
+                        "unavailable",
+                        f"the run {run.id} is queued but no worker is running to execute "
+                        "it; it runs when a worker (`task-scheduler run`, or the host app "
+                        "as a worker) starts within the task's misfire grace time",
+                    )
+            await asyncio.sleep(RECORD_POLL_S)
+
     def _free_slots(self) -> int:
         return self.cfg.max_concurrent_tasks - len(self._in_flight)
 
@@ -180,9 +215,12 @@ class TaskRunner:
         """A retry job fired: claim the attempt and queue it for a slot (not awaited)."""
         await self.execute(task_id, fire_time, kind=RunKind.RETRY, attempt=attempt, wait=False)
 
-    async def run_now(self, task: ScheduledTask) -> TaskRun | None:
-        """A manual run: its own key (now), never consuming or blocking a scheduled one."""
-        return await self.execute(task.id, utcnow(), kind=RunKind.MANUAL, attempt=1)
+    async def run_now(self, task: ScheduledTask, *, wait: bool = True) -> TaskRun | None:
+        """A manual run: its own key (now), never consuming or blocking a scheduled one.
+        Claimed under the task's lock with its fences (``Claims.attempt``); executed here
+        if this process is a worker with the task's tool, else by a worker that has it.
+        With ``wait``, returns its record; without, the claimed run."""
+        return await self.execute(task.id, utcnow(), kind=RunKind.MANUAL, attempt=1, wait=wait)
 
     async def execute(
         self, task_id: str, fire_time: datetime, *, kind: str, attempt: int, wait: bool = True
@@ -200,6 +238,9 @@ class TaskRunner:
             )
             if run is None or run.status == RunStatus.SKIPPED:
                 return run
+            if run.worker is None:  # for another worker (see Claims.assigns)
+                await self._queued()
+                return await self.await_record(run) if wait else run
             self._in_flight.add(run.id)
             if not wait:
                 self._enqueue(run, ticket)
@@ -216,8 +257,7 @@ class TaskRunner:
 
     def take(self, runs: list[TaskRun]) -> None:
         """Run queued runs now assigned to this worker (taken from the queue, adopted).
-        Taken as the service stops, a run is recorded ``interrupted`` (it did not start)
-        rather than left queued with nobody to run it."""
+        Taken as the service stops, a run goes back to the queue (it did not start)."""
         for run in runs:
             self._in_flight.add(run.id)
             self._enqueue(run, next(self._tickets))
@@ -322,30 +362,53 @@ class TaskRunner:
     async def _execute_claimed(self, run: TaskRun, in_slot: bool) -> TaskRun:
         token = current_run.set(RunInfo(run.id, run.task_id, run.fire_time, run.attempt, run.kind))
         try:
-            outcome = await self._run_in_slot(run) if in_slot else interrupted(NOT_STARTED)
+            outcome = await self._run_in_slot(run) if in_slot else None
         finally:
             current_run.reset(token)
             self._count_in_flight(run, -1)
             if in_slot:
                 self._line.release()
                 self._start_ready()
+        if outcome is None:
+            return await self._release(run)
         return await self._finish_retrying(run, outcome)
+
+    async def _release(self, run: TaskRun) -> TaskRun:
+        """A run this worker claimed but never started, at a stop: back to the queue for
+        another worker (or the next start, within its grace time), not interrupted. If
+        the database refuses, the row stays this worker's, and the leader's recovery
+        takes it over once this worker is gone."""
+        try:
+            released = await self._releases.submit(run)
+        except Exception:
+            log.exception("run %s could not be handed back to the queue", run.id)
+            released = False
+        finally:
+            self._in_flight.discard(run.id)
+        if released:
+            run.worker = None
+            log.info("run %s handed back to the queue (it had not started)", run.id)
+            if self.announce_runs is not None:
+                with contextlib.suppress(Exception):
+                    await self.announce_runs()
+        return run
 
     def _count_in_flight(self, run: TaskRun, delta: int) -> None:
         in_flight = self._manual if run.kind == RunKind.MANUAL else self._scheduled
         in_flight[run.task_id] += delta
 
-    async def _run_in_slot(self, run: TaskRun) -> Outcome:
+    async def _run_in_slot(self, run: TaskRun) -> Outcome | None:
+        """The run's outcome; None if it never started (handed back to the queue)."""
         try:
             if self._stopping:
-                return interrupted(NOT_STARTED)
+                return None
             return await self._run_started(run)
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
             return interrupted(INTERRUPTED)
 
-    async def _run_started(self, run: TaskRun) -> Outcome:
+    async def _run_started(self, run: TaskRun) -> Outcome | None:
         try:
             task = await retry_transient(
                 lambda: self._starts.submit(run),
@@ -354,7 +417,7 @@ class TaskRunner:
             )
         except Exception:  # stopping while the database is unreachable: it never started
             log.exception("run %s could not be recorded as started", run.id)
-            return interrupted(NOT_STARTED)
+            return None
         if task is None:
             return Outcome(RunStatus.SKIPPED, error="the task was deleted before its run started")
         started = monotonic.perf_counter()
@@ -446,6 +509,12 @@ class TaskRunner:
             )
         return bool(active) or bool(self._scheduled[task_id] or self._manual[task_id])
 
+    async def settled(self) -> None:
+        """Wait until every run claimed in this process so far is recorded (or handed
+        back): a host (or a test) that started manual runs with ``wait=false``."""
+        while pending := [t for t in (*self._entries, *self._runs) if not t.done()]:
+            await asyncio.gather(*pending, return_exceptions=True)
+
     # -- stop ------------------------------------------------------------------------------
     def stop_starting(self) -> None:
         """From now on no claim is made and no claimed run starts (they are recorded
@@ -455,8 +524,9 @@ class TaskRunner:
     async def drain(self, grace: float) -> None:
         """Stop starting runs; wait up to ``grace`` s for those running, then cancel them.
 
-        Runs still waiting for a slot are recorded interrupted (never started) at once.
-        Every cancelled run records itself ``interrupted`` before this returns.
+        Runs still waiting for a slot go back to the run queue at once, for another
+        worker (or the next start). Every cancelled run records itself ``interrupted``
+        before this returns.
         """
         self._stopping = True
         for parked in self._line.drop_waiting():
@@ -472,6 +542,11 @@ class TaskRunner:
             log.warning("interrupting %d task(s) still running after %.1f s", len(still), grace)
             with contextlib.suppress(Exception):
                 await asyncio.wait(still, timeout=5)
+
+    @property
+    def in_flight(self) -> int:
+        """Runs this worker has claimed or taken and not yet recorded."""
+        return len(self._in_flight)
 
     @property
     def waiting(self) -> int:

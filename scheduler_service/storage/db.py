@@ -307,6 +307,11 @@ class Database:
         """Bring the schema to head; refuse a database at an unknown revision."""
         await asyncio.to_thread(migrate_to_head, self.sync_url)
 
+    async def check_schema(self) -> None:
+        """For a process that must not change the database (a read-only command): the
+        database exists and its schema is at head, else a one-line ``SchemaError``."""
+        await asyncio.to_thread(check_at_head, self.sync_url)
+
     async def dispose(self) -> None:
         if self._inline is not None:
             await self._inline.close()
@@ -373,6 +378,35 @@ def adopt_legacy_version(conn: Connection, script: Any) -> str | None:
         conn.execute(text(f"DROP TABLE {legacy}"))
     log.info("adopted schema revision %s from %s", revision, legacy)
     return revision
+
+
+def check_at_head(url: str) -> None:
+    """Raise ``SchemaError`` unless the database at ``url`` exists with its schema at head.
+    Never creates anything: a mistyped SQLite path is an error, not a new empty file."""
+    from alembic.script import ScriptDirectory
+
+    parsed = make_url(url)
+    where = parsed.render_as_string(hide_password=True)
+    database = parsed.database or ""
+    is_file = parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:")
+    if is_file and not Path(database).is_file():
+        raise SchemaError(
+            f"no database at {parsed.database}: check DATABASE_URL / --database-url "
+            "(`task-scheduler db upgrade` creates one)"
+        )
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    engine = create_sync_engine(url)
+    try:
+        with engine.connect() as conn:
+            current = current_revisions(conn)
+    finally:
+        engine.dispose()
+    if current != {head}:
+        found = ", ".join(sorted(current)) or "none (no scheduler tables)"
+        raise SchemaError(
+            f"the database at {where} is at schema revision {found}, not {head}: "
+            "run `task-scheduler db upgrade` (or start the service once)"
+        )
 
 
 def migrate_to_head(url: str) -> None:

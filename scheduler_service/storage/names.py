@@ -16,6 +16,7 @@ NOTIFICATIONS = "task_scheduler_notifications"
 REMINDERS = "task_scheduler_reminders"
 JOBS = "task_scheduler_jobs"  # APScheduler's SQLAlchemyJobStore table
 HEARTBEAT = "task_scheduler_heartbeat"
+WORKERS = "task_scheduler_workers"
 VERSION_TABLE = "task_scheduler_alembic_version"
 
 LEGACY_VERSION_TABLE = "alembic_version"

@@ -61,6 +61,11 @@ def _check_zone(value: str | None) -> str | None:
     )
 
 
+def known_zone(value: str | None) -> bool:
+    """Whether ``value`` names a zone of the IANA database."""
+    return value is not None and value.strip() in _zones()
+
+
 def _settings(info: ValidationInfo) -> Settings | None:
     context = info.context
     return context.get("settings") if isinstance(context, dict) else None

@@ -66,6 +66,7 @@ from scheduler_service.tasks.inputs import (
     PreviewSchedule,
     TaskFields,
     UpdateTask,
+    known_zone,
 )
 from scheduler_service.tasks.paging import Cursor, Total
 from scheduler_service.tasks.retention import prune_finished
@@ -73,6 +74,7 @@ from scheduler_service.tasks.views import run_to_dict, task_to_dict
 from scheduler_service.tools import ToolContext, ToolError, ToolRegistry
 
 log = logging.getLogger(__name__)
+WORKERS_TOOLS_TTL_S = 2.0  # how long a client trusts what it read of the workers' tools
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -144,8 +146,11 @@ class TaskManager:
         self.runner = runner
         self.jobs = jobs
         self.has_llm = has_llm
-        self._background: set[asyncio.Task[Any]] = set()
         self._manual_reserved: set[str] = set()  # task ids with a manual run starting here
+        # A client runs nothing itself: a task may name a tool only the workers have.
+        self.workers_tools = False
+        self._remote_tools: set[str] = set()
+        self._remote_read_at = float("-inf")
         limits = settings.limits
         self._user_turns: dict[str, asyncio.Lock] = {}
         self.evaluator = Evaluator(
@@ -174,8 +179,18 @@ class TaskManager:
             if not lock.locked() and self._user_turns.get(user) is lock:
                 del self._user_turns[user]
 
+    def _zone_for(self, context: ToolContext) -> str:
+        """The zone of a task created without one: the user's, when the host put it in
+        the context, else ``default_timezone``."""
+        if known_zone(context.timezone):
+            assert context.timezone is not None
+            return context.timezone.strip()
+        if context.timezone:
+            log.warning("ignoring the context's timezone %r: not an IANA zone", context.timezone)
+        return self.settings.default_timezone
+
     async def _plan_new(
-        self, user: str, data: ScheduleInput, now: datetime
+        self, user: str, data: ScheduleInput, now: datetime, zone: str
     ) -> tuple[Schedule, BaseTrigger, datetime | None, dict[str, Any]]:
         """``parse_and_plan`` for a new task: in the evaluation pool when the schedule
         walks a rule; here when its cost is bounded (a built-in frequency), where the
@@ -184,7 +199,7 @@ class TaskManager:
             parse_and_plan,
             data,
             now=now,
-            default_timezone=self.settings.default_timezone,
+            default_timezone=zone,
             min_interval=self.settings.scheduler.min_interval,
         )
         if not bounded_cost(data):
@@ -223,7 +238,7 @@ class TaskManager:
             preview_input,
             schedule_input(fields),
             now=utcnow(),
-            default_timezone=self.settings.default_timezone,
+            default_timezone=self._zone_for(context),
             min_interval=self.settings.scheduler.min_interval,
             count=data.count,
         )
@@ -247,22 +262,41 @@ class TaskManager:
             self._check_orchestrated(fields)
         return str(mode)
 
+    async def _refresh_workers_tools(self) -> None:
+        """A client learns the tools the live workers have (read at most every 2 s)."""
+        if not self.workers_tools:
+            return
+        now = asyncio.get_running_loop().time()
+        if now - self._remote_read_at < WORKERS_TOOLS_TTL_S:
+            return
+        from scheduler_service.cluster.workers import live_workers
+
+        self._remote_tools = {tool for w in await live_workers(self.db) for tool in w.tools}
+        self._remote_read_at = now
+
+    def _has_tool(self, name: str) -> bool:
+        return name in self.registry or name in self._remote_tools
+
+    def _available(self) -> list[str]:
+        names = set(self.registry.names()) | self._remote_tools
+        return sorted(names - {SCHEDULER_TOOL})
+
     def _check_direct(self, fields: dict[str, Any]) -> None:
         name = fields.get("tool_name")
-        available = [n for n in self.registry.names() if n != SCHEDULER_TOOL]
+        available = self._available()
         if not name:
             raise ToolError(
                 "invalid_input",
                 f"tool_name: required for direct tasks; available tools: {', '.join(available)}",
             )
-        if name == SCHEDULER_TOOL or name not in self.registry:
+        if name == SCHEDULER_TOOL or not self._has_tool(name):
             raise ToolError(
                 "invalid_input",
                 f"tool_name: {name!r} is not a tool a task can run; available tools: "
                 f"{', '.join(available)}",
             )
         operation = fields.get("operation")
-        schema = self.registry.get(name).input_schema
+        schema = self.registry.get(name).input_schema if name in self.registry else {}
         allowed = schema.get("properties", {}).get("operation", {}).get("enum")
         if not operation:
             hint = f"; {name} accepts: {', '.join(allowed)}" if allowed else ""
@@ -291,12 +325,12 @@ class TaskManager:
             )
         names = fields.get("available_tools")
         if names is not None:
-            unknown = [n for n in names if n not in self.registry]
+            unknown = [n for n in names if not self._has_tool(n)]
             if unknown or not names:
                 what = f"unknown tool(s) {quote(', '.join(unknown))}" if unknown else "empty"
                 raise ToolError(
                     "invalid_input",
-                    f"available_tools: {what}; available tools: {', '.join(self.registry.names())}",
+                    f"available_tools: {what}; available tools: {', '.join(self._available())}",
                 )
 
     # -- reading ---------------------------------------------------------------------
@@ -365,6 +399,7 @@ class TaskManager:
         self, data: CreateTask, context: ToolContext
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Returns the task and its schedule preview (first runs, warnings)."""
+        await self._refresh_workers_tools()
         fields = data.model_dump()
         journal = journal_of(context)
         if journal is None:
@@ -388,9 +423,12 @@ class TaskManager:
         self, fields: dict[str, Any], context: ToolContext
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         now = utcnow()
+        zone = self._zone_for(context)
         schedule, trigger, next_run, shown = await self._plan_new(
-            context.user_id, schedule_input(fields), now
+            context.user_id, schedule_input(fields), now, zone
         )
+        if zone != self.settings.default_timezone and schedule.timezone == zone:
+            shown = {**shown, "timezone_from_context": zone}
         fields |= one_time_fields(schedule, fields)
         mode = self._check_execution(fields)
         task = draft_task(
@@ -515,6 +553,7 @@ class TaskManager:
         self, data: UpdateTask, context: ToolContext
     ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
         """Returns the task, the names of the fields that changed, and its preview."""
+        await self._refresh_workers_tools()
         task = await self.owned(data.task_id, context)
         if task.status in FINISHED_TASK:
             raise ToolError(
@@ -744,22 +783,20 @@ class TaskManager:
             )
 
     async def execute_now(self, task_id: str, context: ToolContext, wait: bool) -> dict[str, Any]:
-        """A manual run. Two calls at once (LLMs call tools in parallel) get one run and
-        one ``conflict``: the task is reserved in this process before the first await,
-        and other processes see its queued/running row."""
+        """A manual run. Two calls at once (LLMs call tools in parallel, or two
+        processes) get one run and one ``conflict``: the task is reserved in this
+        process before the first await, and the claim itself is fenced under the task's
+        lock (no manual run while a run of the task is queued or running; the manual
+        rate), so another process's call is refused too."""
         task = await self.owned(task_id, context)  # ownership first: not_found, never conflict
         self._check_run_may_start(task, context)
         if task_id in self._manual_reserved:
             raise self._already_running(task_id)
         self._manual_reserved.add(task_id)
-        handed_off = False
         try:
-            out = await self._execute_now(task_id, context, wait)
-            handed_off = not wait  # the background run releases the reservation
-            return out
+            return await self._execute_now(task_id, context, wait)
         finally:
-            if not handed_off:
-                self._manual_reserved.discard(task_id)
+            self._manual_reserved.discard(task_id)
 
     @staticmethod
     def _already_running(task_id: str) -> ToolError:
@@ -781,13 +818,8 @@ class TaskManager:
             raise self._already_running(task_id)
         await self._check_manual_rate(task)
         self._journal(context, f"ran task '{task.name}' ({task.id}) now")
-        if not wait:
-            job = asyncio.get_running_loop().create_task(self._run_reserved(task))
-            self._background.add(job)
-            job.add_done_callback(self._background.discard)
-            return {"task": task_to_dict(task), "run": None}
-        run = await self.runner.run_now(task)
-        fresh = await self.owned(task_id, context)
+        run = await self.runner.run_now(task, wait=wait)
+        fresh = await self.owned(task_id, context) if wait else task
         return {
             "task": task_to_dict(fresh),
             "run": run_to_dict(run, task.timezone) if run else None,
@@ -814,16 +846,5 @@ class TaskManager:
                 f"runs manually at most once every {interval:g} s, try again in {wait:.0f} s",
             )
 
-    async def _run_reserved(self, task: ScheduledTask) -> TaskRun | None:
-        """A background manual run keeps the task reserved until it has finished."""
-        try:
-            return await self.runner.run_now(task)
-        finally:
-            self._manual_reserved.discard(task.id)
-
     def close(self) -> None:
         self.evaluator.close()
-
-    async def drain_background(self) -> None:
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)

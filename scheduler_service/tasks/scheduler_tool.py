@@ -274,6 +274,11 @@ class SchedulerTool(Tool):
             f"Created task '{task['name']}' ({task['task_id']}): {task['schedule']}. "
             f"{_next_run_words(task)}{_warning_words(shown)}"
         )
+        if shown.get("timezone_from_context"):
+            message += (
+                f" Timezone {shown['timezone_from_context']}: the user's, from the conversation "
+                "(give timezone to choose another)."
+            )
         if task["execution_mode"] == ExecutionMode.ORCHESTRATED and not self._tasks.has_llm:
             message += (
                 " Note: orchestrated runs need an Anthropic API key (ANTHROPIC_API_KEY); "
