@@ -421,7 +421,7 @@ async def test_execute_now_conflict_while_running(
     first = await call(
         service, "execute_task_now", {"task_id": task["task_id"], "wait": False}, ctx
     )
-    assert first["run"] is None and "notification" in first["message"]
+    assert first["run"]["status"] == "queued" and "notification" in first["message"]
     await tool.called.wait()
     await expect_error(
         service,

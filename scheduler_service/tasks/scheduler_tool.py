@@ -367,7 +367,7 @@ class SchedulerTool(Tool):
         out = await self._tasks.execute_now(args.task_id, context, args.wait)
         run = out["run"]
         name = out["task"]["name"]
-        if run is None:
+        if run is None or run["status"] in (RunStatus.QUEUED, RunStatus.RUNNING):
             message = f"Started task '{name}'; its result will arrive as a notification."
         elif run["status"] == RunStatus.SUCCEEDED:
             after = (
