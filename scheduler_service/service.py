@@ -269,6 +269,7 @@ class SchedulerService:
         self._trigger_check_stop = asyncio.Event()
         self._trigger_check = asyncio.get_running_loop().create_task(self._check_triggers())
         await self.heartbeat.beat(self.leadership.worker)
+        await self.registry.beat(leading=True, in_flight=self.runner.in_flight)
 
     async def _check_triggers(self) -> None:
         """The slow half of reconciliation, after the leader has started firing."""

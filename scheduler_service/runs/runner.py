@@ -54,6 +54,7 @@ from scheduler_service.statuses import ACTIVE_RUN, RunKind, RunStatus
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskNotification, TaskRun, utcnow
 from scheduler_service.storage.retry import retry_transient
+from scheduler_service.tools import ToolError
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,6 @@ class TaskRunner:
         or as it is when ``record_wait`` seconds have passed. Refuses at once, and at
         any moment while waiting, when no worker is alive to take it."""
         from scheduler_service.cluster.workers import live_workers
-        from scheduler_service.tools import ToolError
 
         deadline = monotonic.monotonic() + self.record_wait
         checked = float("-inf")
@@ -231,11 +231,14 @@ class TaskRunner:
             if self._stopping:  # a retry stays restorable: see recovery.restore_retries
                 log.warning("not starting %s of task %s: the service is stopping", kind, task_id)
                 return None
-            run = await retry_transient(
-                lambda: self.claims.attempt(task_id, fire_time, kind, attempt),
+            claimed = await retry_transient(
+                lambda: self._attempt(task_id, fire_time, kind, attempt),
                 f"claiming {kind} attempt {attempt} of task {task_id}",
                 keep_trying=self._running,
             )
+            if isinstance(claimed, ToolError):  # refused by a fence: an answer, not a fault
+                raise claimed
+            run = claimed
             if run is None or run.status == RunStatus.SKIPPED:
                 return run
             if run.worker is None:  # for another worker (see Claims.assigns)
@@ -248,6 +251,15 @@ class TaskRunner:
             done: asyncio.Future[TaskRun] = asyncio.get_running_loop().create_future()
             self._enqueue(run, ticket, done)
             return await done
+
+    async def _attempt(
+        self, task_id: str, fire_time: datetime, kind: str, attempt: int
+    ) -> TaskRun | ToolError | None:
+        """``Claims.attempt``, with a fence's refusal returned (never retried)."""
+        try:
+            return await self.claims.attempt(task_id, fire_time, kind, attempt)
+        except ToolError as exc:
+            return exc
 
     def adopt(self, runs: list[TaskRun]) -> None:
         """Run claimed runs recovery took over (they never started; now this worker's)."""
