@@ -46,7 +46,10 @@ WORKER_ENV = {
     "SCHEDULER_TOOL__MAX_TASKS_PER_USER": str(RUNS + 10),
 }
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
+pytestmark = [
+    pytest.mark.processes,
+    pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL"),
+]
 
 
 async def start_worker(db: Path, side: Path, *args: str) -> asyncio.subprocess.Process:

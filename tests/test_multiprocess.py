@@ -47,7 +47,10 @@ WORKER_ENV = {
     "SCHEDULER_TOOL__MAX_TASKS_PER_USER": "100",
 }  # check_interval stays 60 s: only the poll can make standby-created tasks punctual
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs flock and SIGKILL")
+pytestmark = [
+    pytest.mark.processes,
+    pytest.mark.skipif(sys.platform == "win32", reason="needs flock and SIGKILL"),
+]
 
 
 @contextlib.asynccontextmanager

@@ -34,6 +34,8 @@ import pytest
 
 from tests.processes import Worker
 
+pytestmark = pytest.mark.processes
+
 FINAL = {"succeeded", "failed", "interrupted", "missed", "timed_out", "skipped"}
 REPLICA_ENV = {
     "SCHEDULER__LOG_LEVEL": "WARNING",
