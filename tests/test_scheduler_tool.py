@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from scheduler_service import SchedulerService
 from scheduler_service.storage.models import ScheduledTask, TaskRun
@@ -641,10 +642,10 @@ async def test_job_store_failure_on_resume_changes_nothing(
     task = await create(service, ctx)
     await call(service, "pause_task", {"task_id": task["task_id"]}, ctx)
 
-    async def broken(*args: Any, **kwargs: Any) -> Any:
-        raise OSError("disk I/O error")
+    def broken(*args: Any, **kwargs: Any) -> Any:  # the job row's write, in the transaction
+        raise OperationalError("UPDATE task_scheduler_jobs", {}, OSError("disk I/O error"))
 
-    monkeypatch.setattr(service.jobs, "_call", broken)
+    monkeypatch.setattr(service.jobs, "put_job_sync", broken)
     with pytest.raises(ToolError) as info:
         await call(service, "resume_task", {"task_id": task["task_id"]}, ctx)
     assert info.value.code == "unavailable" and "try again" in info.value.message

@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from scheduler_service.config import SchedulerConfig
+from scheduler_service.config import LimitsConfig, SchedulerConfig
 from scheduler_service.runs import notifications
 from scheduler_service.runs.notifications import Notifier
 from scheduler_service.runs.outcomes import Outcome, update_task
@@ -154,8 +154,8 @@ class Claims:
         # The tools of this worker: a run whose tool it lacks goes to the queue, for a
         # worker that has it, instead of failing here.
         self.tools: Callable[[], list[str]] = list
-        # limits.manual_run_interval, decided under the task's lock with the claim
-        self.manual_run_interval = 0.0
+        # the manual-run rate, decided under the task's lock with the claim
+        self.limits = LimitsConfig()
 
     def assigns(self, task: ScheduledTask) -> bool:
         """Whether a run of ``task`` claimed here is this worker's to execute."""
@@ -479,7 +479,7 @@ class Claims:
                 f"task_id: task {task.id!r} is already running; wait for it to finish "
                 "(get_task shows its recent runs)",
             )
-        interval = self.manual_run_interval
+        interval = self.limits.manual_run_interval
         if interval <= 0:
             return
         last = await session.scalar(

@@ -105,7 +105,7 @@ class TaskRunner:
         self.claims = Claims(
             db=db, cfg=self.cfg, notifier=notifier, overlaps=self.has_scheduled_in_flight
         )
-        self.claims.manual_run_interval = settings.limits.manual_run_interval
+        self.claims.limits = settings.limits
         # Group commits: a burst is claimed, started and recorded in a few transactions.
         self._fires: Batcher[Fire, FireClaim] = Batcher(self._claim_fires)
         self._starts: Batcher[TaskRun, ScheduledTask | None] = Batcher(

@@ -18,7 +18,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.util import datetime_to_utc_timestamp
-from sqlalchemy import Table, insert
+from sqlalchemy import Connection, Table, delete, insert, or_, update
 
 from scheduler_service.jobs import JOB_FUNCTION, RETRY_FUNCTION
 from scheduler_service.scheduling.scheduler import ResilientAsyncIOScheduler, Serializer
@@ -139,6 +139,29 @@ class JobControl:
         """The job store's table, for writes made in the service's own transactions."""
         table: Table = self._store().jobs_t
         return table
+
+    def put_job_sync(
+        self,
+        connection: Connection,
+        task_id: str,
+        trigger: BaseTrigger,
+        next_run_time: datetime | None,
+    ) -> None:
+        """Create or replace the task's job row (None: paused) in the caller's
+        transaction, the one that changes the task: both change together or neither
+        does. After the commit, ``stored``."""
+        row = self.new_job_row(task_id, trigger, next_run_time)
+        table = self.jobs_table
+        values = {"next_run_time": row["next_run_time"], "job_state": row["job_state"]}
+        changed = connection.execute(update(table).where(table.c.id == task_id).values(**values))
+        if not changed.rowcount:
+            connection.execute(insert(table).values(**row))
+
+    def remove_jobs_sync(self, connection: Connection, task_id: str) -> None:
+        """Delete the task's job and its retry jobs in the caller's transaction."""
+        table = self.jobs_table
+        retries = table.c.id.startswith(f"retry:{task_id}:", autoescape=True)
+        connection.execute(delete(table).where(or_(table.c.id == task_id, retries)))
 
     async def stored(self, next_run_time: datetime | None) -> None:
         """A job row was committed outside the scheduler: wake this process's scheduler

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 from typing import Any, ParamSpec, TypeVar
 
 from apscheduler.triggers.base import BaseTrigger
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -592,30 +592,32 @@ class TaskManager:
         trigger, first, shown = await self._evaluate(context.user_id, plan, schedule, now)
         next_run = first if reschedule else task.next_run_at
         before = task_to_dict(task)
-        async with self.db.write() as session:
-            row = await self.db.lock_task(session, task.id)
+        values = {**changes, "execution_mode": merged.get("execution_mode")}
+
+        def write(session: Session) -> ScheduledTask:
+            """The task and its job row in one transaction, under the task's lock; an
+            update that lost to a cancel or delete is refused, not stored."""
+            row = self.db.lock_tasks_sync(session, [task.id]).get(task.id)
             if row is None:
                 raise ToolError("not_found", f"task_id: task {task.id!r} was deleted meanwhile")
+            if row.status in FINISHED_TASK:
+                raise ToolError(
+                    "conflict",
+                    f"task_id: task {row.id!r} is now {row.status} (changed meanwhile) and can "
+                    "no longer change; create a new task instead",
+                )
             if reschedule:
                 row.schedule = schedule.to_dict()
                 row.start_at = schedule.start_at
                 row.next_run_at = next_run if row.status == TaskStatus.SCHEDULED else None
-            columns = {c.key: getattr(row, c.key) for c in ScheduledTask.__table__.columns}
-            self._apply(row, {**changes, "execution_mode": merged.get("execution_mode")})
+                self.jobs.put_job_sync(session.connection(), row.id, trigger, row.next_run_at)
+            self._apply(row, values)
             row.updated_at = now
-            task = row
-        touched = {k: v for k, v in columns.items() if getattr(task, k) != v}
+            return row
+
+        task = await self.db.write_orm(write)
         if reschedule:
-            try:
-                await self.jobs.schedule(
-                    task.id, trigger, next_run if task.status == TaskStatus.SCHEDULED else None
-                )
-            except Exception as exc:
-                log.exception("could not reschedule task %s; undoing the update", task.id)
-                await self._restore(task.id, touched)  # only what this update changed
-                raise ToolError(
-                    "unavailable", f"the scheduler could not store the job ({exc}); try again"
-                ) from None
+            await self.jobs.stored(task.next_run_at)
         after = task_to_dict(task)
         changed = [k for k in after if after[k] != before.get(k) and k not in ("updated_at",)]
         if journal is not None:
@@ -675,23 +677,21 @@ class TaskManager:
         return parsed
 
     async def delete_task(self, task_id: str, context: ToolContext) -> ScheduledTask:
+        """The task, its runs and its jobs go in one transaction, under the task's lock
+        (no run of it starts or ends meanwhile)."""
         task = await self.owned(task_id, context)
-        async with self.db.write() as session:
-            await self.db.lock_task(session, task_id)  # no run of it starts or ends meanwhile
-            await session.execute(delete(TaskRun).where(TaskRun.task_id == task_id))
-            await session.execute(delete(ScheduledTask).where(ScheduledTask.id == task_id))
-        try:
-            await self._remove_jobs(task_id)
-        except Exception:  # harmless: a job whose task is gone removes itself when it fires
-            log.exception("could not remove the job of deleted task %s", task_id)
+
+        def delete_all(session: Session) -> None:
+            if task_id not in self.db.lock_tasks_sync(session, [task_id]):
+                raise ToolError("not_found", f"task_id: no task {task_id!r}")
+            session.execute(delete(TaskRun).where(TaskRun.task_id == task_id))
+            session.execute(delete(ScheduledTask).where(ScheduledTask.id == task_id))
+            self.jobs.remove_jobs_sync(session.connection(), task_id)
+
+        await self.db.write_orm(delete_all)
+        await self.jobs.stored(None)
         self._journal(context, f"deleted task '{task.name}' ({task.id})")
         return task
-
-    async def _remove_jobs(self, task_id: str) -> None:
-        await self.jobs.remove(task_id)
-        for job_id in await self.jobs.job_ids():
-            if job_id.startswith(f"retry:{task_id}:"):
-                await self.jobs.remove(job_id)
 
     async def set_status(
         self, task_id: str, context: ToolContext, status: str
@@ -731,56 +731,57 @@ class TaskManager:
                     f"task_id: task {task.id!r} has no run left to resume (its last scheduled "
                     "time has passed); create a new task with a future scheduled_time",
                 )
-        before = (task.status, task.next_run_at, task.updated_at, task.consecutive_failures)
-        async with self.db.write() as session:
-            row = await self.db.lock_task(session, task.id)
-            if row is None:
-                raise ToolError("not_found", f"task_id: task {task.id!r} was deleted meanwhile")
-            row.status, row.next_run_at, row.updated_at = status, next_run, now
-            if status == TaskStatus.SCHEDULED:
-                row.consecutive_failures = 0
-            task = row
-        try:
-            await self._apply_status_to_job(task, status, trigger, next_run)
-        except Exception as exc:
-            log.exception("could not change the job of task %s; undoing", task.id)
-            await self._restore(
-                task.id,
-                dict(
-                    zip(
-                        ("status", "next_run_at", "updated_at", "consecutive_failures"),
-                        before,
-                        strict=True,
-                    )
-                ),
-            )
-            raise ToolError(
-                "unavailable", f"the scheduler could not change the job ({exc}); try again"
-            ) from None
-        self._journal(context, f"set task '{task.name}' ({task.id}) {status}")
-        return task, True
+        change = functools.partial(
+            self._change_status, task, status, allowed[status], trigger, next_run, now
+        )
+        task, changed = await self.db.write_orm(change)
+        if changed:
+            await self.jobs.stored(next_run)
+            self._journal(context, f"set task '{task.name}' ({task.id}) {status}")
+        return task, changed
 
-    async def _apply_status_to_job(
+    def _change_status(
         self,
-        task: ScheduledTask,
+        read: ScheduledTask,
         status: str,
+        allowed: tuple[str, ...],
         trigger: BaseTrigger | None,
         next_run: datetime | None,
-    ) -> None:
-        if status == TaskStatus.CANCELLED:
-            await self._remove_jobs(task.id)
-        elif status == TaskStatus.PAUSED:
-            await self.jobs.pause(task.id)
-        else:
-            assert trigger is not None
-            await self.jobs.schedule(task.id, trigger, next_run)
-
-    async def _restore(self, task_id: str, values: dict[str, Any]) -> None:
-        """Put columns back after a job-store failure, so row and job agree again."""
-        async with self.db.write() as session:
-            await session.execute(
-                update(ScheduledTask).where(ScheduledTask.id == task_id).values(**values)
+        now: datetime,
+        session: Session,
+    ) -> tuple[ScheduledTask, bool]:
+        """cancel / pause / resume in one transaction with the task's job row, under the
+        task's lock: the transition is checked against the row as it is now (another
+        process may have changed it since it was read), so the last answer given is what
+        is stored, and the task and its job always agree."""
+        row = self.db.lock_tasks_sync(session, [read.id]).get(read.id)
+        if row is None:
+            raise ToolError("not_found", f"task_id: task {read.id!r} was deleted meanwhile")
+        if row.status == status:
+            return row, False
+        if row.status not in allowed:
+            raise ToolError(
+                "conflict",
+                f"task_id: task {row.id!r} is now {row.status} (changed meanwhile); "
+                "get_task shows it as it is",
             )
+        connection = session.connection()
+        if status == TaskStatus.CANCELLED:
+            self.jobs.remove_jobs_sync(connection, row.id)
+        else:
+            if status == TaskStatus.SCHEDULED and row.schedule != read.schedule:
+                trigger, next_run = first_fire(row.schedule, now)  # updated meanwhile
+                if next_run is None or next_run <= now:
+                    raise ToolError(
+                        "conflict", f"task_id: task {row.id!r} has no run left to resume"
+                    )
+            if trigger is None:
+                trigger = build_trigger(Schedule.from_dict(row.schedule))
+            self.jobs.put_job_sync(connection, row.id, trigger, next_run)
+        row.status, row.next_run_at, row.updated_at = status, next_run, now
+        if status == TaskStatus.SCHEDULED:
+            row.consecutive_failures = 0
+        return row, True
 
     async def execute_now(self, task_id: str, context: ToolContext, wait: bool) -> dict[str, Any]:
         """A manual run. Two calls at once (LLMs call tools in parallel, or two

@@ -9,6 +9,10 @@ bounds (``limits`` settings, docs/limits.md):
   displayed notifications of live tasks older than that.
 * ``max_finished_tasks_per_user``: when a user creates a task, their oldest finished
   tasks beyond this number are deleted, in the same transaction.
+
+Neither ever removes what someone still needs: a finished task with an unread
+notification or a run still queued or running (its result and notification are still to
+come) is kept, and so is each live task's latest run (``get_task`` shows it).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import asyncio
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import ColumnElement, bindparam, delete, exists, func, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import aliased
 
 from scheduler_service.config import LimitsConfig
 from scheduler_service.statuses import ACTIVE_RUN, FINISHED_TASK
@@ -27,6 +32,7 @@ from scheduler_service.storage.models import ScheduledTask, TaskNotification, Ta
 from scheduler_service.storage.sql import one_of
 
 log = logging.getLogger(__name__)
+LATER = aliased(TaskRun)
 
 BATCH = 500  # tasks deleted per statement: keeps each IN list and transaction short
 
@@ -37,6 +43,16 @@ def _delete_tasks(connection: Connection, ids: list[str]) -> None:
     connection.execute(delete(ScheduledTask).where(ScheduledTask.id.in_(ids)))
 
 
+def _deletable() -> ColumnElement[bool]:
+    """A finished task may go: nobody has yet to read one of its notifications, and none
+    of its runs is still queued or running."""
+    unread = exists().where(
+        TaskNotification.task_id == ScheduledTask.id, TaskNotification.displayed_at.is_(None)
+    )
+    active = exists().where(TaskRun.task_id == ScheduledTask.id, one_of(TaskRun.status, ACTIVE_RUN))
+    return ~unread & ~active
+
+
 # A user's finished tasks beyond the ``keep`` newest. Built once: create_task's
 # transaction checks it (see tasks.admission).
 FINISHED_BEYOND = (
@@ -44,6 +60,7 @@ FINISHED_BEYOND = (
     .where(
         ScheduledTask.user_id == bindparam("user_id"), one_of(ScheduledTask.status, FINISHED_TASK)
     )
+    .where(_deletable())
     .order_by(ScheduledTask.updated_at.desc(), ScheduledTask.id)
     .offset(bindparam("keep"))
     .limit(BATCH)
@@ -65,6 +82,7 @@ def _purge_finished_batch(connection: Connection, cutoff: datetime) -> int:
         connection.scalars(
             select(ScheduledTask.id)
             .where(ScheduledTask.status.in_(FINISHED_TASK), ScheduledTask.updated_at < cutoff)
+            .where(_deletable())
             .limit(BATCH)
         ).all()
     )
@@ -74,9 +92,17 @@ def _purge_finished_batch(connection: Connection, cutoff: datetime) -> int:
 
 
 def _purge_old_rows(connection: Connection, cutoff: datetime) -> None:
-    """Finished runs and displayed notifications of live tasks, older than ``cutoff``."""
+    """Finished runs (but each task's latest) and displayed notifications of live tasks,
+    older than ``cutoff``."""
+    latest = (
+        select(func.max(LATER.finished_at)).where(LATER.task_id == TaskRun.task_id)
+    ).scalar_subquery()
     connection.execute(
-        delete(TaskRun).where(TaskRun.status.not_in(ACTIVE_RUN), TaskRun.finished_at < cutoff)
+        delete(TaskRun).where(
+            TaskRun.status.not_in(ACTIVE_RUN),
+            TaskRun.finished_at < cutoff,
+            TaskRun.finished_at < latest,
+        )
     )
     connection.execute(
         delete(TaskNotification).where(
