@@ -34,6 +34,7 @@ from sqlalchemy import func, select
 
 from config import LimitsConfig, SchedulerConfig, SchedulerToolConfig, Settings
 from scheduler_service import SchedulerService
+from scheduler_service.cluster.leadership import leadership_for
 from scheduler_service.statuses import LIVE_TASK, TaskStatus
 from scheduler_service.storage.models import ScheduledTask
 from scheduler_service.tasks.scheduler_tool import OPERATIONS
@@ -81,15 +82,19 @@ def fuzzed(database_url: str) -> Iterator[Fuzzed]:
     loop = LoopThread()
     config = Settings(
         database_url=database_url,
-        # Not leading: nothing fires on its own, so every change comes from a call
-        # (jobs are still written to the shared job store).
-        scheduler=SchedulerConfig(enabled=False, task_timeout=5),
+        # A worker that does not lead (another holds the lock, below): nothing fires
+        # on its own, so every change comes from a call; manual runs execute here.
+        scheduler=SchedulerConfig(task_timeout=5),
         scheduler_tool=SchedulerToolConfig(max_tasks_per_user=QUOTA),
         limits=LimitsConfig(max_finished_tasks_per_user=3, schedule_eval_seconds=0.5),
         anthropic_api_key=None,
     )
 
+    blocker = leadership_for(database_url)
+
     async def start() -> SchedulerService:
+        await blocker.open()
+        assert await blocker.try_acquire()
         service = SchedulerService(config)
         service.tools.register(RecordingTool())
         await service.start()
@@ -100,6 +105,7 @@ def fuzzed(database_url: str) -> Iterator[Fuzzed]:
         yield Fuzzed(loop, service)
     finally:
         loop.run(service.stop())
+        loop.run(blocker.close())
         loop.close()
 
 
@@ -281,7 +287,7 @@ async def one_call(fuzzed: Fuzzed, operation: Any, kwargs: Any, ctx: ToolContext
         task = out.get("task")
         if operation == "create_task" and isinstance(task, dict):
             fuzzed.task_ids.append(task["task_id"])
-    await service.tasks.drain_background()
+    await service.runner.settled()
     await check_invariants(service)
     fuzzed.calls += 1
 
