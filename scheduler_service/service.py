@@ -392,6 +392,7 @@ class SchedulerService:
         if self.is_worker:
             await self._stop_worker(was_leader)
         self.tasks.close()
+        self.tools.close()
         await self.leadership.close()
         await self.db.dispose()
         log.info("scheduler service stopped")

@@ -26,7 +26,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from scheduler_service.tools import Tool, ToolContext
+from scheduler_service.tools import Tool, ToolContext, ToolError
+from scheduler_service.tools.registry import in_tool_thread
 
 if TYPE_CHECKING:
     import anthropic
@@ -60,6 +61,7 @@ class ThreadedScheduler:
         self._thread: threading.Thread | None = None
         self._service: SchedulerService | None = None
         self._lock = threading.Lock()  # start/stop from several threads: one wins
+        self._pending: set[concurrent.futures.Future[Any]] = set()  # callers waiting now
 
     # -- lifecycle -------------------------------------------------------------------
     @property
@@ -109,6 +111,8 @@ class ThreadedScheduler:
                 grace = service.settings.scheduler.shutdown_grace
                 self._wait(service.stop(), timeout or grace + 30.0)
             finally:
+                for waiting in list(self._pending):  # answered `unavailable`, not left hanging
+                    waiting.cancel()
                 self._close_loop()
 
     def _close_loop(self) -> None:
@@ -141,6 +145,7 @@ class ThreadedScheduler:
                 raise RuntimeError("the scheduler is not started: call start() first")
             raise RuntimeError("a blocking call from the scheduler's own loop would deadlock")
         future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        self._pending.add(future)
         try:
             return future.result(timeout if timeout is not None else self.timeout)
         except concurrent.futures.TimeoutError:
@@ -148,9 +153,27 @@ class ThreadedScheduler:
             raise TimeoutError(
                 f"the scheduler did not answer within {timeout or self.timeout:g} s"
             ) from None
+        except (concurrent.futures.CancelledError, asyncio.CancelledError):
+            raise ToolError(
+                "unavailable", "the scheduler stopped before answering; try again once it runs"
+            ) from None
+        finally:
+            self._pending.discard(future)
+
+    def _check_caller(self) -> None:
+        """A sync tool running inside a run that calls back into the scheduler would
+        wait on the run it is part of (a task's own lock, its run's record): refused at
+        once instead of blocking until the timeout."""
+        if in_tool_thread():
+            raise ToolError(
+                "forbidden",
+                "a tool running inside a scheduled run cannot call the scheduler through "
+                "ThreadedScheduler; give the task scheduler_tool (orchestrated) instead",
+            )
 
     def submit(self, work: Callable[[SchedulerService], Awaitable[T]]) -> T:
         """Run ``work(service)`` on the loop and return its result (any service API)."""
+        self._check_caller()
         service = self.service
         return self._wait(_call(work, service))
 

@@ -12,7 +12,13 @@ from sqlalchemy import select
 from scheduler_service import SchedulerService, lifespan
 from scheduler_service.storage.models import TaskRun
 from scheduler_service.tools import ToolContext
-from tests.conftest import RecordingTool, ServiceFactory, make_settings, next_notification
+from tests.conftest import (
+    RecordingTool,
+    ServiceFactory,
+    make_settings,
+    next_notification,
+    wait_for,
+)
 
 CTX = ToolContext(user_id="u1", conversation_id="c1")
 
@@ -61,33 +67,29 @@ async def test_missed_run_caught_up_at_start_finds_the_host_tool(db_path: Path) 
     assert [c[0] for c in later.calls] == ["record"]
 
 
-async def test_run_with_a_missing_tool_is_retried_not_failed(
+async def test_a_run_whose_tool_is_missing_waits_in_the_queue_until_it_is_there(
     start_service: ServiceFactory,
 ) -> None:
+    """A worker never executes a run it has no tool for (it would fail for a reason of
+    the deployment, not of the task): the run waits in the queue, unassigned, and runs
+    once a worker has the tool (here, the host registers it late)."""
     tool = RecordingTool()
-    service = await start_service(tools=[tool], retry_backoff_base=0.3)
+    service = await start_service(tools=[tool])
     await service.scheduler_tool.run("create_task", once_soon(), context=CTX)
-    service.tools.unregister("recording_tool")  # as if the host registered it late
+    service.tools.unregister("recording_tool")
 
-    attempted = asyncio.Event()
-    direct = service.execution.direct
+    async def queued_for_another_worker() -> bool:
+        async with service.db.read() as session:
+            run = await session.scalar(select(TaskRun))
+        return run is not None and run.status == "queued" and run.worker is None
 
-    async def watched(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return await direct(*args, **kwargs)
-        finally:
-            attempted.set()
-
-    service.execution.direct = watched  # type: ignore[method-assign]
-    await asyncio.wait_for(attempted.wait(), 10)
-    service.tools.register(tool)  # the retry (0.3 s later) finds it
+    await wait_for(queued_for_another_worker)
+    service.tools.register(tool)
 
     note = await next_notification(service)
     assert note["status"] == "succeeded"
     async with service.db.read() as session:
         runs = (await session.scalars(select(TaskRun).order_by(TaskRun.attempt))).all()
-    assert [(r.attempt, r.status, r.error_kind) for r in runs] == [
-        (1, "failed", "tool_missing"),
-        (2, "succeeded", None),
+    assert [(r.attempt, r.status, r.worker) for r in runs] == [
+        (1, "succeeded", service.runner.worker)
     ]
-    assert "recording_tool" in (runs[0].error or "")

@@ -3,17 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import inspect
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from scheduler_service.tools.base import Tool, ToolContext, ToolError
 
+TOOL_THREAD_PREFIX = "scheduler-tool"
+TOOL_THREADS = 32  # sync tool calls at once; a timed-out call keeps its thread till it returns
+
+
+def in_tool_thread() -> bool:
+    """Whether the caller is a sync tool running in the registry's threads."""
+    return threading.current_thread().name.startswith(TOOL_THREAD_PREFIX)
+
 
 class ToolRegistry:
-    """Name → tool. Calls sync tools in a worker thread so the loop never blocks."""
+    """Name → tool. Calls sync tools in threads of their own (never the event loop's, nor
+    the threads the database work uses: a slow tool cannot hold up other users' calls)."""
 
     def __init__(self) -> None:
         self._tools: dict[str, Tool] = {}
+        self._threads: ThreadPoolExecutor | None = None
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(TOOL_THREADS, thread_name_prefix=TOOL_THREAD_PREFIX)
+        return self._threads
+
+    def close(self) -> None:
+        """Let the tool threads go (a call still running finishes on its own)."""
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown(wait=False, cancel_futures=True)
 
     def register(self, tool: Tool, *, replace: bool = False) -> Tool:
         name = getattr(tool, "name", "")
@@ -58,7 +84,11 @@ class ToolRegistry:
         if inspect.iscoroutinefunction(tool.run):
             result = await tool.run(operation, kwargs, context=context)
         else:
-            result = await asyncio.to_thread(tool.run, operation, kwargs, context=context)  # type: ignore[arg-type]
+            call: Callable[[], Any] = functools.partial(
+                tool.run, operation, kwargs, context=context
+            )
+            run_here = functools.partial(contextvars.copy_context().run, call)  # run's context
+            result = await asyncio.get_running_loop().run_in_executor(self._executor(), run_here)
             if inspect.isawaitable(result):
                 result = await result
         if not isinstance(result, dict):
