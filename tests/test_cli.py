@@ -212,3 +212,17 @@ def test_read_only_commands_never_create_a_database(
     code, _out, err = run_cli(capsys, *command, "--database-url", f"sqlite:///{missing}")
     assert code == 2 and "no database at" in err and len(err.strip().splitlines()) == 1
     assert not missing.exists() and not missing.parent.exists()
+
+
+def test_check_reports_and_repairs_a_missing_job(
+    capsys: pytest.CaptureFixture[str], url: str, db_path: Path
+) -> None:
+    db = ("--database-url", url)
+    created = run_json(capsys, "tool", "create_task", json.dumps(REMINDER), "--user", "u1", *db)
+    assert run_json(capsys, "check", *db)["ok"]
+    with sqlite3.connect(db_path) as con:
+        con.execute("delete from task_scheduler_jobs")
+    code, out, _ = run_cli(capsys, "check", *db)
+    assert code == 1 and "job is missing" in out and created["task"]["task_id"] in out
+    repaired = run_json(capsys, "check", "--repair", *db)
+    assert repaired["ok"] and repaired["repaired"]["added"] == 1

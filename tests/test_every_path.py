@@ -281,3 +281,38 @@ def test_a_stop_answers_threaded_callers_in_flight_with_unavailable(db_path: Pat
         thread.join(10)
     assert len(answers) == 4
     assert all(isinstance(a, ToolError) and a.code == "unavailable" for a in answers), answers
+
+
+async def test_the_store_check_finds_and_repairs_what_disagrees(
+    start_service: ServiceFactory,
+) -> None:
+    from scheduler_service.runs.invariants import check_store
+    from scheduler_service.runs.recovery import reconcile
+
+    service = await start_service(tools=[RecordingTool()])
+    alive = service.leadership.is_alive
+    ids = [
+        (await service.scheduler_tool.run("create_task", every_minute(f"c{i}"), context=CTX))[
+            "task"
+        ]["task_id"]
+        for i in range(3)
+    ]
+    assert (await check_store(service.db, service.jobs, alive)).ok
+    await service.jobs.remove(ids[0])  # a task without its job
+    now = datetime.now(UTC)
+    async with service.db.write() as session:  # a run a vanished worker left running
+        session.add(
+            TaskRun(
+                id="run_stranded", task_id=ids[1], user_id="u1", kind="manual", fire_time=now,
+                attempt=1, status="running", queued_at=now, worker="gone:1:deadbeef",
+            )
+        )  # fmt: skip
+    report = await check_store(service.db, service.jobs, alive)
+    found = {p.what: p.examples for p in report.problems}
+    assert found == {
+        "live tasks whose job is missing or in another state": [ids[0]],
+        "runs left queued or running by a worker that is gone": ["run_stranded"],
+    }
+    await reconcile(service.db, service.jobs)
+    await service._recover()
+    assert (await check_store(service.db, service.jobs, alive)).ok

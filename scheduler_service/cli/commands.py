@@ -187,6 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run tasks in this process (default: a client; `task-scheduler run` does)",
     )
 
+    check = sub.add_parser(
+        "check",
+        parents=[common, listing],
+        help="verify the store's invariants (exit 1 if one fails); --repair puts them right",
+    )
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="make jobs agree with tasks and hand dead workers' runs to recovery",
+    )
+
     sub.add_parser(
         "workers",
         parents=[common, listing],
@@ -416,6 +427,50 @@ async def cmd_mcp(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_check(args: argparse.Namespace) -> int:
+    from scheduler_service.cluster.leadership import leadership_for
+    from scheduler_service.runs.invariants import check_store
+    from scheduler_service.runs.recovery import reconcile, recover_interrupted
+
+    async with operator_service(args) as op:
+        service = op.service
+        leadership = leadership_for(service.settings.database_url)
+        await leadership.open()  # asks other workers' presence locks whether they live
+        try:
+            report = await check_store(service.db, service.jobs, leadership.is_alive)
+            repaired: dict[str, int] = {}
+            if args.repair and not report.ok:
+                repaired = await reconcile(service.db, service.jobs)
+                recovered = await recover_interrupted(
+                    service.db,
+                    service.settings.scheduler,
+                    service.notifier,
+                    worker=None,  # runs that never started go back to the queue
+                    claimed_here=lambda _run: False,
+                    is_alive=leadership.is_alive,
+                    queue=True,
+                )
+                repaired["runs_interrupted"] = recovered.interrupted
+                repaired["runs_requeued"] = len(recovered.adopted)
+                report = await check_store(service.db, service.jobs, leadership.is_alive)
+        finally:
+            await leadership.close()
+    data = {**report.to_dict(), "repaired": repaired}
+
+    def text() -> str:
+        lines = [f"{report.tasks} task(s), {report.jobs} job(s)"]
+        lines += [
+            f"problem  {p.what}: {p.count} ({', '.join(p.examples)})" for p in report.problems
+        ]
+        if repaired:
+            lines.append(f"repaired {repaired}")
+        lines.append("ok" if report.ok else "NOT OK")
+        return "\n".join(lines)
+
+    emit(args, data, text)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
 WORKER_COLUMNS = [
     ("id", "WORKER"),
     ("leader", "LEADER"),
@@ -460,6 +515,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "health": cmd_health,
     "mcp": cmd_mcp,
     "workers": cmd_workers,
+    "check": cmd_check,
 }
 
 

@@ -235,10 +235,10 @@ async def reconcile(db: Database, jobs: JobControl, *, triggers: bool = True) ->
     leader runs that part in the background after it starts firing.
     """
     job_times = await jobs.next_run_times()
-    tasks = await _task_times(db)
+    tasks = await task_times(db)
     counts: Counter[str] = Counter()
     # 100k ids compared in pure Python: in a thread, so the loop keeps serving.
-    to_remove, to_fix = await asyncio.to_thread(_disagreements, job_times, tasks)
+    to_remove, to_fix = await asyncio.to_thread(disagreements, job_times, tasks)
     for job_id in to_remove:
         await jobs.remove(job_id)
         counts["removed"] += 1
@@ -254,7 +254,7 @@ async def reconcile(db: Database, jobs: JobControl, *, triggers: bool = True) ->
     return result
 
 
-def _disagreements(
+def disagreements(
     job_times: dict[str, datetime | None], tasks: TaskTimes
 ) -> tuple[list[str], list[str]]:
     """(jobs to remove, live tasks whose job is missing or names another next run)."""
@@ -349,7 +349,7 @@ async def _live_task_ids(db: Database) -> list[str]:
     return ids
 
 
-async def _task_times(db: Database) -> TaskTimes:
+async def task_times(db: Database) -> TaskTimes:
     """Every task's status and next run, streamed in chunks (the loop is never held long)."""
     query = select(ScheduledTask.id, ScheduledTask.status, ScheduledTask.next_run_at)
     times: TaskTimes = {}
