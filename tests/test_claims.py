@@ -123,3 +123,21 @@ async def test_manual_run_racing_delete_never_deadlocks(start_service: ServiceFa
         )
         assert out["task_id"] == task["task_id"]
     await service.runner.settled()
+
+
+def test_retries_are_decided_in_one_place() -> None:
+    """policy.retryable: failures of a moment are retried, refusals and runs that
+    changed tasks are not; the orchestration result reports the same decision."""
+    from scheduler_service.runs.chains import TASK_CHANGES
+    from scheduler_service.runs.policy import Outcome, retryable
+
+    def failed(kind: str, **details: str) -> Outcome:
+        return Outcome("failed", error="x", error_kind=kind, details=dict(details))
+
+    for kind in ("timeout", "exception", "unavailable", "rate_limit", "tool_missing"):
+        assert retryable(failed(kind)), kind
+    for kind in ("invalid_input", "not_found", "forbidden", "iteration_limit", "refusal"):
+        assert not retryable(failed(kind)), kind
+    assert not retryable(failed("timeout", **{TASK_CHANGES: "created a task"}))
+    assert not retryable(Outcome("succeeded"))
+    assert not retryable(Outcome("interrupted", error_kind="interrupted"))

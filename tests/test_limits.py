@@ -307,7 +307,7 @@ async def test_schedule_work_is_off_the_loop_and_outside_write_transactions(
         return wrapped
 
     monkeypatch.setattr(manager, "first_fire", spy(manager.first_fire))
-    monkeypatch.setattr(claims, "_fire_plans", spy(claims._fire_plans))
+    monkeypatch.setattr(claims, "fire_plans", spy(claims.fire_plans))
     task_id = (await call(service, "create_task", DAILY))["task"]["task_id"]
     await call(service, "pause_task", {"task_id": task_id})
     await call(service, "resume_task", {"task_id": task_id})

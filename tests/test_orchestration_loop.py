@@ -291,7 +291,7 @@ async def test_timeout(fake: FakeAnthropic) -> None:
     result = await run(fake, timeout=0.05)
 
     assert not result.ok
-    assert result.error_kind == "timeout" and not result.retryable
+    assert result.error_kind == "timeout" and result.retryable  # retried (policy.retryable)
     assert result.error is not None and "timeout" in result.error
     assert result.iterations == 2
     assert len(result.tool_calls) == 1 and result.tool_calls[0].ok

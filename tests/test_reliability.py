@@ -699,6 +699,9 @@ def _logging_to(handler: logging.Handler) -> Iterator[None]:
 async def test_stop_waits_for_running_tasks_then_interrupts_them(
     start_service: ServiceFactory, database_url: str
 ) -> None:
+    """Within the grace a running run finishes; after it, one still running is
+    interrupted; a run that never started goes back to the queue, unassigned, with no
+    notification (the next worker runs it)."""
     gate = GateTool()
     service = await start_service(tools=[gate], max_concurrent_tasks=2, shutdown_grace=0.5)
     start = soon(1.5)
@@ -720,19 +723,19 @@ async def test_stop_waits_for_running_tasks_then_interrupts_them(
     await stopping
     assert gate.started == ["0", "1"]
     rows = {
-        r["task_id"]: (r["status"], r["error"])
+        r["task_id"]: (r["status"], r["error"], r["worker"] is None)
         for r in database_rows(
-            database_url, "select task_id, status, error from task_scheduler_runs"
+            database_url, "select task_id, status, error, worker from task_scheduler_runs"
         )
     }
     assert rows == {
-        ids[0]: ("succeeded", None),
-        ids[1]: ("interrupted", INTERRUPTED),
-        ids[2]: ("interrupted", NOT_STARTED),
+        ids[0]: ("succeeded", None, False),
+        ids[1]: ("interrupted", INTERRUPTED, False),
+        ids[2]: ("queued", None, True),
     }
     notes = database_rows(database_url, "select task_id, status from task_scheduler_notifications")
     assert sorted((n["task_id"], n["status"]) for n in notes) == sorted(
-        [(ids[0], "succeeded"), (ids[1], "interrupted"), (ids[2], "interrupted")]
+        [(ids[0], "succeeded"), (ids[1], "interrupted")]
     )
 
 

@@ -27,7 +27,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select, update
@@ -39,7 +39,14 @@ from scheduler_service.config import LimitsConfig, SchedulerConfig
 from scheduler_service.runs import notifications
 from scheduler_service.runs.notifications import Notifier
 from scheduler_service.runs.outcomes import Outcome, update_task
-from scheduler_service.schedules import Schedule, build_trigger
+from scheduler_service.runs.policy import (
+    Fire,
+    FirePlan,
+    PlanInput,
+    fire_plans,
+    split_missed,
+)
+from scheduler_service.schedules import Schedule
 from scheduler_service.statuses import (
     ACTIVE_RUN,
     ExecutionMode,
@@ -60,9 +67,6 @@ from scheduler_service.tools import ToolError
 
 log = logging.getLogger(__name__)
 
-MAX_BACKFILL = 1000  # at most this many earlier fire times recovered by one claim
-SAME_INSTANT = timedelta(milliseconds=1)  # job-store times are floats: allow rounding
-
 
 @dataclass
 class FireClaim:
@@ -77,45 +81,8 @@ def schedule_of(task: ScheduledTask) -> Schedule:
     return Schedule.from_dict(task.schedule)
 
 
-def _fire_plan(
-    schedule: dict[str, Any],
-    next_run_at: datetime | None,
-    run_times: list[datetime],
-    now: datetime,
-) -> tuple[list[datetime], datetime | None]:
-    """(fire times the task still names before ``run_times``, the next fire after them).
-
-    ``next_run_at`` names the oldest unclaimed fire time. If it is earlier than what
-    APScheduler hands us, a fire was consumed by the job store but never claimed (a
-    database error or a crash in between): those times are claimed now too — run or
-    recorded missed — instead of vanishing."""
-    trigger = build_trigger(Schedule.from_dict(schedule))
-    earlier: list[datetime] = []
-    fire = next_run_at
-    while fire is not None and fire < run_times[0] - SAME_INSTANT and len(earlier) < MAX_BACKFILL:
-        earlier.append(fire)
-        fire = trigger.get_next_fire_time(fire, now)
-    return earlier, trigger.get_next_fire_time(run_times[-1], now)
-
-
-Fire = tuple[str, list[datetime]]  # a task and the fire times APScheduler handed over
-FirePlan = tuple[list[datetime], datetime | None]  # earlier unclaimed times, next fire
-
-
 def _fires_now(task: ScheduledTask | None) -> bool:
     return task is not None and task.status == TaskStatus.SCHEDULED
-
-
-# What a fire plan is computed from: task id, schedule, next_run_at, the fire times.
-PlanInput = tuple[str, dict[str, Any], datetime | None, list[datetime]]
-
-
-def _fire_plans(fires: Sequence[PlanInput], now: datetime) -> dict[str, FirePlan]:
-    """``_fire_plan`` for each task: one thread hop for a whole batch."""
-    plans: dict[str, FirePlan] = {}
-    for task_id, schedule, next_run_at, run_times in fires:
-        plans[task_id] = _fire_plan(schedule, next_run_at, run_times, now)
-    return plans
 
 
 def _still(
@@ -201,7 +168,7 @@ class Claims:
         ]
         if changed:  # rare: changed since the read; computed here, under the lock (on
             # SQLite in the write thread; on PostgreSQL on the loop, a rare moment)
-            plans |= _fire_plans(changed, now)
+            plans |= fire_plans(changed, now)
         claimed = self._claimed(session, fires, plans)
         busy = self._busy(session, [task_id for task_id, _ in fires])
         return [
@@ -231,7 +198,7 @@ class Claims:
             for task_id, status, schedule, next_run_at in rows
             if status == TaskStatus.SCHEDULED
         ]
-        plans = await asyncio.to_thread(_fire_plans, live, now)
+        plans = await asyncio.to_thread(fire_plans, live, now)
         return {
             task_id: ((schedule, next_run), plans[task_id])
             for task_id, schedule, next_run, _ in live
@@ -302,11 +269,7 @@ class Claims:
         ``busy``: a run of the task is in flight in another replica."""
         grace = task.misfire_grace_time
         grace = self.cfg.misfire_grace_time if grace is None else grace
-        due: datetime | None = run_times[-1]
-        missed = run_times[:-1]
-        assert due is not None
-        if (now - due).total_seconds() > grace:
-            missed, due = run_times, None
+        missed, due = split_missed(run_times, now, grace)
         task.next_run_at = next_run
         if due is None and next_run is None and task.frequency != Frequency.ONCE:
             task.status = TaskStatus.COMPLETED

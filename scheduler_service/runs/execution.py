@@ -32,8 +32,6 @@ if TYPE_CHECKING:  # imported when an orchestrated run first needs them: the SDK
 
 log = logging.getLogger(__name__)
 
-RETRYABLE_TOOL_ERRORS = ("unavailable", "execution_failed")
-
 
 def allowed_tool_names(task: ScheduledTask, registry: ToolRegistry) -> list[str]:
     """The task's available_tools, or every registered tool except scheduler_tool."""
@@ -97,8 +95,7 @@ class Execution:
         limit = self.settings.limits.max_stored_chars
         outcome.result = cut_json(outcome.result, limit)
         outcome.error = cut(outcome.error, limit) if outcome.error is not None else None
-        if changes:  # retrying would repeat them; the notification lists them instead
-            outcome.retryable = False
+        if changes:  # never retried (policy.retryable); the notification lists them instead
             text = cut("; ".join(changes), limit)
             outcome.details = {**(outcome.details or {}), TASK_CHANGES: text}
         details = cut_json(outcome.details or None, limit)
@@ -117,7 +114,6 @@ class Execution:
                 f"process (registered: {', '.join(self.registry.names()) or 'none'}); pass it "
                 "to SchedulerService(tools=[...]) or list it in TOOLS so it exists before start",
                 error_kind="tool_missing",
-                retryable=True,
             )
         try:
             async with asyncio.timeout(timeout):
@@ -131,7 +127,6 @@ class Execution:
                 RunStatus.FAILED,
                 error=exc.message,
                 error_kind=exc.code,
-                retryable=exc.code in RETRYABLE_TOOL_ERRORS,
             )
         except Exception as exc:
             log.exception("task %s: tool %s raised", task.id, task.tool_name)
@@ -139,7 +134,6 @@ class Execution:
                 RunStatus.FAILED,
                 error=f"{task.tool_name}.{task.operation} raised {type(exc).__name__}: {exc}",
                 error_kind="exception",
-                retryable=True,
             )
         return Outcome(RunStatus.SUCCEEDED, result=result)
 
@@ -153,7 +147,6 @@ class Execution:
             RunStatus.TIMED_OUT,
             error=f"the run exceeded its timeout of {timeout:g} s{note if thread else ''}",
             error_kind="timeout",
-            retryable=True,
             details={"abandoned_thread": thread},
         )
 
@@ -215,7 +208,6 @@ class Execution:
             result={"text": result.final_text} if result.final_text else None,
             error=result.error,
             error_kind=result.error_kind,
-            retryable=result.retryable or result.error_kind == "timeout",
             usage=result.usage,
             details=json.loads(json.dumps(details, default=str)),
         )

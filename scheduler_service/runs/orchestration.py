@@ -37,6 +37,7 @@ from anthropic.types import (
     ToolUseBlock,
 )
 
+from scheduler_service.runs.policy import retryable_kind
 from scheduler_service.tools.base import ToolError
 
 __all__ = [
@@ -80,11 +81,10 @@ ERROR_KINDS: tuple[str, ...] = (
 RETRYABLE_ERROR_KINDS: frozenset[str] = frozenset(
     {"rate_limit", "overloaded", "server_error", "connection"}
 )
-"""Failures caused by the API's momentary state, so a later attempt may succeed.
-
-A ``timeout`` is deliberately not retryable: the run used its whole time allowance and a
-retry would most likely do the same amount of work (and repeat tool side effects).
-"""
+"""Failures caused by the API's momentary state, so a later attempt may succeed. Whether
+the scheduler tries a failed run again is decided in one place, ``policy.retryable``
+(which also retries a run that timed out); ``OrchestrationResult.retryable`` says what it
+decides."""
 
 _USAGE_FIELDS: tuple[str, ...] = (
     "input_tokens",
@@ -196,7 +196,7 @@ class _RunState:
             final_text=self.last_text,
             error=message,
             error_kind=kind,
-            retryable=kind in RETRYABLE_ERROR_KINDS,
+            retryable=retryable_kind(kind),
             tool_calls=list(self.tool_calls),
             usage=dict(self.usage),
             model=self.model,

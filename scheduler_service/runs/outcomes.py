@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import JSON, Table, bindparam, select, update
@@ -21,31 +21,30 @@ from scheduler_service.config import SchedulerConfig
 from scheduler_service.runs import notifications
 from scheduler_service.runs.chains import TASK_CHANGES
 from scheduler_service.runs.notifications import summarize
+from scheduler_service.runs.policy import (
+    INTERRUPTED,
+    NOT_STARTED,
+    Outcome,
+    interrupted,
+    retry_time,
+)
 from scheduler_service.statuses import ACTIVE_RUN, Frequency, RunKind, RunStatus, TaskStatus
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskNotification, TaskRun, utcnow
 
 log = logging.getLogger(__name__)
 
-INTERRUPTED = "the service stopped while this run was in progress"
-NOT_STARTED = "the service stopped before this run started; it did not run"
-
-
-@dataclass
-class Outcome:
-    """What one execution produced, before it is written down."""
-
-    status: str  # succeeded | failed | timed_out | interrupted | skipped
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    error_kind: str | None = None
-    retryable: bool = False
-    usage: dict[str, Any] | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-def interrupted(error: str) -> Outcome:
-    return Outcome(RunStatus.INTERRUPTED, error=error, error_kind="interrupted")
+__all__ = [
+    "INTERRUPTED",
+    "NOT_STARTED",
+    "Outcome",
+    "Recorded",
+    "interrupted",
+    "record_outcomes",
+    "retry_time",
+    "update_task",
+    "write_run",
+]
 
 
 @dataclass
@@ -198,24 +197,6 @@ def write_run(row: TaskRun, outcome: Outcome, now: datetime) -> None:
     row.error_kind = outcome.error_kind
     row.usage = outcome.usage
     row.details = outcome.details or None
-
-
-def retry_time(
-    cfg: SchedulerConfig, task: ScheduledTask, row: TaskRun, outcome: Outcome, now: datetime
-) -> datetime | None:
-    """When the next attempt of this fire time runs, or None if this one is final."""
-    if outcome.status in (RunStatus.SUCCEEDED, RunStatus.SKIPPED) or not outcome.retryable:
-        return None
-    if row.kind == RunKind.MANUAL:
-        return None
-    max_retries = cfg.max_retries if task.max_retries is None else task.max_retries
-    if row.attempt > max_retries:
-        return None
-    delay = min(
-        cfg.retry_backoff_cap,
-        cfg.retry_backoff_base * cfg.retry_backoff_factor ** (row.attempt - 1),
-    )
-    return now + timedelta(seconds=delay)
 
 
 def update_task(

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
 from scheduler_service.config import SchedulerConfig
-from scheduler_service.runs.claims import SAME_INSTANT, schedule_of
+from scheduler_service.runs.claims import schedule_of
 from scheduler_service.runs.notifications import Notifier
 from scheduler_service.runs.outcomes import (
     INTERRUPTED,
@@ -35,6 +35,7 @@ from scheduler_service.runs.outcomes import (
     update_task,
     write_run,
 )
+from scheduler_service.runs.policy import SAME_INSTANT
 from scheduler_service.schedules import Schedule, build_trigger
 from scheduler_service.scheduling import JobControl, retry_job_id, task_of_job
 from scheduler_service.statuses import (

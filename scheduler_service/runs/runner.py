@@ -35,7 +35,7 @@ from sqlalchemy import func, select
 
 from scheduler_service.config import Settings
 from scheduler_service.runs.batching import Batcher
-from scheduler_service.runs.claims import Claims, Fire, FireClaim
+from scheduler_service.runs.claims import Claims, FireClaim
 from scheduler_service.runs.execution import Execution
 from scheduler_service.runs.notifications import Notifier
 from scheduler_service.runs.outcomes import (
@@ -47,6 +47,7 @@ from scheduler_service.runs.outcomes import (
     record_outcomes,
 )
 from scheduler_service.runs.parked import ParkedRun, park, unpark
+from scheduler_service.runs.policy import Fire
 from scheduler_service.runs.queue import RunQueue
 from scheduler_service.runs.slots import SlotLine
 from scheduler_service.scheduling import JobControl
