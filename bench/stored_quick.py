@@ -71,7 +71,7 @@ async def median_ms(service: SchedulerService, kwargs: dict[str, Any]) -> float:
 async def probe(path: Path, stored: int, check: bool) -> dict[str, float]:
     service = SchedulerService(settings_for(f"sqlite+aiosqlite:///{path}"))
     if not check:
-        service._check_triggers = _nothing  # type: ignore[method-assign]
+        service.lead._check_triggers = _nothing  # type: ignore[method-assign]
     service.tools.register(NoopTool())
     async with service:
         first = await median_ms(service, {"limit": 20})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import logging
@@ -10,19 +9,17 @@ from collections.abc import Awaitable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from scheduler_service.cluster.health import Heartbeat
 from scheduler_service.cluster.leadership import leadership_for
+from scheduler_service.cluster.leading import LeaderLoop
 from scheduler_service.cluster.wakeups import JOBS_CHANNEL, RUNS_CHANNEL, wakeups_for
-from scheduler_service.cluster.workers import Role, WorkerRegistry, forget_dead
+from scheduler_service.cluster.workers import Role, WorkerRegistry
 from scheduler_service.config import ConfigError, Settings, load_settings, warn_unknown_variables
 from scheduler_service.logs import ensure_service_logging
 from scheduler_service.logs import escape as log_escape
 from scheduler_service.runs.execution import Execution
 from scheduler_service.runs.notifications import NotificationCallback, Notifier
 from scheduler_service.runs.recovery import (
-    check_triggers,
     reconcile,
-    recover_interrupted,
 )
 from scheduler_service.runs.runner import TaskRunner
 from scheduler_service.scheduling import (
@@ -32,10 +29,8 @@ from scheduler_service.scheduling import (
     JobControl,
     build_scheduler,
 )
-from scheduler_service.stopping import pause, stop_loop
 from scheduler_service.storage.db import Database
 from scheduler_service.tasks.manager import TaskManager
-from scheduler_service.tasks.retention import Retention
 from scheduler_service.tools import Tool, ToolRegistry
 
 if TYPE_CHECKING:
@@ -44,7 +39,6 @@ if TYPE_CHECKING:
     from scheduler_service.tasks.scheduler_tool import SchedulerTool
 
 log = logging.getLogger(__name__)
-TRIGGER_CHECK_REST = 3.0  # the background trigger check rests 3× each chunk's time
 
 LEADER_RETRY_S = 0.5  # how often a standby retries the scheduling lock (and a leader checks it)
 
@@ -160,16 +154,21 @@ class SchedulerService:
             self.tools.register(tool)
         self.started = False
         self.leadership = leadership_for(self.settings.database_url)
-        self.leading = asyncio.Event()  # set while this process runs the scheduler
-        self._leader_retry = leader_retry
-        self._standby: asyncio.Task[None] | None = None
-        self._standby_stop = asyncio.Event()
-        self._trigger_check: asyncio.Task[None] | None = None
-        self._trigger_check_stop = asyncio.Event()
-        self._recovered_at = 0.0  # loop time of the leader's last sweep for dead workers' runs
-        self.heartbeat = Heartbeat(self.db, self.settings.scheduler.check_interval / 2)
         self.registry = WorkerRegistry(self.db, self.leadership.worker, self.tools.names)
-        self.retention = Retention(self.db, self.settings.limits)
+        self.lead = LeaderLoop(
+            settings=self.settings,
+            db=self.db,
+            leadership=self.leadership,
+            scheduler=self.scheduler,
+            jobs=self.jobs,
+            wakeups=self.wakeups,
+            runner=self.runner,
+            notifier=self.notifier,
+            registry=self.registry,
+            leader_retry=leader_retry,
+        )
+        self.leading = self.lead.leading  # set while this process runs the scheduler
+        self.heartbeat = self.lead.heartbeat
         log_escape.install()  # again: loggers of modules imported after the package
 
     # -- lifecycle -------------------------------------------------------------------
@@ -229,10 +228,7 @@ class SchedulerService:
         self.runner.worker = self.leadership.worker
         await self.registry.register()
         self._start_queue()
-        if await self.leadership.try_acquire():
-            await self._lead()
-        self._standby_stop = asyncio.Event()
-        self._standby = asyncio.get_running_loop().create_task(self._hold_leadership())
+        await self.lead.start()
 
     def _start_queue(self) -> None:
         """A worker takes queued runs, whether it leads or not."""
@@ -248,126 +244,10 @@ class SchedulerService:
 
     async def _abandon_start(self) -> None:
         """A failed start leaves no lock, task or running scheduler behind."""
-        await self._stop_standby()
-        await self.wakeups.stop_listening()
-        await self._stop_trigger_check()
+        await self.lead.stop()
         await self._stop_queue()
-        if self.scheduler.running:
-            self.scheduler.shutdown()
-        self.leading.clear()
         with contextlib.suppress(Exception):
             await self.leadership.close()
-
-    async def _lead(self) -> None:
-        """The leader's steps, at start or on taking over: settle the runs dead workers
-        left, make jobs agree with tasks, then fire jobs."""
-        await self._recover()
-        await reconcile(self.db, self.jobs, triggers=False)  # cheap at any size
-        self.scheduler.resume()
-        self.wakeups.listen(self.scheduler.wakeup)
-        self.leading.set()
-        self._trigger_check_stop = asyncio.Event()
-        self._trigger_check = asyncio.get_running_loop().create_task(self._check_triggers())
-        await self.heartbeat.beat(self.leadership.worker)
-        await self.registry.beat(leading=True, in_flight=self.runner.in_flight)
-
-    async def _check_triggers(self) -> None:
-        """The slow half of reconciliation, after the leader has started firing."""
-        try:
-            await check_triggers(
-                self.db, self.jobs, stop=self._trigger_check_stop, rest=TRIGGER_CHECK_REST
-            )
-        except Exception:
-            log.exception("checking the jobs' triggers failed; the next start checks again")
-
-    async def _stop_trigger_check(self) -> None:
-        task, self._trigger_check = self._trigger_check, None
-        await stop_loop(task, self._trigger_check_stop)
-
-    async def _recover(self, *, own_only: bool = False) -> None:
-        """Settle runs nobody will finish and run those that never started (see
-        ``runs.recovery``). The leader does it for every dead worker; a standby only
-        for its own rows (``own_only``)."""
-        self._recovered_at = asyncio.get_running_loop().time()
-
-        async def alive_unless_dead(worker: str | None) -> bool:
-            return own_only or await self.leadership.is_alive(worker)
-
-        recovered = await recover_interrupted(
-            self.db,
-            self.settings.scheduler,
-            self.notifier,
-            worker=self.runner.worker,
-            claimed_here=self.runner.is_claimed_here,
-            is_alive=alive_unless_dead,
-            queue=True,
-        )
-        self.runner.adopt(recovered.adopted)
-        if not own_only:
-            await forget_dead(self.db, self.leadership.is_alive)
-
-    async def _hold_leadership(self) -> None:
-        """Standby: retry the lock every ``leader_retry`` s. Leader: check that it still
-        holds it, and keep recovering (see ``_check_leadership``)."""
-        stop = self._standby_stop
-        while not await pause(stop, self._leader_retry):
-            try:
-                if self.is_leader:
-                    await self._check_leadership()
-                    await self.retention.purge_if_due()
-                elif await self.leadership.try_acquire():
-                    await self._take_over()
-                elif self._recovery_due():
-                    await self._recover(own_only=True)
-                if self.registry.due():
-                    await self.registry.beat(
-                        leading=self.is_leader, in_flight=self.runner.in_flight
-                    )
-            except Exception:
-                log.exception("leadership check failed; retrying in %.1f s", self._leader_retry)
-
-    async def _check_leadership(self) -> None:
-        """Step down if the lock is gone (a PostgreSQL connection can drop, and the server
-        then frees the lock). Every ``check_interval``, interrupt the runs of workers that
-        died since: a killed standby's manual run would otherwise stay ``running`` (and
-        block ``execute_task_now``) until the next takeover."""
-        if not await self.leadership.held():
-            await self._step_down("the scheduling lock was lost")
-            return
-        if self._recovery_due():
-            await self._recover()
-        if self.heartbeat.due():
-            await self.heartbeat.beat(self.leadership.worker)
-
-    def _recovery_due(self) -> bool:
-        """Recovery runs every ``check_interval``: after an outage, or a worker's death,
-        no run stays queued or running longer than that."""
-        since = asyncio.get_running_loop().time() - self._recovered_at
-        return since >= self.settings.scheduler.check_interval
-
-    async def _take_over(self) -> None:
-        log.warning("taking over the scheduler on %s", self._where())
-        try:
-            await self._lead()
-        except Exception:
-            await self._step_down("taking over failed")
-            raise
-        log.warning("this process now runs the scheduler")
-
-    async def _step_down(self, why: str) -> None:
-        """Stop firing jobs and let the lock go (runs in flight finish; their claims fence
-        any duplicate with a new leader's runs)."""
-        log.error("%s: standing by", why)
-        self.leading.clear()
-        if self.scheduler.running:
-            self.scheduler.pause()
-        await self.wakeups.stop_listening()
-        await self._stop_trigger_check()
-        await self.leadership.release()
-
-    async def _stop_standby(self) -> None:
-        task, self._standby = self._standby, None
-        await stop_loop(task, self._standby_stop)
 
     async def stop(self) -> None:
         """Stop firing, hand the lock on at once, then drain this process's runs.
@@ -382,13 +262,7 @@ class SchedulerService:
             return
         self.started = False
         self.runner.stop_starting()
-        await self._stop_standby()
-        if self.scheduler.running:
-            self.scheduler.shutdown()
-        was_leader = self.is_leader
-        self.leading.clear()
-        await self.wakeups.stop_listening()
-        await self._stop_trigger_check()
+        was_leader = await self.lead.stop()
         if self.is_worker:
             await self._stop_worker(was_leader)
         self.tasks.close()

@@ -314,5 +314,5 @@ async def test_the_store_check_finds_and_repairs_what_disagrees(
         "runs left queued or running by a worker that is gone": ["run_stranded"],
     }
     await reconcile(service.db, service.jobs)
-    await service._recover()
+    await service.lead.recover()
     assert (await check_store(service.db, service.jobs, alive)).ok

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
+from scheduler_service.threaded import ThreadedScheduler
+from tests.conftest import make_settings
 from tests.design_examples import INVENTORY
 
 
@@ -20,7 +24,18 @@ def _payload(result: CallToolResult) -> Any:
     return json.loads(result.content[0].text)  # type: ignore[union-attr]
 
 
-async def test_mcp_server_schedules_runs_and_reports(tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker", [False, True], ids=["client", "worker"])
+async def test_mcp_server_schedules_runs_and_reports(tmp_path: Path, worker: bool) -> None:
+    """A client by default (a worker in this process runs the task); with --worker, the
+    MCP server runs it itself."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'mcp.db'}"
+    with contextlib.ExitStack() as stack:
+        if not worker:
+            stack.enter_context(ThreadedScheduler(make_settings(url), role="worker"))
+        await _schedule_run_and_report(tmp_path, url, ["--worker"] if worker else [])
+
+
+async def _schedule_run_and_report(tmp_path: Path, url: str, extra: list[str]) -> None:
     server = StdioServerParameters(
         command=sys.executable,
         args=[
@@ -32,7 +47,8 @@ async def test_mcp_server_schedules_runs_and_reports(tmp_path: Path) -> None:
             "--conversation",
             "c1",
             "--database-url",
-            f"sqlite+aiosqlite:///{tmp_path / 'mcp.db'}",
+            url,
+            *extra,
         ],
         env={"PYTHONPATH": os.pathsep.join(sys.path)},
         cwd=tmp_path,

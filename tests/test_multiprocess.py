@@ -296,7 +296,7 @@ async def test_advisory_lock_leadership_on_postgresql(pg_url: str) -> None:
         assert status[dead] == "interrupted"
         assert [r.status for r in rows if r.task_id == manual] == ["running"]
         tool_of(second).release.set()
-        await second.tasks.drain_background()
+        await second.runner.settled()
         async with second.db.read() as session:
             runs = (await session.scalars(select(TaskRun).where(TaskRun.task_id == manual))).all()
         assert [(r.status, r.worker) for r in runs] == [("succeeded", second.leadership.worker)]

@@ -350,7 +350,7 @@ async def test_the_background_trigger_check_gives_a_job_its_tasks_trigger(
     """The check a new leader runs after it starts firing: a job whose trigger is not
     the task's gets the task's, at the task's next run; agreeing jobs are left alone."""
     service = await start_service(tools=[FlakyTool()])
-    await service._stop_trigger_check()  # the start's own check would race the test's
+    await service.lead.stop_trigger_check()  # the start's own check would race the test's
     drifted = await create(service, "flaky", soon(3600), frequency="daily")
     fine = await create(service, "flaky", soon(3600), frequency="daily")
     row = await task_row(service, drifted)
