@@ -120,9 +120,8 @@ def test_cli_from_a_host_project(host: Host) -> None:
     )
     task_id = created["task"]["task_id"]
     assert [t["task_id"] for t in host.json("tasks")] == [task_id]
-    assert "succeeded" in host.cli("run-now", task_id).stdout
-    notes = host.json("notifications", "--conversation", "c1")
-    assert notes[0]["message"] == "sunny for u1"
+    refused = host.cli("run-now", task_id, check=False)  # the CLI is a client
+    assert refused.returncode == 1 and "no worker is running" in refused.stderr
 
     assert host.cli("health", check=False).returncode == 1  # no leader yet
     server = subprocess.Popen(
@@ -140,6 +139,12 @@ def test_cli_from_a_host_project(host: Host) -> None:
             assert time.monotonic() < deadline, "no healthy leader within 60 s"
             time.sleep(0.2)
         assert host.json("health")["leader_alive"]
+        assert [w["tools"] for w in host.json("workers")] == [
+            ["reminder_tool", "scheduler_tool", "weather"]
+        ]
+        assert "succeeded" in host.cli("run-now", task_id).stdout  # run by the worker
+        notes = host.json("notifications", "--conversation", "c1")
+        assert notes[0]["message"] == "sunny for u1"
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=60) == 0
