@@ -60,6 +60,13 @@ class ExecutionMode(StrEnum):
     ORCHESTRATED = "orchestrated"
 
 
+class JobAction(StrEnum):
+    """What the run path does to a task's job after a claim or a final attempt."""
+
+    REMOVE = "remove"  # the task is finished or gone
+    PAUSE = "pause"  # the task was paused (by the user, or after repeated failures)
+
+
 ACTIVE_RUN = (RunStatus.QUEUED, RunStatus.RUNNING)  # a run in progress somewhere
 LIVE_TASK = (TaskStatus.SCHEDULED, TaskStatus.PAUSED)  # a task that keeps its job
 FINISHED_TASK = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.MISSED)

@@ -397,12 +397,6 @@ class LocalCronTrigger(_LocalRuleTrigger):
     def __str__(self) -> str:
         return f"cron[{self.expression} {self.timezone}]"
 
-    def __getstate__(self) -> dict[str, Any]:
-        return super().__getstate__()
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-
 
 # -- RRULE -----------------------------------------------------------------------------
 _STEPS = {du.WEEKLY: timedelta(weeks=1), du.DAILY: ONE_DAY, du.HOURLY: timedelta(hours=1)}

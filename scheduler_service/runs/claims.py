@@ -51,6 +51,7 @@ from scheduler_service.statuses import (
     ACTIVE_RUN,
     ExecutionMode,
     Frequency,
+    JobAction,
     RunKind,
     RunStatus,
     TaskStatus,
@@ -74,7 +75,7 @@ class FireClaim:
 
     run: TaskRun | None = None
     published: list[TaskNotification] = field(default_factory=list)
-    job: str | None = None  # "remove" | "pause": what to do with the task's job afterwards
+    job: JobAction | None = None  # what to do with the task's job afterwards
 
 
 def schedule_of(task: ScheduledTask) -> Schedule:
@@ -217,10 +218,11 @@ class Claims:
     ) -> FireClaim:
         if task is None:
             log.warning("job for deleted task %s fired; removing the job", task_id)
-            return FireClaim(job="remove")
+            return FireClaim(job=JobAction.REMOVE)
         if task.status != TaskStatus.SCHEDULED:
             log.warning("task %s is %s but its job fired", task_id, task.status)
-            return FireClaim(job="pause" if task.status == TaskStatus.PAUSED else "remove")
+            paused = task.status == TaskStatus.PAUSED
+            return FireClaim(job=JobAction.PAUSE if paused else JobAction.REMOVE)
         earlier, next_run = plans[task_id]
         fresh = [t for t in earlier + run_times if (task_id, t) not in claimed]
         if not fresh:

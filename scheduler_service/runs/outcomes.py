@@ -28,7 +28,14 @@ from scheduler_service.runs.policy import (
     interrupted,
     retry_time,
 )
-from scheduler_service.statuses import ACTIVE_RUN, Frequency, RunKind, RunStatus, TaskStatus
+from scheduler_service.statuses import (
+    ACTIVE_RUN,
+    Frequency,
+    JobAction,
+    RunKind,
+    RunStatus,
+    TaskStatus,
+)
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskNotification, TaskRun, utcnow
 
@@ -53,7 +60,7 @@ class Recorded:
 
     run: TaskRun
     retry_at: datetime | None = None
-    job: str | None = None  # "remove" | "pause": what to do with the task's job
+    job: JobAction | None = None  # what to do with the task's job afterwards
     published: list[TaskNotification] = field(default_factory=list)
 
 
@@ -201,9 +208,9 @@ def write_run(row: TaskRun, outcome: Outcome, now: datetime) -> None:
 
 def update_task(
     cfg: SchedulerConfig, task: ScheduledTask, row: TaskRun, outcome: Outcome, now: datetime
-) -> tuple[str | None, TaskNotification]:
+) -> tuple[JobAction | None, TaskNotification]:
     """Counters, last result and status after a final attempt; returns the job action
-    ("remove" / "pause" / None) and the notification."""
+    (or None) and the notification."""
     ok = outcome.status == RunStatus.SUCCEEDED
     if row.kind != RunKind.MANUAL:
         task.run_count += 1
@@ -219,7 +226,8 @@ def update_task(
     changes = (outcome.details or {}).get(TASK_CHANGES)
     if changes:  # what the run did to the user's tasks is never silent
         message += f"\nChanges this run made to your tasks: {changes}"
-    job, status = None, outcome.status
+    job: JobAction | None = None
+    status = outcome.status
     if row.kind != RunKind.MANUAL and task.status == TaskStatus.SCHEDULED:
         job, status, message = settle(cfg, task, outcome, message)
     return job, notifications.build(task, row, status, message)
@@ -227,14 +235,14 @@ def update_task(
 
 def settle(
     cfg: SchedulerConfig, task: ScheduledTask, outcome: Outcome, message: str
-) -> tuple[str | None, str, str]:
+) -> tuple[JobAction | None, str, str]:
     """A scheduled fire time is final: complete, pause or carry on the task."""
     ok = outcome.status == RunStatus.SUCCEEDED
     if outcome.status != RunStatus.INTERRUPTED:  # a crash is not the task's failure
         task.consecutive_failures = 0 if ok else task.consecutive_failures + 1
     # A once task's job is gone once it fired; only recurring jobs need removing.
     once = task.frequency == Frequency.ONCE
-    remove = None if once else "remove"
+    remove = None if once else JobAction.REMOVE
     if once or task.next_run_at is None:
         task.status = TaskStatus.COMPLETED if ok or not once else TaskStatus.FAILED
         task.next_run_at = None
@@ -249,5 +257,5 @@ def settle(
             f" — the task failed {task.consecutive_failures} times in a row and was paused; "
             f"fix the cause, then resume it with resume_task (task_id {task.id})"
         )
-        return "pause", TaskStatus.PAUSED, message
+        return JobAction.PAUSE, TaskStatus.PAUSED, message
     return None, outcome.status, message

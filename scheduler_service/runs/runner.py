@@ -51,7 +51,7 @@ from scheduler_service.runs.policy import Fire
 from scheduler_service.runs.queue import RunQueue
 from scheduler_service.runs.slots import SlotLine
 from scheduler_service.scheduling import JobControl
-from scheduler_service.statuses import ACTIVE_RUN, RunKind, RunStatus
+from scheduler_service.statuses import ACTIVE_RUN, JobAction, RunKind, RunStatus
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskNotification, TaskRun, utcnow
 from scheduler_service.storage.retry import retry_transient
@@ -488,13 +488,13 @@ class TaskRunner:
         except Exception:
             log.exception("%s failed; reconciliation at the next start will repair it", what)
 
-    async def _apply_job_action(self, task_id: str, job: str | None) -> None:
+    async def _apply_job_action(self, task_id: str, job: JobAction | None) -> None:
         jobs = self.jobs
         if jobs is None or job is None:
             return
-        if job == "remove":
+        if job == JobAction.REMOVE:
             await self._job_store_call(lambda: jobs.remove(task_id), f"removing job {task_id}")
-        elif job == "pause":
+        elif job == JobAction.PAUSE:
             await self._job_store_call(lambda: jobs.pause(task_id), f"pausing job {task_id}")
 
     async def _publish(self, published: list[TaskNotification]) -> None:

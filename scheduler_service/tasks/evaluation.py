@@ -13,6 +13,11 @@ things keep that from hurting anyone else:
   When the budget runs out, ``BudgetExceeded`` is raised *inside* the evaluating thread
   (dateutil is pure Python, so the interpreter delivers it promptly): the thread is freed,
   not left computing for nobody, and the caller gets a clear refusal.
+
+The asynchronous exception is fenced: it is only ever set while the call runs (under the
+call's lock), a late one is dropped as the call ends, and one delivered in the last
+instructions of the call reaches ``Evaluator.run`` through the future, where it becomes
+``BudgetExceeded`` too, so it never reaches the host's code.
 """
 
 from __future__ import annotations
@@ -108,7 +113,7 @@ class Evaluator:
                 await asyncio.wait({future})
         try:
             result: R = future.result()
-        except BudgetExceeded:
+        except (BudgetExceeded, _Expired):  # _Expired: delivered as the call was ending
             raise BudgetExceeded(self.budget) from None
         return result
 
