@@ -192,6 +192,11 @@ def test_run_now_without_a_worker_says_so(capsys: pytest.CaptureFixture[str], ur
     created = run_json(capsys, "tool", "create_task", json.dumps(REMINDER), "--user", "u1", *db)
     code, _, err = run_cli(capsys, "run-now", created["task"]["task_id"], *db)
     assert code == 1 and "no worker is running" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(capsys, "run-now", created["task"]["task_id"], *db)
+    assert code == 1 and "already running" in err  # its run waits in the queue: fenced
+    other = run_json(capsys, "tool", "create_task", json.dumps(REMINDER), "--user", "u1", *db)
+    queued = run_json(capsys, "run-now", other["task"]["task_id"], "--no-wait", *db)
+    assert queued["run"]["status"] == "queued" and queued["run"]["kind"] == "manual"
 
 
 @pytest.mark.parametrize(

@@ -151,11 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
     for action, words in (
         ("pause", "pause a task"),
         ("resume", "resume a paused task"),
-        ("run-now", "run a task once now (waits for the result)"),
+        ("run-now", "run a task once now in a worker (waits for the result)"),
         ("cancel", "cancel a task (its history is kept)"),
     ):
         p = sub.add_parser(action, parents=[common, listing], help=f"{words}, as operator")
         p.add_argument("task_id")
+        if action == "run-now":
+            p.add_argument(
+                "--no-wait",
+                dest="wait",
+                action="store_false",
+                help="return once a worker has the run queued (the result arrives as a "
+                "notification)",
+            )
 
     db = sub.add_parser("db", help="database schema: upgrade, current")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
@@ -352,7 +360,7 @@ async def cmd_notifications(args: argparse.Namespace) -> int:
 
 async def cmd_action(args: argparse.Namespace) -> int:
     async with operator_service(args) as op:
-        result = await op.act(args.command, args.task_id)
+        result = await op.act(args.command, args.task_id, wait=getattr(args, "wait", True))
     emit(args, result, lambda: str(result.get("message", result)))
     run = result.get("run")
     failed = isinstance(run, dict) and run.get("status") not in (None, "succeeded", "skipped")

@@ -108,9 +108,11 @@ class Operator:
             rows = (await session.scalars(query)).all()
         return [notification_to_dict(n) for n in rows]
 
-    async def act(self, action: str, task_id: str) -> dict[str, Any]:
-        """pause / resume / cancel / run-now, as the task's owner would."""
+    async def act(self, action: str, task_id: str, *, wait: bool = True) -> dict[str, Any]:
+        """pause / resume / cancel / run-now, as the task's owner would. ``run-now``
+        queues the run for a worker and, with ``wait``, returns its record."""
         context = await self.owner(task_id)
-        return await self.service.scheduler_tool.run(
-            ACTIONS[action], {"task_id": task_id}, context=context
-        )
+        kwargs: dict[str, Any] = {"task_id": task_id}
+        if action == "run-now":
+            kwargs["wait"] = wait
+        return await self.service.scheduler_tool.run(ACTIONS[action], kwargs, context=context)
