@@ -363,7 +363,8 @@ async def cmd_action(args: argparse.Namespace) -> int:
         result = await op.act(args.command, args.task_id, wait=getattr(args, "wait", True))
     emit(args, result, lambda: str(result.get("message", result)))
     run = result.get("run")
-    failed = isinstance(run, dict) and run.get("status") not in (None, "succeeded", "skipped")
+    fine = (None, "succeeded", "skipped", "queued", "running")  # queued: --no-wait
+    failed = isinstance(run, dict) and run.get("status") not in fine
     return EXIT_FAILED if failed else EXIT_OK
 
 
