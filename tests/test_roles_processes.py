@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 import sys
+import time
 from pathlib import Path
 
 import pytest
