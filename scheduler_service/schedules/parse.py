@@ -34,15 +34,6 @@ from scheduler_service.statuses import FREQUENCIES, Frequency
 from scheduler_service.triggers import LocalCronTrigger, LocalRRuleTrigger, WallClockTrigger
 
 ELAPSED_UNITS = {"seconds": 1, "minutes": 60, "hours": 3600}
-WALL_UNITS = ("days", "weeks", "months")
-MAX_INTERVAL = {
-    "seconds": 31_622_400,
-    "minutes": 527_040,
-    "hours": 8784,
-    "days": 3660,
-    "weeks": 520,
-    "months": 120,
-}
 WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 CUSTOM_EXAMPLES = (
     '"every 15 minutes", "every day at 07:15", "every 3 days at 09:30", "every weekday at 9am", '
@@ -88,16 +79,6 @@ GAP_SAMPLE = 300  # fire times checked against the minimum interval (cron, RRULE
 PREVIEW_HORIZON = timedelta(days=366)
 
 TIME_OF_DAY = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
-_EVERY_UNIT = re.compile(
-    r"^every\s+(?:(?P<n>\d+|other)\s+)?(?P<unit>minute|hour|day|week|month)s?\b\s*(?P<rest>.*)$"
-)
-_EVERY_DAYS = re.compile(r"^every\s+(?P<days>.+?)\s*(?P<rest>\b(?:at|on)\s.*)?$")
-_CLAUSE = re.compile(r"(at|on)\s+(.+?)\s*(?=\b(?:at|on)\s|$)")
-_DAY_SPLIT = re.compile(r"\s*(?:,|&|/|\band\b|\bor\b)\s*|\s+")
-_MONTH_DAY = re.compile(
-    r"^(?:the\s+)?(?:day\s+)?(?:(?P<n>\d{1,2})(?:st|nd|rd|th)?|(?P<last>last)(?:\s+day)?)"
-    r"(?:\s+of\s+the\s+month)?$"
-)
 _CRON_TOKEN = re.compile(r"^(?:[0-9*/,\-?#lw]+|[a-z]{3}(?:[-,/][a-z0-9]{1,3})*)$")
 _TZID = re.compile(r"TZID=([^:;\s]+)", re.IGNORECASE)
 
