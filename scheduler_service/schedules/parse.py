@@ -550,13 +550,32 @@ def _with_except_dates(ctx: _Context, schedule: Schedule) -> Schedule:
 
 
 def task_timezone(data: ScheduleInput, frequency: str, default: str) -> str:
-    """The timezone field, else an RRULE's DTSTART;TZID=…, else the default."""
+    """The timezone field, else an RRULE's DTSTART;TZID=…, else a zone named in a phrase
+    ('every day at 9 (Berlin)'), else the default."""
     if data.timezone or frequency != Frequency.CUSTOM:
         return parse_timezone(data.timezone, default)
     tzid = _TZID.search(data.custom_schedule or "")
     if tzid:
         return parse_timezone(tzid[1], default, "custom_schedule")
+    text = " ".join((data.custom_schedule or "").split())
+    if text and _is_phrase(text):
+        try:
+            named = phrases.phrase_zone(text)
+        except phrases.PhraseError as exc:
+            raise ScheduleError("custom_schedule", f"{text!r}: {exc}") from None
+        if named is not None:
+            return named
     return parse_timezone(None, default)
+
+
+def _is_phrase(text: str) -> bool:
+    """custom_schedule text that is neither cron nor RRULE (see ``_custom``)."""
+    lowered = text.lower()
+    return not (
+        lowered.startswith(("cron:", "rrule:", "dtstart", "freq=", "@"))
+        or "rrule:" in lowered
+        or _looks_like_cron(lowered)
+    )
 
 
 def _first_instant(value: str, zone: ZoneInfo, now: datetime) -> datetime:
@@ -785,6 +804,8 @@ def _phrase(ctx: _Context, text: str) -> Schedule:
     try:
         result = phrases.parse_phrase(text, zone=ctx.zone, now=ctx.now, default_time=default_time)
         if isinstance(result, phrases.Rule) and origin is not None:
+            if result.limits.start is not None:
+                raise phrases.PhraseError(_TWO_STARTS)
             # The rule's INTERVAL grid counts from the ISO start (past or future).
             result = phrases.parse_phrase(
                 text, zone=ctx.zone, now=origin, default_time=default_time
@@ -796,6 +817,55 @@ def _phrase(ctx: _Context, text: str) -> Schedule:
         raise ScheduleError(
             "custom_schedule", f"{message}; accepted forms: {CUSTOM_EXAMPLES}"
         ) from None
+    ctx = _with_phrase_limits(ctx, text, result.limits, origin)
+    schedule = _phrase_schedule(ctx, text, result)
+    notes = result.limits.notes
+    return replace(schedule, notes=schedule.notes + notes) if notes else schedule
+
+
+_TWO_STARTS = (
+    "the phrase says when it starts ('starting …') and scheduled_time gives a start too; "
+    "give the start once"
+)
+
+
+def _with_phrase_limits(
+    ctx: _Context, text: str, limits: phrases.Limits, origin: datetime | None
+) -> _Context:
+    """The start, end and run count a phrase says, as if given in their fields (a field
+    given as well must not say otherwise)."""
+    data, end_time = ctx.data, ctx.end_time
+    if limits.start is not None:
+        if origin is not None:
+            raise ScheduleError("custom_schedule", f"{text!r}: {_TWO_STARTS}")
+        data = replace(data, scheduled_time=limits.start.isoformat())
+    if limits.end is not None:
+        end_time = localize(limits.end, ctx.zone).astimezone(UTC)
+        if ctx.end_time is not None and ctx.end_time != end_time:
+            raise ScheduleError(
+                "end_time",
+                f"the phrase {text!r} ends at {limits.end.isoformat()} but end_time is "
+                f"{data.end_time}; give the end once (in the phrase or in end_time)",
+            )
+        if end_time <= ctx.now and not ctx.allow_past:
+            raise ScheduleError(
+                "custom_schedule",
+                f"{text!r} ends at {limits.end.isoformat()}, which is in the past; give a "
+                "later end (or end_time / max_runs)",
+            )
+        data = replace(data, end_time=limits.end.isoformat())
+    if limits.max_runs is not None:
+        if data.max_runs is not None and data.max_runs != limits.max_runs:
+            raise ScheduleError(
+                "max_runs",
+                f"the phrase {text!r} says {limits.max_runs} runs but max_runs is "
+                f"{data.max_runs}; give the number once",
+            )
+        data = replace(data, max_runs=limits.max_runs)
+    return replace(ctx, data=data, end_time=end_time)
+
+
+def _phrase_schedule(ctx: _Context, text: str, result: phrases.Phrase) -> Schedule:
     if isinstance(result, phrases.Elapsed):
         return _elapsed(ctx, Frequency.CUSTOM, result.unit, result.interval)
     if isinstance(result, phrases.WallClock):
