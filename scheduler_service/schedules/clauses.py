@@ -21,10 +21,10 @@ from scheduler_service.schedules.words import (
     CLOCK,
     DAY_LIST,
     PhraseError,
-    is_us_region,
     number,
     parse_day_list,
     zone_named,
+    zone_word,
 )
 
 END_FIX = (
@@ -98,13 +98,19 @@ def _zone(s: str, found: Clauses) -> tuple[str, Clauses]:
                 return rest, _with_zone(found, zone, " ".join(words[-k:]))
     if m := re.search(r"(?:^|\s)(?P<z>utc|gmt)(?=\s|$)", s):
         return s[: m.start()] + " " + s[m.end() :], replace(found, zone="UTC")
+    for m in re.finditer(r"(?:^|\s)(?P<z>[a-z]{2,4})(?=\s|$)", s):
+        if zone_word(m["z"]) and (zone := zone_named(m["z"])) is not None:
+            return s[: m.start()] + " " + s[m.end() :], _with_zone(found, zone, m["z"])
     return s, found
 
 
 def _with_zone(found: Clauses, zone: str, words: str) -> Clauses:
     note: tuple[str, ...] = ()
-    if is_us_region(words):
-        note = (f"'{words}' is read as {zone} (US); name the zone if you meant another",)
+    if zone_word(words):
+        note = (
+            f"'{words.upper()}' is read as {zone} (local time there, daylight saving time "
+            "included); name the zone, e.g. '(Europe/London)', if you meant another",
+        )
     return replace(found, zone=zone, notes=found.notes + note)
 
 

@@ -819,8 +819,29 @@ def _phrase(ctx: _Context, text: str) -> Schedule:
         ) from None
     ctx = _with_phrase_limits(ctx, text, result.limits, origin)
     schedule = _phrase_schedule(ctx, text, result)
-    notes = result.limits.notes
+    notes = result.limits.notes + _unnamed_day_notes(ctx.data, result, schedule)
     return replace(schedule, notes=schedule.notes + notes) if notes else schedule
+
+
+def _unnamed_day_notes(
+    data: ScheduleInput, result: phrases.Phrase, schedule: Schedule
+) -> tuple[str, ...]:
+    """'every 2 weeks at 9' names no weekday: say which day the runs took (the first
+    run's), so a wrong guess is seen before the task is created."""
+    if not isinstance(result, phrases.WallClock) or result.limits.start is not None:
+        return ()  # (a start date names the first day)
+    if result.unit == "weeks" and result.weekdays is None and data.day_of_week is None:
+        day = WEEKDAY_NAMES[schedule.weekdays[0]].capitalize() if schedule.weekdays else "?"
+        return (
+            f"no day of the week is named: the runs are on {day}s (the first run's day); "
+            "name the day to choose another, e.g. 'every 2 weeks on monday at 9'",
+        )
+    if result.unit == "months" and result.day_of_month is None and data.day_of_month is None:
+        return (
+            f"no day of the month is named: the runs are on day {schedule.day_of_month} (the "
+            "first run's day); name the day to choose another, e.g. 'every month on the 1st'",
+        )
+    return ()
 
 
 _TWO_STARTS = (

@@ -41,6 +41,7 @@ from scheduler_service.schedules.days import (
 from scheduler_service.schedules.words import (
     CLOCK,
     DAY_LIST,
+    DAY_WORD,
     MONTH_NAME,
     NUMBER_WORDS,
     RRULE_DAYS,
@@ -194,6 +195,12 @@ def _normalize(text: str) -> str:
     )
     s = re.sub(r"\b(?:working days?|work ?days?|week ?days)\b", "weekdays", s)
     s = re.sub(r"\bevery single\b", "every", s)
+    s = re.sub(rf"\b({DAY_WORD}) ?/ ?(?=(?:{DAY_WORD})\b)", r"\1, ", s)  # mon/wed/fri
+    s = re.sub(
+        r"\b(?:during|in|within) (?:the )?(?:business|office|working|work) hours\b",
+        "between 9:00 and 17:00 on weekdays",
+        s,
+    )
     s = re.sub(r"\b(second|third|next)[- ]to[- ]last\b", r"\1-to-last", s)
     s = re.sub(r"\bpenultimate\b", "second-to-last", s)
     s = re.sub(
@@ -223,6 +230,11 @@ def _reading_notes(text: str) -> tuple[str, ...]:
         notes.append(
             "'biweekly' is read as every 2 weeks (not twice a week); for twice a week name "
             "the days, e.g. 'every monday and thursday at 9'"
+        )
+    if re.search(r"\b(?:business|office|working|work) hours\b", text):
+        notes.append(
+            "'business hours' is read as 09:00–17:00 (both included), Monday–Friday; give a "
+            "window such as 'between 8 and 18 on weekdays' to choose others"
         )
     if re.search(r"\bbi-?monthly\b", text):
         notes.append(
@@ -872,10 +884,6 @@ def _with_limits(
         # No time in the phrase: the runs keep the caller's time (or now's minute).
         at = default_time or local_now.time().replace(second=0, microsecond=0)
         origin = datetime.combine(origin.date(), at)
-    if isinstance(result, WallClock) and result.unit == "weeks" and result.weekdays is None:
-        day = (origin or local_now).strftime("%A")
-        if any("biweekly" in n for n in notes):
-            notes += (f"no day is named: the runs are on {day}s (the first run's weekday)",)
     # An end counted from a start date counts from that day's beginning, whichever time
     # the start clause carried ("starting Feb 4 at 9am for 3 weeks" = Feb 4 … Feb 24).
     base = local_now if origin is None else origin

@@ -169,30 +169,46 @@ def number(word: str) -> int | None:
 
 # -- zones -------------------------------------------------------------------------------
 _AREAS = ("Europe", "America", "Asia", "Africa", "Australia", "Pacific", "Atlantic", "Indian")
-_US_ZONES = {  # the US reading of the region names people put after a time
+_ZONE_WORDS = {  # region names and abbreviations people put after a time, read as places
     "eastern": "America/New_York",
     "et": "America/New_York",
+    "est": "America/New_York",
+    "edt": "America/New_York",
     "central": "America/Chicago",
     "ct": "America/Chicago",
+    "cst": "America/Chicago",
+    "cdt": "America/Chicago",
     "mountain": "America/Denver",
     "mt": "America/Denver",
+    "mst": "America/Denver",
+    "mdt": "America/Denver",
     "pacific": "America/Los_Angeles",
     "pt": "America/Los_Angeles",
+    "pst": "America/Los_Angeles",
+    "pdt": "America/Los_Angeles",
+    "bst": "Europe/London",
+    "cet": "Europe/Berlin",
+    "cest": "Europe/Berlin",
+    "ist": "Asia/Kolkata",
+    "jst": "Asia/Tokyo",
+    "aest": "Australia/Sydney",
+    "aedt": "Australia/Sydney",
 }
 
 
 @lru_cache(maxsize=256)
 def zone_named(words: str) -> str | None:
-    """'Europe/Berlin' 'berlin' 'new york' 'utc' 'eastern' → the IANA zone, else None.
+    """'Europe/Berlin' 'berlin' 'new york' 'utc' 'eastern' 'EST' → the IANA zone, else None.
 
     A city is looked up as ``Area/City`` in the tz database (the zone named after its
-    largest city); region words are read as the US zones of that name.
+    largest city); region names and abbreviations are read as the place most people mean
+    (``zone_word``), with that place's daylight saving time.
     """
     words = " ".join(words.strip().split())
     if not words or len(words) > 40:
         return None
-    if words.lower() in _US_ZONES:
-        return _US_ZONES[words.lower()]
+    if words.lower() in _ZONE_WORDS:
+        return _ZONE_WORDS[words.lower()]
     candidates = [words] if "/" in words else []
     if words.lower() in ("utc", "gmt", "z"):
         candidates = ["UTC"]
@@ -208,5 +224,6 @@ def zone_named(words: str) -> str | None:
     return None
 
 
-def is_us_region(words: str) -> bool:
-    return words.strip().lower() in _US_ZONES
+def zone_word(words: str) -> bool:
+    """Whether ``words`` is a region name or an abbreviation rather than a place."""
+    return words.strip().lower() in _ZONE_WORDS
