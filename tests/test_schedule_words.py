@@ -40,8 +40,17 @@ def test_four_digit_times_must_exist(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("token", "ambiguous"),
-    [("7", True), ("6:30", True), ("11", True), ("07", False), ("7am", False), ("19", False)]
-    + [("12", False), ("07:00", False), ("0715", False)],
+    [
+        ("7", True),
+        ("6:30", True),
+        ("11", True),
+        ("07", False),
+        ("7am", False),
+        ("19", False),
+        ("12", False),
+        ("07:00", False),
+        ("0715", False),
+    ],
 )
 def test_which_hours_are_ambiguous(token: str, ambiguous: bool) -> None:
     assert ambiguous_hour(token) is ambiguous
