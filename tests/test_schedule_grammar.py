@@ -362,6 +362,41 @@ def test_second_table_request_is_accepted_with_the_right_runs(request_: Request)
     check(request_)
 
 
+# -- Quartz cron, as models write it ------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("cron", "expected", "reading"),
+    [
+        ("0 9 L * *", rule(du.MONTHLY, "2026-01-08T09:00", 3, bymonthday=-1), "last day"),
+        ("0 0 9 ? * 6L", rule(du.MONTHLY, "2026-01-08T09:00", 3, byweekday=du.FR(-1)), "Quartz"),
+        (
+            "0 9 LW * ?",
+            rule(du.MONTHLY, "2026-01-08T09:00", 3, byweekday=WEEKDAY, bysetpos=-1),
+            "last weekday",
+        ),
+        (
+            "0 9 1W * ?",
+            rule(du.MONTHLY, "2026-01-08T09:00", 3, byweekday=WEEKDAY, bysetpos=1),
+            "first weekday",
+        ),
+        ("0 9 ? * MON#2", rule(du.MONTHLY, "2026-01-08T09:00", 3, byweekday=du.MO(+2)), "second"),
+        (
+            "0 0 9 ? * 2#1",
+            rule(du.MONTHLY, "2026-01-08T09:00", 3, byweekday=du.MO(+1)),
+            "1 = Sunday",
+        ),
+        ("0 9 * * 1#1", rule(du.MONTHLY, "2026-01-08T09:00", 3, byweekday=du.MO(+1)), "1 = Monday"),
+        ("0 30 8 ? * 2-6", rule(du.WEEKLY, "2026-01-08T08:30", 3, byweekday=WEEKDAY), "Monday"),
+        ("0 9 L-2 * ?", ["2026-01-29T09:00", "2026-02-26T09:00", "2026-03-29T09:00"], "before"),
+    ],
+)
+def test_quartz_cron_is_read_and_the_reading_stated(
+    cron: str, expected: list[str], reading: str
+) -> None:
+    schedule = parse(cron)
+    assert local_runs(schedule, len(expected)) == expected
+    assert any(reading in w and "Quartz" in w for w in warnings_of(schedule))
+
+
 # -- what must be refused, or accepted with a warning that states the reading -----------------
 @pytest.mark.parametrize(
     ("phrase", "fixes"),

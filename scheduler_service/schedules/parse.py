@@ -29,7 +29,7 @@ from scheduler_service.clock.zones import (
     scheduled_date,
     wall,
 )
-from scheduler_service.schedules import phrases
+from scheduler_service.schedules import phrases, quartz
 from scheduler_service.statuses import FREQUENCIES, Frequency
 from scheduler_service.triggers import LocalCronTrigger, LocalRRuleTrigger, WallClockTrigger
 
@@ -79,7 +79,7 @@ GAP_SAMPLE = 300  # fire times checked against the minimum interval (cron, RRULE
 PREVIEW_HORIZON = timedelta(days=366)
 
 TIME_OF_DAY = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
-_CRON_TOKEN = re.compile(r"^(?:[0-9*/,\-?#lw]+|[a-z]{3}(?:[-,/][a-z0-9]{1,3})*)$")
+_CRON_TOKEN = re.compile(r"^(?:[0-9*/,\-?#lw]+|[a-z]{3}(?:l|#\d|(?:[-,/][a-z0-9]{1,3})*))$")
 _TZID = re.compile(r"TZID=([^:;\s]+)", re.IGNORECASE)
 
 
@@ -791,6 +791,19 @@ def _custom(ctx: _Context) -> Schedule:
     return _phrase(ctx, text)
 
 
+def _quartz(ctx: _Context, text: str) -> Schedule:
+    """Quartz cron (L, W, #, ?) as the RRULE lines that say the same, with the reading."""
+    try:
+        translated = quartz.translate(text)
+    except ValueError as exc:
+        raise _custom_error(
+            text, f"is not a cron expression that can be scheduled: {exc}"
+        ) from None
+    schedule = _rrule(ctx, translated.rrule)
+    note = f"cron {text!r} is read as Quartz cron: {translated.reading}"
+    return replace(schedule, phrase=f"cron '{text}'", notes=(*schedule.notes, note))
+
+
 def _phrase(ctx: _Context, text: str) -> Schedule:
     """A phrase of the grammar in ``phrases``, as the kind of schedule it compiles to."""
     scheduled = (ctx.data.scheduled_time or "").strip()
@@ -926,10 +939,18 @@ def _rule_start(ctx: _Context) -> datetime:
 
 
 def _cron(ctx: _Context, text: str) -> Schedule:
+    if quartz.is_quartz(text.lower()):
+        return _quartz(ctx, text)
     try:
         spec = parse_cron(text)
     except ValueError as exc:
-        raise _custom_error(text, f"is not a valid cron expression: {exc}") from None
+        hint = ""
+        if len(text.split()) in (6, 7):
+            hint = (
+                " (a Quartz expression, seconds first, needs '?' in one day field, e.g. "
+                "'0 0 9 ? * MON-FRI')"
+            )
+        raise _custom_error(text, f"is not a valid cron expression: {exc}{hint}") from None
     start = _rule_start(ctx)
     trigger = LocalCronTrigger(expression=spec.expression, timezone=ctx.zone.key, not_before=start)
     return _rule_schedule(ctx, text, trigger, "cron")
