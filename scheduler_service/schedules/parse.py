@@ -41,7 +41,10 @@ CUSTOM_EXAMPLES = (
     '"last business day of the month at 16", "on the 1st and 15th at 9", '
     '"every year on March 3 at 9", "every quarter on the 1st at 9", '
     '"every 15 minutes between 9 and 17 on weekdays", "every hour on the half hour", '
-    '"in 2 hours", "tomorrow at 7", "next tuesday at 9", "cron: 30 8 * * 1-5", '
+    '"every day at 9am except weekends", "every 3 weeks on thursday at 9 starting Feb 4", '
+    '"every 10 minutes for the next hour", "every weekday at 9am until June 30", '
+    '"every weekday at 9am (Europe/Berlin)", "in 2 hours", "tomorrow at 7", '
+    '"next tuesday at 9", "March 3 at 5pm", "cron: 30 8 * * 1-5", '
     '"RRULE:FREQ=WEEKLY;BYDAY=MO,TH;BYHOUR=8;BYMINUTE=0"'
 )
 # Legacy zone names: fixed offsets or US rules of 1967, not a place's time. Refused with
