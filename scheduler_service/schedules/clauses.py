@@ -152,8 +152,9 @@ _FOR = re.compile(
     r"(?P<unit>minute|hour|day|week|month|year)s?(?=\s|$)"
 )
 _TIMES = re.compile(
-    r"(?:^|\s*,\s*|\s)(?:for )?(?P<n>\d+|[a-z]+) (?:times|runs)(?: (?:in total|only|total))?"
-    r"(?! (?:a|an|per|each|every)\b)(?=\s|$)"
+    r"(?:^|\s*,\s*|\s)(?:for )?(?P<n>\d+|[a-z]+) (?:times|runs)"
+    r"(?: (?:in total|only|total)(?=\s|$)"  # "3 times a week" is not a number of runs
+    r"|(?! (?:a|an|per|each)\b| every (?:day|week|month|year)\b)(?=\s|$))"
 )
 
 
