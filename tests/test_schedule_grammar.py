@@ -429,6 +429,8 @@ def test_impossible_requests_are_refused_with_the_fix(phrase: str, fixes: list[s
         ("every month at 9am", ["day 7"]),
         ("every 30 minutes during business hours", ["09:00–17:00"]),
         ("every weekday at 9am PST", ["America/Los_Angeles"]),
+        ("every second tuesday at 9am", ["2nd Tuesday", "every other tuesday"]),
+        ("2nd Monday of October at 9am", ["every year"]),
     ],
 )
 def test_ambiguous_requests_are_accepted_with_the_reading_stated(

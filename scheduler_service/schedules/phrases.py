@@ -231,6 +231,16 @@ def _reading_notes(text: str) -> tuple[str, ...]:
             "'biweekly' is read as every 2 weeks (not twice a week); for twice a week name "
             "the days, e.g. 'every monday and thursday at 9'"
         )
+    if re.search(rf"\bevery (?:second|2nd|third|3rd|fourth|4th) (?:{DAY_WORD})\b(?! of| in)", text):
+        notes.append(
+            "'every second …' is read as that weekday of each month (the 2nd Tuesday …); "
+            "for every two weeks say 'every other tuesday'"
+        )
+    if re.search(_NTH_DAY, text) and not re.search(r"\b(?:every|each|annually|yearly)\b", text):
+        notes.append(
+            "a weekday of a named month repeats every year; for one time give the date "
+            "(e.g. 'October 12 at 9am')"
+        )
     if re.search(r"\b(?:business|office|working|work) hours\b", text):
         notes.append(
             "'business hours' is read as 09:00–17:00 (both included), Monday–Friday; give a "
@@ -708,6 +718,11 @@ GRAMMAR: tuple[tuple[re.Pattern[str], Callable[[_Ctx], Phrase], str], ...] = tup
             "every year on the second monday of october at 9",
         ),
         (
+            rf"(?:on )?(?P<date>{_NTH_DAY})",
+            _yearly,
+            "the second monday of october at 9 (a weekday of a named month: every year)",
+        ),
+        (
             rf"(?:every (?:{_N} )?years? on |(?:every|annually on|yearly on|on) )?{_DATES}",
             _yearly,
             "on March 1, June 1 and September 1 at 9am (several dates: repeating)",
@@ -777,8 +792,6 @@ def parse_phrase(
             f"{text!r} names the zone {free.zone} but the task's timezone is {zone.key}; "
             f"set timezone to {free.zone!r} or leave the zone out of the phrase"
         )
-    if m := re.fullmatch(r"every (?:(\d+) )?seconds?", rest):
-        return Elapsed("seconds", int(m[1] or 1))
     clauses = _clauses(rest, free)
     elapsed = re.match(r"every (?:\S+ )?(?:second|minute|hour)s?\b", clauses.rest) is not None
     start = free.start
