@@ -142,6 +142,11 @@ def test_zone_names(words: str, zone: str | None) -> None:
         ("every hour for the next 3 hours", "every hour", {"run_for": relativedelta(hours=3)}),
         ("every day for a week", "every day", {"run_for": relativedelta(weeks=1)}),
         ("every day at 9, 10 times", "every day at 9", {"max_runs": 10}),
+        (
+            "every day except dec 25 and jan 1 at 9",
+            "every day at 9",
+            {"except_dates": (date(2026, 12, 25), date(2027, 1, 1))},
+        ),
         ("three times a day at 8, 12 and 18", "three times a day at 8, 12 and 18", {}),
         ("every saturday evening at 7", "every saturday at 7", {"day_part": "evening"}),
         ("every morning", "every day", {"day_part": "morning"}),
@@ -160,7 +165,7 @@ def test_free_clauses_are_taken_out(phrase: str, rest: str, said: dict[str, obje
     [
         ("every day at dusk", "not supported"),
         ("every day at 9 except holidays", "except_dates"),
-        ("every day at 9 except dec 25", "except_dates"),
+        ("every day at 9 except the meeting", "except_dates"),
         ("every day at 9 until the project ends", "max_runs"),
         ("every day at 9 starting soon", "starting"),
         ("every day at 9 (mars)", "not a timezone"),

@@ -44,6 +44,7 @@ class Clauses:
 
     zone: str | None = None
     excluded: tuple[int, ...] = ()  # weekdays 0=Monday without runs
+    except_dates: tuple[date, ...] = ()  # local dates without runs
     start: When | None = None
     until: When | None = None
     run_for: relativedelta | None = None  # "for 2 weeks": the end, counted from the start
@@ -62,7 +63,7 @@ def take_clauses(s: str, today: date) -> tuple[str, Clauses]:
     s, found = _zone(s, Clauses())
     s, found = _start(s, today, found)
     s, found = _end(s, today, found)
-    s, found = _except(s, found)
+    s, found = _except(s, today, found)
     s, found = _day_part(s, found)
     return " ".join(s.split()), found
 
@@ -197,9 +198,10 @@ _EXCEPT = re.compile(
 _HOLIDAYS = re.compile(r"(?:public |bank |national |federal |school )?holidays?\b")
 
 
-def _except(s: str, found: Clauses) -> tuple[str, Clauses]:
-    """'except weekends', 'but not on fridays', 'excluding mon and tue'; holidays and
-    dates are refused with the field that takes them (except_dates)."""
+def _except(s: str, today: date, found: Clauses) -> tuple[str, Clauses]:
+    """'except weekends', 'but not on fridays', 'excluding mon and tue'; 'except Dec 25
+    and Jan 1' (those dates, the next of each: a note says so); holidays are refused with
+    the field that takes them (except_dates)."""
     m = _EXCEPT.search(s)
     if m is None:
         return s, found
@@ -211,15 +213,35 @@ def _except(s: str, found: Clauses) -> tuple[str, Clauses]:
             "local dates YYYY-MM-DD (holidays are not known to the scheduler)"
         )
     days = re.match(rf"(?:{DAY_LIST})(?=\s|$)", what)
+    if days is None and (dates := _date_list(what, today)) is not None:
+        listed, rest = dates
+        shown = ", ".join(d.isoformat() for d in listed)
+        said = m[0].strip().removesuffix(rest).strip()
+        note = f"'{said}' skips {shown} (each date once, not every year)"
+        excepted = tuple(sorted(set(found.except_dates) | set(listed)))
+        found = replace(found, except_dates=excepted, notes=(*found.notes, note))
+        return s[: m.start()] + " " + rest, found
     if days is None:
         raise PhraseError(
-            f"'{m[0].strip()}': only days of the week can be excepted in the phrase (e.g. "
-            "'except weekends', 'except fridays'); give dates in except_dates as local dates "
-            "YYYY-MM-DD"
+            f"'{m[0].strip()}': only days of the week and dates can be excepted in the "
+            "phrase (e.g. 'except weekends', 'except fridays', 'except Dec 25'); give other "
+            "days in except_dates as local dates YYYY-MM-DD"
         )
     excluded = tuple(sorted(set(found.excluded) | set(parse_day_list(days[0]))))
     rest = s[: m.start()] + " " + what[days.end() :]
     return rest, replace(found, excluded=excluded)
+
+
+def _date_list(text: str, today: date) -> tuple[tuple[date, ...], str] | None:
+    """The longest leading 'Dec 25', 'Dec 25 and Jan 1', '2026-12-24, 2026-12-31' of
+    ``text`` as dates (whole days), and the rest; None if it does not start with one."""
+    words = text.split()
+    for k in range(min(len(words), 12), 0, -1):
+        items = re.split(r",? and |, ", " ".join(words[:k]).rstrip(","))
+        whens = [parse_when(item, today) for item in items]
+        if all(w is not None and w.day and not w.period and w.at is None for w in whens):
+            return tuple(w.day for w in whens if w is not None and w.day), " ".join(words[k:])
+    return None
 
 
 # -- part of the day ---------------------------------------------------------------------

@@ -523,7 +523,7 @@ def _resolve_scheduled_time(data: ScheduleInput, zone: ZoneInfo, now: datetime) 
 def _with_except_dates(ctx: _Context, schedule: Schedule) -> Schedule:
     """Check except_dates (YYYY-MM-DD, local dates) and attach them to the schedule."""
     values = ctx.data.except_dates
-    if values is None:
+    if values is None and not schedule.except_dates:  # (a phrase's 'except Dec 25' is kept)
         return schedule
     if isinstance(values, str):
         values = [values]
@@ -534,8 +534,8 @@ def _with_except_dates(ctx: _Context, schedule: Schedule) -> Schedule:
             "phrases such as 'every weekday at 9am', cron or RRULE); for a run every N "
             "minutes or hours except some days use cron, e.g. custom_schedule '0 * * * *'",
         )
-    days: set[date] = set()
-    for value in values:
+    days: set[date] = set(schedule.except_dates)
+    for value in values or []:
         try:
             days.add(date.fromisoformat(str(value).strip()[:10]))
         except ValueError:
@@ -836,6 +836,8 @@ def _phrase(ctx: _Context, text: str) -> Schedule:
     ctx = _with_phrase_limits(ctx, text, result.limits, origin)
     schedule = _phrase_schedule(ctx, text, result)
     notes = result.limits.notes + _unnamed_day_notes(ctx.data, result, schedule)
+    if result.limits.except_dates:  # checked with the except_dates field (_with_except_dates)
+        schedule = replace(schedule, except_dates=result.limits.except_dates)
     return replace(schedule, notes=schedule.notes + notes) if notes else schedule
 
 

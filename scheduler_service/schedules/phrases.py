@@ -97,6 +97,7 @@ class Limits:
     end: datetime | None = None
     max_runs: int | None = None
     zone: str | None = None
+    except_dates: tuple[date, ...] = ()  # local dates without runs ('except Dec 25')
     notes: tuple[str, ...] = ()
 
 
@@ -886,11 +887,12 @@ def _with_limits(
     """Attach the start, end, run count, zone and notes the phrase said to its result."""
     notes = _reading_notes(text.lower()) + free.notes + clauses.notes
     said_limits = origin is not None or free.until is not None or free.run_for is not None
+    said_limits = said_limits or bool(free.except_dates)
     if isinstance(result, OneTime):
         if said_limits or free.max_runs is not None:
             raise PhraseError(
-                f"{text!r} runs once; a start, an end or a number of runs fits repeating "
-                "schedules (e.g. 'every day at 9am until June 30')"
+                f"{text!r} runs once; a start, an end, a number of runs or excepted dates "
+                "fit repeating schedules (e.g. 'every day at 9am until June 30')"
             )
         return replace(result, limits=Limits(zone=free.zone, notes=notes))
     if origin is not None and isinstance(result, WallClock) and result.at is None:
@@ -908,7 +910,7 @@ def _with_limits(
             f"the end is read as before {end.date() + timedelta(days=1)} (no run on or after "
             "that day); to include that month or week say 'until the end of …'",
         )
-    limits = Limits(origin, end, free.max_runs, free.zone, notes)
+    limits = Limits(origin, end, free.max_runs, free.zone, free.except_dates, notes)
     return replace(result, limits=limits)
 
 
