@@ -14,10 +14,11 @@ phrase, and notes that state how an ambiguous word was read.
 
 ``GRAMMAR`` below is the whole language: a table of patterns, each with the builder that
 turns a match into a schedule and examples of what it accepts (docs/time.md lists them).
-Before the table is consulted, the clauses that may stand anywhere are taken out of the
-phrase: zone, except, start, end and part of the day (``clauses``), then the times ("at 8
-and 20"), a window ("between 9 and 17") and a minute of the hour ("on the half hour").
-So the clauses may come in any order around the part the table reads.
+Before the table is consulted, spellings of the same thing are made one (``spelling``),
+and the clauses that may stand anywhere are taken out of the phrase: zone, except, start,
+end and part of the day (``clauses``), then the times ("at 8 and 20"), a window ("between
+9 and 17") and a minute of the hour ("on the half hour"). So the clauses may come in any
+order around the part the table reads.
 """
 
 from __future__ import annotations
@@ -38,11 +39,18 @@ from scheduler_service.schedules.days import (
     rule_lines,
     year_days,
 )
+from scheduler_service.schedules.spelling import (
+    COUNT,
+    COUNTS,
+    normalize,
+    reading_notes,
+    times_a_week,
+)
 from scheduler_service.schedules.words import (
     CLOCK,
     DAY_LIST,
-    DAY_WORD,
     MONTH_NAME,
+    NTH_DAY,
     NUMBER_WORDS,
     RRULE_DAYS,
     WEEKDAYS,
@@ -150,129 +158,11 @@ class OneTime:
 Phrase = Elapsed | WallClock | Rule | OneTime
 
 
-# -- normalising -------------------------------------------------------------------------
+# -- the times, the window and the minute of the hour ------------------------------------
 _TIMES = rf"{CLOCK}(?:(?:\s*,\s*(?:and\s+)?|\s+and\s+){CLOCK})*"
 _N = r"(?P<n>\d+|other|a|an|one|two|three|four|five|six)"
-_HOUR_NAME = r"(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)"
-_HOUR_WORD = rf"(\d{{1,2}}|{_HOUR_NAME[1:-1]})"
-_COUNTS = {"once": 1, "twice": 2, "three times": 3, "four times": 4, "five times": 5}
-_COUNT = r"(?P<k>once|twice|three times|four times|five times)"
 
 
-def _hour(word: str) -> int:
-    return int(word) if word.isdigit() else NUMBER_WORDS[word]
-
-
-def _clock_words(m: re.Match[str]) -> str:
-    """'half past six' → '6:30', 'quarter to 9' → '8:45', 'quarter past 10' → '10:15'."""
-    hour = _hour(m[3])
-    if m[2] in ("to", "before"):
-        hour = hour - 1 if hour > 1 else 12
-        return f"{hour}:{60 - (30 if m[1] == 'half' else 15):02d}"
-    return f"{hour}:{30 if m[1] == 'half' else 15:02d}"
-
-
-def _hours_to_minutes(m: re.Match[str]) -> str:
-    """'every 1.5 hours' → 'every 90 minutes' (a whole number of minutes, else refused)."""
-    minutes = float(m[1]) * 60
-    if minutes != int(minutes):
-        raise PhraseError(f"'{m[0]}' is not a whole number of minutes; say e.g. 'every 90 minutes'")
-    return f"every {int(minutes)} minutes"
-
-
-def _normalize(text: str) -> str:
-    """Lower case, single spaces, a.m./p.m. → am/pm, 'each' → 'every', no o'clock, and
-    the spellings of the same thing made one ('workday' → 'weekday', 'half past six' →
-    '6:30', 'every 1.5 hours' → 'every 90 minutes', 'two and a half' → '2.5')."""
-    s = " ".join(text.lower().replace("–", "-").replace("&", " and ").split())
-    s = re.sub(r"\b([ap])\.m\.?", r"\1m", s).rstrip(".").strip()
-    s = re.sub(r"\b(\d{1,2}(?::\d{2})?) ?o'?clock\b", r"\1", s)
-    s = re.sub(r"\beach\b", "every", s)
-    s = re.sub(r"\bhourly\b", "every hour", s)
-    s = re.sub(r"\b(?:biweekly|bi-weekly|fortnightly|every fortnight)\b", "every 2 weeks", s)
-    s = re.sub(r"\b(?:bimonthly|bi-monthly)\b", "every 2 months", s)
-    s = re.sub(
-        r"\b(first|last) (?:working|work|business|week) ?days? of\b", r"\1 business day of", s
-    )
-    s = re.sub(r"\b(?:working days?|work ?days?|week ?days)\b", "weekdays", s)
-    s = re.sub(r"\bevery single\b", "every", s)
-    s = re.sub(rf"\b({DAY_WORD}) ?/ ?(?=(?:{DAY_WORD})\b)", r"\1, ", s)  # mon/wed/fri
-    s = re.sub(
-        r"\b(?:during|in|within) (?:the )?(?:business|office|working|work) hours\b",
-        "between 9:00 and 17:00 on weekdays",
-        s,
-    )
-    s = re.sub(r"\b(second|third|next)[- ]to[- ]last\b", r"\1-to-last", s)
-    s = re.sub(r"\bpenultimate\b", "second-to-last", s)
-    s = re.sub(
-        r"\b(?:mins?|minutes?)\b", lambda m: "minutes" if m[0].endswith("s") else "minute", s
-    )
-    s = re.sub(r"\b(?:hrs?)\b", "hours", s)
-    s = re.sub(r"\bevery half(?: an|-)? ?hour\b", "every 30 minutes", s)
-    s = re.sub(r"\bevery quarter(?: of an|-)? ?hour\b", "every 15 minutes", s)
-    s = re.sub(r"\b(?:an|one) hour and a half\b", "1.5 hours", s)
-    s = re.sub(rf"\b{_HOUR_WORD} and a half\b", lambda m: f"{_hour(m[1])}.5", s)
-    s = re.sub(r"\bevery (\d+\.\d+) hours?\b", _hours_to_minutes, s)
-    s = re.sub(rf"\b(half|quarter) (past|after|to|before) {_HOUR_WORD}\b", _clock_words, s)
-    s = re.sub(rf"\bat {_HOUR_NAME}\b", lambda m: f"at {_hour(m[1])}", s)
-    s = re.sub(
-        r"\bon the half[- ]hour\b|\bat half past( every hour| the hour)?\b", "at minute 30", s
-    )
-    s = re.sub(r"\bon the hour\b", "at minute 0", s)
-    s = re.sub(r"\bat :(\d{2})\b", r"at minute \1", s)
-    s = re.sub(r"\bat (\d{1,2}) (?:minutes )?past(?: the hour)?\b", r"at minute \1", s)
-    return s
-
-
-def _reading_notes(text: str) -> tuple[str, ...]:
-    """Words with two common readings: say which one was taken."""
-    notes = []
-    if re.search(r"\bbi-?weekly\b", text):
-        notes.append(
-            "'biweekly' is read as every 2 weeks (not twice a week); for twice a week name "
-            "the days, e.g. 'every monday and thursday at 9'"
-        )
-    if re.search(rf"\bevery (?:second|2nd|third|3rd|fourth|4th) (?:{DAY_WORD})\b(?! of| in)", text):
-        notes.append(
-            "'every second …' is read as that weekday of each month (the 2nd Tuesday …); "
-            "for every two weeks say 'every other tuesday'"
-        )
-    if re.search(_NTH_DAY, text) and not re.search(r"\b(?:every|each|annually|yearly)\b", text):
-        notes.append(
-            "a weekday of a named month repeats every year; for one time give the date "
-            "(e.g. 'October 12 at 9am')"
-        )
-    if re.search(r"\b(?:business|office|working|work) hours\b", text):
-        notes.append(
-            "'business hours' is read as 09:00–17:00 (both included), Monday–Friday; give a "
-            "window such as 'between 8 and 18 on weekdays' to choose others"
-        )
-    if re.search(r"\bbi-?monthly\b", text):
-        notes.append(
-            "'bimonthly' is read as every 2 months (not twice a month); for twice a month "
-            "name the days, e.g. 'on the 1st and 15th at 9'"
-        )
-    return tuple(notes)
-
-
-def _times_a_week(s: str) -> str:
-    """'three times a week on mon, wed and fri' → 'every mon, wed and fri' (the count must
-    match the days); without days the phrase cannot say which, so it is refused."""
-    m = re.search(rf"\b{_COUNT} (?:a|per|every) week(?: on (?P<days>{DAY_LIST}))?", s)
-    if m is None:
-        return s
-    if m["days"] is None:
-        raise PhraseError(
-            f"'{m[0]}' does not say which days; name them, e.g. 'every monday, wednesday "
-            "and friday at 9'"
-        )
-    days = parse_day_list(m["days"])
-    if len(days) != _COUNTS[m["k"]]:
-        raise PhraseError(f"'{m[0]}' names {len(days)} day(s); give {_COUNTS[m['k']]}")
-    return s[: m.start()] + f"every {m['days']}" + s[m.end() :]
-
-
-# -- the times, the window and the minute of the hour ------------------------------------
 @dataclass(frozen=True)
 class _Clauses:
     """The phrase without its time clauses, the time clauses, and what the free clauses
@@ -292,7 +182,7 @@ _WINDOW = re.compile(
     rf"(?:^|\s)(?:between|from) (?P<a>{CLOCK}) (?:and|to|until|till|-) (?P<b>{CLOCK})(?=\s|$)"
 )
 _MINUTE = re.compile(r"(?:^|\s)at minute (?P<m>\d{1,2})(?=\s|$)")
-_PER_DAY = re.compile(rf"^{_COUNT} (?:a day|daily|per day)\b")
+_PER_DAY = re.compile(rf"^{COUNT} (?:a day|daily|per day)\b")
 # The reading of a part of the day without a time, and how its hours are read.
 _PART_TIMES = {
     "morning": time(9),
@@ -348,7 +238,7 @@ def _clauses(s: str, free: Clauses) -> _Clauses:
         word = "tonight" if free.day_part == "tonight" else f"'{free.day_part}'"
         found["notes"] = (f"{word} is read as {at:%H:%M}; give a time to choose another",)
     if m := _PER_DAY.match(s.strip()):
-        found["per_day"], s = _COUNTS[m["k"]], "every day" + s.strip()[m.end() :]
+        found["per_day"], s = COUNTS[m["k"]], "every day" + s.strip()[m.end() :]
     return _Clauses(" ".join(s.split()), **found)  # type: ignore[arg-type]
 
 
@@ -664,8 +554,7 @@ def _on_date(
 # -- the grammar -------------------------------------------------------------------------
 _DAYS = rf"(?P<days>{DAY_LIST})"
 _ONE_DATE = rf"(?:the )?(?:{MONTH_NAME} \d{{1,2}}(?:st|nd|rd|th)?|\d{{1,2}}(?:st|nd|rd|th)? (?:of )?{MONTH_NAME})"
-_NTH_DAY = rf"(?:the )?(?:first|second|third|fourth|fifth|last|\d(?:st|nd|rd|th)) [a-z]+ (?:of|in) {MONTH_NAME}"
-_YEAR_DAY = rf"(?:{_ONE_DATE}|{_NTH_DAY})"
+_YEAR_DAY = rf"(?:{_ONE_DATE}|{NTH_DAY})"
 _DATE = rf"(?P<date>{_YEAR_DAY})"
 _DATES = rf"(?P<date>{_YEAR_DAY}(?:(?:, | and |, and ){_YEAR_DAY})+)"
 
@@ -719,7 +608,7 @@ GRAMMAR: tuple[tuple[re.Pattern[str], Callable[[_Ctx], Phrase], str], ...] = tup
             "every year on the second monday of october at 9",
         ),
         (
-            rf"(?:on )?(?P<date>{_NTH_DAY})",
+            rf"(?:on )?(?P<date>{NTH_DAY})",
             _yearly,
             "the second monday of october at 9 (a weekday of a named month: every year)",
         ),
@@ -765,7 +654,7 @@ def phrase_zone(text: str) -> str | None:
 
     Raises PhraseError for a zone in parentheses that is not one.
     """
-    return zone_in(_normalize(text))
+    return zone_in(normalize(text))
 
 
 def parse_phrase(
@@ -778,7 +667,7 @@ def parse_phrase(
     phrase must be ``zone`` (the caller reads it first with ``phrase_zone``). Raises
     PhraseError.
     """
-    s = _times_a_week(_normalize(text))
+    s = times_a_week(normalize(text))
     if len(re.findall(r"\bevery\b", s)) > 1:
         raise PhraseError(
             f"{text!r} says two schedules, and a task has one: say it as two tasks (e.g. "
@@ -885,7 +774,7 @@ def _with_limits(
     default_time: time | None,
 ) -> Phrase:
     """Attach the start, end, run count, zone and notes the phrase said to its result."""
-    notes = _reading_notes(text.lower()) + free.notes + clauses.notes
+    notes = reading_notes(text.lower()) + free.notes + clauses.notes
     said_limits = origin is not None or free.until is not None or free.run_for is not None
     said_limits = said_limits or bool(free.except_dates)
     if isinstance(result, OneTime):

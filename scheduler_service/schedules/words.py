@@ -151,6 +151,10 @@ def day_names(days: tuple[int, ...]) -> str:
 
 # -- months and numbers ------------------------------------------------------------------
 MONTH_NAME = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+NTH_DAY = (  # "the second monday of october", "the last friday in november"
+    r"(?:the )?(?:first|second|third|fourth|fifth|last|\d(?:st|nd|rd|th)) [a-z]+ (?:of|in) "
+    + MONTH_NAME
+)
 
 
 def month_of(word: str) -> int | None:
