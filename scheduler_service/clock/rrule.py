@@ -180,11 +180,6 @@ def compile_rules(
     )
 
 
-def compile_rrule(spec: RRuleSpec, zone: tzinfo, *, default_start: datetime | None = None) -> Any:
-    """The first compiled rule (a dateutil rrule over naive wall time)."""
-    return compile_rules(spec, zone, default_start=default_start).rules[0]
-
-
 def _check_days_exist(rule: Any) -> None:
     """Refuse BYMONTHDAY/BYMONTH that never meet (30 February): dateutil would search for
     them up to year 9999, which takes seconds. (Inherited values count: FREQ=YEARLY;

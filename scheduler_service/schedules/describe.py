@@ -8,6 +8,8 @@ end, an end before the first run, a one-time task in the past). Pure: ``now`` is
 
 from __future__ import annotations
 
+import calendar
+import re
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,6 +28,7 @@ from scheduler_service.clock.zones import (
 )
 from scheduler_service.schedules.parse import (
     ELAPSED_UNITS,
+    GAP_SAMPLE,
     PREVIEW_HORIZON,
     TIME_OF_DAY,
     WEEKDAY_NAMES,
@@ -231,6 +234,7 @@ def schedule_warnings(
     warnings += _dst_warnings(schedule, trigger, now, horizon)
     if isinstance(trigger, WallClockTrigger):
         warnings += _clamp_warnings(schedule, trigger, now, horizon)
+    warnings += _phrase_clamp_warnings(schedule, trigger, now, horizon)
     return warnings + _rule_warnings(schedule)
 
 
@@ -375,6 +379,37 @@ def _clamp_warnings(
     months = ", ".join(f"{d:%B %Y}" for d in clamped)
     dates = ", ".join(d.isoformat() for d in clamped)
     return [f"Day {day} does not exist in {months}: those runs happen on the last day ({dates})."]
+
+
+def _phrase_clamp_warnings(
+    schedule: Schedule, trigger: BaseTrigger, now: datetime, horizon: datetime
+) -> list[str]:
+    """A phrase's month days 29–31 ('every 10th and 31st') run on the last day of shorter
+    months (the rule keeps the last of 28…31 that exists): say which, as monthly does."""
+    if schedule.phrase is None or schedule.syntax != "rrule" or schedule.expression is None:
+        return []
+    days = sorted({int(m[1]) for m in _CLAMPED.finditer(schedule.expression)})
+    first = trigger.get_next_fire_time(None, now)
+    if not days or first is None:
+        return []
+    clamped: list[date] = []
+    for fire in upcoming_fires(trigger, first, GAP_SAMPLE, horizon):
+        local = wall(fire, schedule.zone).date()
+        last = calendar.monthrange(local.year, local.month)[1]
+        if local.day == last and last < days[-1] and local not in clamped:
+            clamped.append(local)
+    if not clamped:
+        return []
+    named = "Day " + str(days[0]) if len(days) == 1 else "Days " + ", ".join(map(str, days))
+    months = ", ".join(f"{d:%B %Y}" for d in clamped)
+    dates = ", ".join(d.isoformat() for d in clamped)
+    return [
+        f"{named} does not exist in every month ({months}): those runs happen on the last "
+        f"day ({dates})."
+    ]
+
+
+_CLAMPED = re.compile(r"BYMONTHDAY=28,(?:\d+,)*(\d+);")
 
 
 def _rule_warnings(schedule: Schedule) -> list[str]:

@@ -29,20 +29,11 @@ from scheduler_service.clock.zones import (
     scheduled_date,
     wall,
 )
-from scheduler_service.schedules import phrases
+from scheduler_service.schedules import phrases, quartz
 from scheduler_service.statuses import FREQUENCIES, Frequency
 from scheduler_service.triggers import LocalCronTrigger, LocalRRuleTrigger, WallClockTrigger
 
 ELAPSED_UNITS = {"seconds": 1, "minutes": 60, "hours": 3600}
-WALL_UNITS = ("days", "weeks", "months")
-MAX_INTERVAL = {
-    "seconds": 31_622_400,
-    "minutes": 527_040,
-    "hours": 8784,
-    "days": 3660,
-    "weeks": 520,
-    "months": 120,
-}
 WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 CUSTOM_EXAMPLES = (
     '"every 15 minutes", "every day at 07:15", "every 3 days at 09:30", "every weekday at 9am", '
@@ -50,7 +41,10 @@ CUSTOM_EXAMPLES = (
     '"last business day of the month at 16", "on the 1st and 15th at 9", '
     '"every year on March 3 at 9", "every quarter on the 1st at 9", '
     '"every 15 minutes between 9 and 17 on weekdays", "every hour on the half hour", '
-    '"in 2 hours", "tomorrow at 7", "next tuesday at 9", "cron: 30 8 * * 1-5", '
+    '"every day at 9am except weekends", "every 3 weeks on thursday at 9 starting Feb 4", '
+    '"every 10 minutes for the next hour", "every weekday at 9am until June 30", '
+    '"every weekday at 9am (Europe/Berlin)", "in 2 hours", "tomorrow at 7", '
+    '"next tuesday at 9", "March 3 at 5pm", "cron: 30 8 * * 1-5", '
     '"RRULE:FREQ=WEEKLY;BYDAY=MO,TH;BYHOUR=8;BYMINUTE=0"'
 )
 # Legacy zone names: fixed offsets or US rules of 1967, not a place's time. Refused with
@@ -88,17 +82,7 @@ GAP_SAMPLE = 300  # fire times checked against the minimum interval (cron, RRULE
 PREVIEW_HORIZON = timedelta(days=366)
 
 TIME_OF_DAY = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
-_EVERY_UNIT = re.compile(
-    r"^every\s+(?:(?P<n>\d+|other)\s+)?(?P<unit>minute|hour|day|week|month)s?\b\s*(?P<rest>.*)$"
-)
-_EVERY_DAYS = re.compile(r"^every\s+(?P<days>.+?)\s*(?P<rest>\b(?:at|on)\s.*)?$")
-_CLAUSE = re.compile(r"(at|on)\s+(.+?)\s*(?=\b(?:at|on)\s|$)")
-_DAY_SPLIT = re.compile(r"\s*(?:,|&|/|\band\b|\bor\b)\s*|\s+")
-_MONTH_DAY = re.compile(
-    r"^(?:the\s+)?(?:day\s+)?(?:(?P<n>\d{1,2})(?:st|nd|rd|th)?|(?P<last>last)(?:\s+day)?)"
-    r"(?:\s+of\s+the\s+month)?$"
-)
-_CRON_TOKEN = re.compile(r"^(?:[0-9*/,\-?#lw]+|[a-z]{3}(?:[-,/][a-z0-9]{1,3})*)$")
+_CRON_TOKEN = re.compile(r"^(?:[0-9*/,\-?#lw]+|[a-z]{3}(?:l|#\d|(?:[-,/][a-z0-9]{1,3})*))$")
 _TZID = re.compile(r"TZID=([^:;\s]+)", re.IGNORECASE)
 
 
@@ -539,7 +523,7 @@ def _resolve_scheduled_time(data: ScheduleInput, zone: ZoneInfo, now: datetime) 
 def _with_except_dates(ctx: _Context, schedule: Schedule) -> Schedule:
     """Check except_dates (YYYY-MM-DD, local dates) and attach them to the schedule."""
     values = ctx.data.except_dates
-    if values is None:
+    if values is None and not schedule.except_dates:  # (a phrase's 'except Dec 25' is kept)
         return schedule
     if isinstance(values, str):
         values = [values]
@@ -550,8 +534,8 @@ def _with_except_dates(ctx: _Context, schedule: Schedule) -> Schedule:
             "phrases such as 'every weekday at 9am', cron or RRULE); for a run every N "
             "minutes or hours except some days use cron, e.g. custom_schedule '0 * * * *'",
         )
-    days: set[date] = set()
-    for value in values:
+    days: set[date] = set(schedule.except_dates)
+    for value in values or []:
         try:
             days.add(date.fromisoformat(str(value).strip()[:10]))
         except ValueError:
@@ -569,13 +553,32 @@ def _with_except_dates(ctx: _Context, schedule: Schedule) -> Schedule:
 
 
 def task_timezone(data: ScheduleInput, frequency: str, default: str) -> str:
-    """The timezone field, else an RRULE's DTSTART;TZID=…, else the default."""
+    """The timezone field, else an RRULE's DTSTART;TZID=…, else a zone named in a phrase
+    ('every day at 9 (Berlin)'), else the default."""
     if data.timezone or frequency != Frequency.CUSTOM:
         return parse_timezone(data.timezone, default)
     tzid = _TZID.search(data.custom_schedule or "")
     if tzid:
         return parse_timezone(tzid[1], default, "custom_schedule")
+    text = " ".join((data.custom_schedule or "").split())
+    if text and _is_phrase(text):
+        try:
+            named = phrases.phrase_zone(text)
+        except phrases.PhraseError as exc:
+            raise ScheduleError("custom_schedule", f"{text!r}: {exc}") from None
+        if named is not None:
+            return named
     return parse_timezone(None, default)
+
+
+def _is_phrase(text: str) -> bool:
+    """custom_schedule text that is neither cron nor RRULE (see ``_custom``)."""
+    lowered = text.lower()
+    return not (
+        lowered.startswith(("cron:", "rrule:", "dtstart", "freq=", "@"))
+        or "rrule:" in lowered
+        or _looks_like_cron(lowered)
+    )
 
 
 def _first_instant(value: str, zone: ZoneInfo, now: datetime) -> datetime:
@@ -791,6 +794,19 @@ def _custom(ctx: _Context) -> Schedule:
     return _phrase(ctx, text)
 
 
+def _quartz(ctx: _Context, text: str) -> Schedule:
+    """Quartz cron (L, W, #, ?) as the RRULE lines that say the same, with the reading."""
+    try:
+        translated = quartz.translate(text)
+    except ValueError as exc:
+        raise _custom_error(
+            text, f"is not a cron expression that can be scheduled: {exc}"
+        ) from None
+    schedule = _rrule(ctx, translated.rrule)
+    note = f"cron {text!r} is read as Quartz cron: {translated.reading}"
+    return replace(schedule, phrase=f"cron '{text}'", notes=(*schedule.notes, note))
+
+
 def _phrase(ctx: _Context, text: str) -> Schedule:
     """A phrase of the grammar in ``phrases``, as the kind of schedule it compiles to."""
     scheduled = (ctx.data.scheduled_time or "").strip()
@@ -804,6 +820,8 @@ def _phrase(ctx: _Context, text: str) -> Schedule:
     try:
         result = phrases.parse_phrase(text, zone=ctx.zone, now=ctx.now, default_time=default_time)
         if isinstance(result, phrases.Rule) and origin is not None:
+            if result.limits.start is not None:
+                raise phrases.PhraseError(_TWO_STARTS)
             # The rule's INTERVAL grid counts from the ISO start (past or future).
             result = phrases.parse_phrase(
                 text, zone=ctx.zone, now=origin, default_time=default_time
@@ -815,6 +833,78 @@ def _phrase(ctx: _Context, text: str) -> Schedule:
         raise ScheduleError(
             "custom_schedule", f"{message}; accepted forms: {CUSTOM_EXAMPLES}"
         ) from None
+    ctx = _with_phrase_limits(ctx, text, result.limits, origin)
+    schedule = _phrase_schedule(ctx, text, result)
+    notes = result.limits.notes + _unnamed_day_notes(ctx.data, result, schedule)
+    if result.limits.except_dates:  # checked with the except_dates field (_with_except_dates)
+        schedule = replace(schedule, except_dates=result.limits.except_dates)
+    return replace(schedule, notes=schedule.notes + notes) if notes else schedule
+
+
+def _unnamed_day_notes(
+    data: ScheduleInput, result: phrases.Phrase, schedule: Schedule
+) -> tuple[str, ...]:
+    """'every 2 weeks at 9' names no weekday: say which day the runs took (the first
+    run's), so a wrong guess is seen before the task is created."""
+    if not isinstance(result, phrases.WallClock) or result.limits.start is not None:
+        return ()  # (a start date names the first day)
+    if result.unit == "weeks" and result.weekdays is None and data.day_of_week is None:
+        day = WEEKDAY_NAMES[schedule.weekdays[0]].capitalize() if schedule.weekdays else "?"
+        return (
+            f"no day of the week is named: the runs are on {day}s (the first run's day); "
+            "name the day to choose another, e.g. 'every 2 weeks on monday at 9'",
+        )
+    if result.unit == "months" and result.day_of_month is None and data.day_of_month is None:
+        return (
+            f"no day of the month is named: the runs are on day {schedule.day_of_month} (the "
+            "first run's day); name the day to choose another, e.g. 'every month on the 1st'",
+        )
+    return ()
+
+
+_TWO_STARTS = (
+    "the phrase says when it starts ('starting …') and scheduled_time gives a start too; "
+    "give the start once"
+)
+
+
+def _with_phrase_limits(
+    ctx: _Context, text: str, limits: phrases.Limits, origin: datetime | None
+) -> _Context:
+    """The start, end and run count a phrase says, as if given in their fields (a field
+    given as well must not say otherwise)."""
+    data, end_time = ctx.data, ctx.end_time
+    if limits.start is not None:
+        if origin is not None:
+            raise ScheduleError("custom_schedule", f"{text!r}: {_TWO_STARTS}")
+        data = replace(data, scheduled_time=limits.start.isoformat())
+    if limits.end is not None:
+        end_time = localize(limits.end, ctx.zone).astimezone(UTC)
+        if ctx.end_time is not None and ctx.end_time != end_time:
+            raise ScheduleError(
+                "end_time",
+                f"the phrase {text!r} ends at {limits.end.isoformat()} but end_time is "
+                f"{data.end_time}; give the end once (in the phrase or in end_time)",
+            )
+        if end_time <= ctx.now and not ctx.allow_past:
+            raise ScheduleError(
+                "custom_schedule",
+                f"{text!r} ends at {limits.end.isoformat()}, which is in the past; give a "
+                "later end (or end_time / max_runs)",
+            )
+        data = replace(data, end_time=limits.end.isoformat())
+    if limits.max_runs is not None:
+        if data.max_runs is not None and data.max_runs != limits.max_runs:
+            raise ScheduleError(
+                "max_runs",
+                f"the phrase {text!r} says {limits.max_runs} runs but max_runs is "
+                f"{data.max_runs}; give the number once",
+            )
+        data = replace(data, max_runs=limits.max_runs)
+    return replace(ctx, data=data, end_time=end_time)
+
+
+def _phrase_schedule(ctx: _Context, text: str, result: phrases.Phrase) -> Schedule:
     if isinstance(result, phrases.Elapsed):
         return _elapsed(ctx, Frequency.CUSTOM, result.unit, result.interval)
     if isinstance(result, phrases.WallClock):
@@ -854,10 +944,18 @@ def _rule_start(ctx: _Context) -> datetime:
 
 
 def _cron(ctx: _Context, text: str) -> Schedule:
+    if quartz.is_quartz(text.lower()):
+        return _quartz(ctx, text)
     try:
         spec = parse_cron(text)
     except ValueError as exc:
-        raise _custom_error(text, f"is not a valid cron expression: {exc}") from None
+        hint = ""
+        if len(text.split()) in (6, 7):
+            hint = (
+                " (a Quartz expression, seconds first, needs '?' in one day field, e.g. "
+                "'0 0 9 ? * MON-FRI')"
+            )
+        raise _custom_error(text, f"is not a valid cron expression: {exc}{hint}") from None
     start = _rule_start(ctx)
     trigger = LocalCronTrigger(expression=spec.expression, timezone=ctx.zone.key, not_before=start)
     return _rule_schedule(ctx, text, trigger, "cron")
