@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
@@ -33,6 +35,7 @@ async def test_mcp_server_schedules_runs_and_reports(tmp_path: Path) -> None:
             "c1",
             "--database-url",
             f"sqlite+aiosqlite:///{tmp_path / 'mcp.db'}",
+            "--worker",  # the only process on the database: it runs the tasks too
         ],
         env={"PYTHONPATH": os.pathsep.join(sys.path)},
         cwd=tmp_path,
@@ -69,3 +72,26 @@ async def test_mcp_server_schedules_runs_and_reports(tmp_path: Path) -> None:
         assert bad.is_error
         text = bad.content[0].text  # type: ignore[union-attr]
         assert "invalid_input: frequency" in text
+
+
+@pytest.mark.parametrize(
+    ("who", "expected"),
+    [
+        (["--user", "", "--conversation", "c1"], "--user: must not be empty"),
+        (["--user", "u1", "--conversation", "c" * 201], "--conversation: 201 characters"),
+    ],
+)
+def test_mcp_refuses_an_empty_or_oversized_identity(
+    tmp_path: Path, who: list[str], expected: str
+) -> None:
+    """The acting user is fixed by the command line: an empty one would act for nobody
+    (or for every stored row with an empty user). Refused before anything starts."""
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler_service", "mcp", *who,
+         "--database-url", f"sqlite:///{tmp_path / 'mcp.db'}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr
+    assert not (tmp_path / "mcp.db").exists()
