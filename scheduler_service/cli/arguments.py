@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from scheduler_service.logs.escape import escape, is_control
+from scheduler_service.storage.urls import redact_urls_in
 
 EXIT_USAGE = 2
 
@@ -25,10 +26,11 @@ class UsageError(Exception):
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, except that a usage error is one line on stderr (exit 2): the problem
-    and where help is, instead of the whole usage block."""
+    and where help is, instead of the whole usage block; a URL argparse quotes back (an
+    unrecognized argument) loses its password."""
 
     def error(self, message: str) -> NoReturn:
-        line = " ".join(escape(message).split())
+        line = " ".join(escape(redact_urls_in(message)).split())
         sys.stderr.write(f"{self.prog}: error: {line} (see {self.prog} --help)\n")
         sys.exit(EXIT_USAGE)
 

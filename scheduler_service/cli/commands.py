@@ -607,7 +607,9 @@ def _database_url(url: str | None) -> str:
 
 
 def _fail(message: str, code: list[int], exit_code: int) -> None:
-    print(terminal_text(" ".join(message.split("\n"))), file=sys.stderr)
+    from scheduler_service.storage.urls import redact_urls_in
+
+    print(terminal_text(" ".join(redact_urls_in(message).split("\n"))), file=sys.stderr)
     code[0] = exit_code
 
 

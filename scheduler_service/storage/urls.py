@@ -48,6 +48,7 @@ ACCEPTED = (
     "postgresql://user:password@host:5432/dbname (postgres://, postgresql+asyncpg:// also work)"
 )
 _USERINFO = re.compile(r"^((?:[^:/?#]*://)?[^:/@?#]*:)[^@]*@")
+_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@?#\s]*:)[^@\s]*@")
 
 
 class DatabaseUrlError(ValueError):
@@ -60,6 +61,11 @@ def redact(url: str) -> str:
         return make_url(url.strip()).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
         return _USERINFO.sub(r"\1***@", url.strip())
+
+
+def redact_urls_in(text: str) -> str:
+    """``text`` (an argparse message, say) with the password of every URL in it as ``***``."""
+    return _URL_USERINFO.sub(r"\1***@", text)
 
 
 @dataclass(frozen=True)
