@@ -224,3 +224,56 @@ def test_malformed_url_is_one_line_exit_2_in_every_command(
     assert len(lines) == 1 and "port must be a number" in lines[0], done.stderr
     assert SECRET not in done.stderr + done.stdout and "Traceback" not in done.stderr
     assert not list(tmp_path.iterdir())  # nothing created
+
+
+# -- against a server that speaks TLS (opt-in) -------------------------------------------
+TLS_URL = os.environ.get("PG_TLS_TEST_URL")  # e.g. postgresql://postgres@localhost:55432/postgres
+TLS_CA = os.environ.get("PG_TLS_TEST_CA")  # the CA that signed that server's certificate
+
+
+@pytest.fixture
+def other_ca(tmp_path: Path) -> Path:
+    """A CA certificate that signed nothing the server has."""
+    other = tmp_path / "other-ca.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=other", "-keyout", str(tmp_path / "k"), "-out", str(other)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return other
+
+
+@pytest.mark.skipif(
+    not (TLS_URL and TLS_CA), reason="set PG_TLS_TEST_URL and PG_TLS_TEST_CA to a TLS server"
+)
+async def test_verify_full_over_tls_for_every_connection(other_ca: Path) -> None:
+    """With sslmode=verify-full, every connection the service opens (its engine, the
+    scheduling lock, the wake-up listener, the job store) is encrypted; another CA is
+    refused by both drivers."""
+    assert TLS_URL and TLS_CA
+    url = with_option(TLS_URL, f"sslmode=verify-full&sslrootcert={TLS_CA}")
+    settings = make_settings(load_settings(database_url=url).database_url)
+    async with SchedulerService(settings) as service:
+        assert service.is_leader
+        async with service.db.read() as session:
+            rows = (
+                await session.execute(
+                    text(
+                        "SELECT s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) "
+                        "WHERE a.datname = current_database() AND a.backend_type = 'client backend'"
+                    )
+                )
+            ).all()
+    assert len(rows) >= 3 and all(row.ssl for row in rows), rows
+    wrong = load_settings(
+        database_url=with_option(TLS_URL, f"sslmode=verify-full&sslrootcert={other_ca}")
+    )
+    db = Database(wrong.database_url)
+    try:
+        with pytest.raises(Exception, match="certificate verify failed"):
+            async with db.engine.connect():
+                pass
+        with pytest.raises(Exception, match="certificate verify failed"):
+            await asyncio.to_thread(_connect_sync, wrong.database.sync_url)
+    finally:
+        await db.dispose()

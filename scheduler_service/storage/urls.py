@@ -58,7 +58,7 @@ class DatabaseUrlError(ValueError):
 def redact(url: str) -> str:
     """``url`` with its password shown as ``***``, even when the URL does not parse."""
     try:
-        return make_url(url.strip()).render_as_string(hide_password=True)
+        return DatabaseUrl(make_url(url.strip())).redacted
     except (ArgumentError, ValueError):
         return _USERINFO.sub(r"\1***@", url.strip())
 
@@ -92,8 +92,15 @@ class DatabaseUrl:
 
     @property
     def redacted(self) -> str:
-        """The form every message shows: the password as ``***``."""
-        return self.url.render_as_string(hide_password=True)
+        """The form every message shows: the password as ``***``, and the options as
+        they were written (``sslrootcert=/etc/ca.pem``, not ``%2Fetc%2Fca.pem``)."""
+        base = self.url.set(query={}).render_as_string(hide_password=True)
+        options = "&".join(
+            f"{name}={value}"
+            for name, values in self.url.query.items()
+            for value in ((values,) if isinstance(values, str) else values)
+        )
+        return f"{base}?{options}" if options else base
 
     def scrub(self, text: str) -> str:
         """``text`` (a driver's error, say) with the password replaced by ``***``."""
@@ -153,7 +160,7 @@ def _pg_options(url: URL, shown: str) -> dict[str, str]:
         )
     for name in TLS_FILES:
         path = options.get(name)
-        if path is None or (name == "sslrootcert" and path == "system"):
+        if path is None:
             continue
         if not Path(path).is_file():
             raise DatabaseUrlError(f"database URL {shown!r}: {name}: no file at {path}")
