@@ -25,9 +25,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel, Field
 
 from scheduler_service import lifespan as scheduler_lifespan
@@ -52,7 +52,7 @@ SYSTEM_PROMPT = (
 class Message(BaseModel):
     """A user's message to the assistant."""
 
-    user_id: str = Field(min_length=1)
+    user_id: str = Field(min_length=1, max_length=200)
     text: str = Field(min_length=1)
     timezone: str = "UTC"
 
@@ -129,8 +129,12 @@ def create_app(
 
     @app.get("/conversations/{conversation_id}/notifications")
     async def get_notifications(
-        conversation_id: str, request: Request, user_id: str | None = None
+        conversation_id: str,
+        request: Request,
+        user_id: Annotated[str, Query(min_length=1, max_length=200)],
     ) -> list[dict[str, Any]]:
+        """The user's notifications in the conversation. ``user_id`` is required: without
+        it the service would answer for every user of the conversation."""
         service = service_of(request)
         pending = await service.get_notifications(conversation_id, user_id=user_id)
         if pending:

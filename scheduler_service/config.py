@@ -8,12 +8,14 @@ section and the field (``SCHEDULER__MAX_CONCURRENT_TASKS=10``,
 
 from __future__ import annotations
 
+import difflib
+import functools
 import logging
 import os
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import available_timezones
 
 from pydantic import (
     BaseModel,
@@ -24,19 +26,18 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+
+from scheduler_service.storage.urls import (
+    URL_SCHEMES,
+    DatabaseUrl,
+    DatabaseUrlError,
+    parse_database_url,
+    redact,
+)
+
+__all__ = ["URL_SCHEMES", "DatabaseUrlError"]  # re-exported for existing importers
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-# URL schemes accepted for DATABASE_URL, and the async driver each one means.
-URL_SCHEMES = {
-    "sqlite": "sqlite+aiosqlite",
-    "sqlite+aiosqlite": "sqlite+aiosqlite",
-    "postgres": "postgresql+asyncpg",
-    "postgresql": "postgresql+asyncpg",
-    "postgresql+asyncpg": "postgresql+asyncpg",
-    "postgresql+psycopg": "postgresql+asyncpg",
-}
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a task automation assistant running a scheduled task on behalf of a user who is "
@@ -46,13 +47,32 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
+# Names in the zone database whose meaning depends on the host, not on the name:
+# ``localtime`` is whatever the host is set to, ``Factory`` means "zone not set",
+# ``posixrules`` is a template. A task stored with one would run at different times on
+# different workers, and fail to load on a host without system zone files.
+HOST_DEPENDENT_ZONES = frozenset({"localtime", "Factory", "posixrules", "leapseconds"})
+ZONE_FORM = (
+    "use an IANA name of the form Area/Location such as 'Europe/Paris' or "
+    "'America/New_York', or 'UTC'"
+)
+
+
+@functools.cache
+def iana_zone_names() -> frozenset[str]:
+    """The zone names accepted everywhere a zone is named: the IANA database's, without
+    the host-dependent ones (and without the ``posix/`` and ``right/`` copies some
+    systems keep)."""
+    return frozenset(
+        name
+        for name in available_timezones()
+        if name not in HOST_DEPENDENT_ZONES and not name.startswith(("posix/", "right/"))
+    ) | {"UTC"}
+
+
 def _check_timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(
-            f"unknown IANA timezone {value!r}; use a name such as 'UTC' or 'Europe/Paris'"
-        ) from None
+    if value.strip() not in iana_zone_names():
+        raise ValueError(f"unknown IANA timezone {value!r}; {ZONE_FORM}")
     return value
 
 
@@ -250,33 +270,26 @@ class Settings(BaseSettings):
     def _async_url(cls, value: str) -> str:
         return normalize_database_url(value)
 
+    @property
+    def database(self) -> DatabaseUrl:
+        """``database_url`` parsed: its redacted form, sync URL and driver options."""
+        return parse_database_url(self.database_url)
+
 
 def redact_url(url: str) -> str:
     """The URL with its password replaced by ``***`` (for logs, banners and errors)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
+    return redact(url)
 
 
 def normalize_database_url(value: str) -> str:
-    """Map accepted spellings to the async driver the service uses.
+    """Map accepted spellings to the async driver the service uses, and check the URL.
 
     ``postgres://`` and ``postgresql://`` (as hosting platforms print them) become
-    ``postgresql+asyncpg://``; ``sqlite:///`` becomes ``sqlite+aiosqlite:///``.
+    ``postgresql+asyncpg://``; ``sqlite:///`` becomes ``sqlite+aiosqlite:///``. TLS
+    options keep their libpq names (``sslmode``, ``sslrootcert``, ``sslcert``,
+    ``sslkey``; ``ssl=`` is read as ``sslmode=``); any other option is an error.
     """
-    accepted = (
-        "use sqlite+aiosqlite:///path.db (or sqlite:///path.db) or "
-        "postgresql://user:password@host/dbname (postgres://, postgresql+asyncpg:// also work)"
-    )
-    try:
-        url = make_url(value.strip())
-    except ArgumentError:
-        raise ValueError(f"not a database URL {redact_url(value)!r}; {accepted}") from None
-    driver = URL_SCHEMES.get(url.drivername)
-    if driver is None:
-        raise ValueError(f"unsupported database URL {redact_url(value)!r}; {accepted}")
-    return url.set(drivername=driver).render_as_string(hide_password=False)
+    return parse_database_url(value).async_url
 
 
 class ConfigError(Exception):
@@ -322,7 +335,10 @@ def load_settings(**overrides: object) -> Settings:
         for err in exc.errors():
             name = env_name(err["loc"])
             msg = str(err["msg"]).removeprefix("Value error, ")
-            lines.append(f"{name}: {msg} (got {_shown_input(name, err.get('input'))})")
+            if name == "DATABASE_URL":  # the message shows the URL already, redacted
+                lines.append(f"{name}: {msg}")
+            else:
+                lines.append(f"{name}: {msg} (got {_shown_input(name, err.get('input'))})")
         raise ConfigError("invalid configuration: " + "; ".join(lines)) from None
     except SettingsError as exc:
         raise ConfigError(_settings_error(exc)) from None
@@ -331,33 +347,65 @@ def load_settings(**overrides: object) -> Settings:
 _PREFIXES: dict[str, type[BaseModel]] = {
     "SCHEDULER__": SchedulerConfig,
     "SCHEDULER_TOOL__": SchedulerToolConfig,
+    "LIMITS__": LimitsConfig,
 }
+# Top-level settings whose misspelt name would silently leave a default in force (the
+# default database is ./tasks.db). Checked by closeness, only while the real name is unset.
+_TOP_LEVEL = ("DATABASE_URL", "DEFAULT_TIMEZONE", "ANTHROPIC_API_KEY")
+_CLOSENESS = 0.85
+
+
+def _prefix_of(upper: str) -> str | None:
+    return next((p for p in _PREFIXES if upper.startswith(p)), None)
+
+
+def _meant(upper: str, env_upper: set[str]) -> str | None:
+    """The top-level setting ``upper`` is a near miss of, if any (and it is unset)."""
+    for known in _TOP_LEVEL:
+        if known in env_upper or upper == known or abs(len(upper) - len(known)) > 1:
+            continue
+        if difflib.SequenceMatcher(None, upper, known).ratio() >= _CLOSENESS:
+            return known
+    return None
 
 
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
-    """``SCHEDULER__*`` / ``SCHEDULER_TOOL__*`` names that match no setting (typos).
+    """``SCHEDULER__*`` / ``SCHEDULER_TOOL__*`` / ``LIMITS__*`` names that match no
+    setting, and near misses of ``DATABASE_URL`` and the other top-level names (typos).
 
     Such a variable would otherwise be ignored silently, leaving the default in force.
     """
     env = os.environ if environ is None else environ
+    env_upper = {name.upper() for name in env}
     unknown = []
     for name in sorted(env):
         upper = name.upper()
-        for prefix, model in _PREFIXES.items():
-            if upper.startswith(prefix):
-                field = upper.removeprefix(prefix).lower()
-                if field not in model.model_fields:
-                    unknown.append(name)
-                break
+        prefix = _prefix_of(upper)
+        if prefix is not None:
+            if upper.removeprefix(prefix).lower() not in _PREFIXES[prefix].model_fields:
+                unknown.append(name)
+        elif _meant(upper, env_upper) is not None:
+            unknown.append(name)
     return unknown
 
 
 def warn_unknown_variables(log: logging.Logger, environ: Mapping[str, str] | None = None) -> None:
-    """Log one warning per unknown ``SCHEDULER__*`` / ``SCHEDULER_TOOL__*`` variable."""
-    for name in unknown_variables(environ):
-        prefix = (
-            "SCHEDULER_TOOL__" if name.upper().startswith("SCHEDULER_TOOL__") else "SCHEDULER__"
+    """Log one warning per variable of :func:`unknown_variables`, naming what it may
+    have meant."""
+    env = os.environ if environ is None else environ
+    env_upper = {name.upper() for name in env}
+    for name in unknown_variables(env):
+        upper = name.upper()
+        prefix = _prefix_of(upper)
+        if prefix is None:
+            meant = _meant(upper, env_upper)
+            log.warning("unknown setting %s is ignored; did you mean %s?", name, meant)
+            continue
+        field = upper.removeprefix(prefix).lower()
+        fields = list(_PREFIXES[prefix].model_fields)
+        close = difflib.get_close_matches(field, fields, n=1)
+        hint = f"did you mean {prefix}{close[0].upper()}? " if close else ""
+        known = ", ".join(prefix + f.upper() for f in fields)
+        log.warning(
+            "unknown setting %s is ignored; %sknown %s settings: %s", name, hint, prefix, known
         )
-        model = _PREFIXES[prefix]
-        known = ", ".join(prefix + f.upper() for f in model.model_fields)
-        log.warning("unknown setting %s is ignored; known %s settings: %s", name, prefix, known)

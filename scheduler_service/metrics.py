@@ -9,6 +9,12 @@ its collectors to the global registry with ``metrics.register_to(REGISTRY)``;
 Runs are counted when their final record is published (the notification carries the run
 id): attempts that are retried are not counted until their fire time is settled. The
 leader flag and the queue depth are read at scrape time, so they are never stale.
+
+The registry also carries prometheus_client's process and platform collectors
+(``process_cpu_seconds_total``, ``process_resident_memory_bytes``, open file
+descriptors, ``python_info``): a scrape of a worker then shows whether a slow scheduler
+is short of CPU or memory. :meth:`SchedulerMetrics.register_to` leaves them out, since
+the global registry has its own.
 """
 
 from __future__ import annotations
@@ -18,7 +24,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 from scheduler_service.storage.models import TaskRun
 
@@ -28,6 +42,26 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+# Direct runs take milliseconds, orchestrated ones up to the task timeout (300 s default).
+DURATION_BUCKETS = (
+    0.005,
+    0.01,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    900.0,
+    3600.0,
+)
+DEFAULT_ADDRESS = "127.0.0.1"  # loopback: a scrape from elsewhere is an explicit choice
 TOKEN_KINDS = (
     "input_tokens",
     "output_tokens",
@@ -53,6 +87,13 @@ class SchedulerMetrics:
             buckets=LATENESS_BUCKETS,
             registry=self.registry,
         )
+        self.run_duration = Histogram(
+            "task_scheduler_run_duration_seconds",
+            "Seconds from a run's start to its end, by final status",
+            ["status"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
         self.tokens = Counter(
             "task_scheduler_orchestration_tokens",
             "Anthropic tokens used by orchestrated runs, by kind",
@@ -69,6 +110,8 @@ class SchedulerMetrics:
             "1 while this process holds the scheduling lock and fires jobs, else 0",
             registry=self.registry,
         )
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self._service: SchedulerService | None = None
 
     def bind(self, service: SchedulerService) -> SchedulerMetrics:
@@ -84,14 +127,17 @@ class SchedulerMetrics:
         for collector in (
             self.runs,
             self.fire_lateness,
+            self.run_duration,
             self.tokens,
             self.queue_depth,
             self.leader,
         ):
             registry.register(collector)
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> WSGIServer:
-        """Serve ``/metrics`` on ``port`` (0: any free port) from a daemon thread."""
+    def serve(self, port: int, addr: str = DEFAULT_ADDRESS) -> WSGIServer:
+        """Serve ``/metrics`` on ``addr:port`` (port 0: any free port) from a daemon
+        thread. Loopback unless told otherwise: the metrics name the host's tools and
+        its load, and need not reach every network the host is on."""
         server, _thread = start_http_server(port, addr=addr, registry=self.registry)
         return server
 
@@ -111,6 +157,9 @@ class SchedulerMetrics:
             return
         if run.started_at is not None:
             self.fire_lateness.observe(max(0.0, _seconds(run.started_at, run.fire_time)))
+            if run.finished_at is not None:
+                duration = max(0.0, _seconds(run.finished_at, run.started_at))
+                self.run_duration.labels(status=status).observe(duration)
         usage = run.usage or {}
         for kind in TOKEN_KINDS:
             value = usage.get(kind)

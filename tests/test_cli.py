@@ -231,3 +231,123 @@ def test_check_reports_and_repairs_a_missing_job(
     assert code == 1 and "job is missing" in out and created["task"]["task_id"] in out
     repaired = run_json(capsys, "check", "--repair", *db)
     assert repaired["ok"] and repaired["repaired"]["added"] == 1
+
+
+# -- what reaches the terminal ------------------------------------------------------------
+HOSTILE = "\x1b]0;owned\x07\x1b[2J\r\nu9  Fake row  scheduled\x9b31m\u202eevil\u2028end\x7f"
+
+
+def _controls(text: str) -> list[str]:
+    """Characters that could steer a terminal (the newlines between lines excepted)."""
+    from scheduler_service.logs.escape import is_control
+
+    return [c for c in text if c != "\n" and is_control(c)]
+
+
+def test_stored_text_is_escaped_in_every_output(
+    capsys: pytest.CaptureFixture[str], database_url: str
+) -> None:
+    """A task name, a run error and a notification text written by a user (or a model)
+    with escape sequences, a forged row and bidi overrides: the table, the text and the
+    JSON output show them escaped, on both backends."""
+    from tests.conftest import database_execute
+
+    db = ("--database-url", database_url)
+    if database_url.startswith("sqlite"):
+        run_cli(capsys, "db", "upgrade", *db)
+    created = run_json(
+        capsys, "tool", "create_task", json.dumps({**REMINDER, "name": HOSTILE}),
+        "--user", "u1", "--conversation", "c1", *db,
+    )  # fmt: skip
+    task_id = created["task"]["task_id"]
+    quoted = HOSTILE.replace("'", "''")
+    database_execute(
+        database_url,
+        "INSERT INTO task_scheduler_notifications (id, task_id, user_id, conversation_id, "
+        "task_name, status, priority, title, message, created_at) VALUES ('n1', "
+        f"'{task_id}', 'u1', 'c1', '{quoted}', 'failed', 1, '{quoted}', '{quoted}', "
+        "CURRENT_TIMESTAMP)",
+    )
+    database_execute(
+        database_url,
+        "INSERT INTO task_scheduler_runs (id, task_id, user_id, kind, fire_time, attempt, "
+        f"status, queued_at, error) VALUES ('r1', '{task_id}', 'u1', 'manual', "
+        f"CURRENT_TIMESTAMP, 1, 'failed', CURRENT_TIMESTAMP, '{quoted}')",
+    )
+    commands = [
+        ("tasks",), ("task", task_id), ("runs", task_id), ("notifications",),
+        ("tool", "get_tasks", "--user", "u1"), ("pause", task_id),
+    ]  # fmt: skip
+    for command in commands:
+        for extra in ((), ("--json",)):
+            code, out, err = run_cli(capsys, *command, *extra, *db)
+            assert code == 0, err
+            assert not _controls(out + err), (command, extra, out)
+            assert "\\x1b" in out or "\\u001b" in out, (command, out)  # shown, escaped
+            if extra:
+                json.loads(out)  # still valid JSON
+    code, out, _ = run_cli(capsys, "tasks", *db)
+    assert len(out.strip().splitlines()) == 3  # heading, one row, the count: no forged row
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (("runs", "task_x", "--limit", str(10**20)), "--limit"),
+        (("runs", "task_x", "--limit", "0"), "use 1 to 1000"),
+        (("runs", "task_x", "--limit", "many"), "not a whole number"),
+        (("run", "--metrics-port", "99999"), "use 1 to 65535"),
+        (("run", "--run-for", "nan"), "--run-for"),
+        (("run", "--run-for", "-1"), "--run-for"),
+        (("mcp", "--user", "", "--conversation", "c1"), "--user: must not be empty"),
+        (("mcp", "--user", "u1", "--conversation", " "), "--conversation: must not be empty"),
+        (("tool", "get_tasks", "--user", ""), "--user: must not be empty"),
+        (("tool", "get_tasks", "--user", "u" * 300), "at most 200"),
+        (("tool", "get_tasks", "--user", "u\x1b[2J"), "control characters"),
+        (("tasks", "--status", "\x1b[2Jx"), "--status"),
+        (("task", "t" * 201), "at most 200"),
+        (("nonsense",), "invalid choice"),
+    ],
+)
+def test_bad_arguments_are_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], url: str, argv: tuple[str, ...], expected: str
+) -> None:
+    code, out, err = run_cli(capsys, *argv, "--database-url", url)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and expected in err, err
+    assert not _controls(err)
+
+
+def test_metrics_port_in_use_is_reported_as_such(
+    capsys: pytest.CaptureFixture[str], url: str, db_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        code, _out, err = run_cli(
+            capsys, "run", "--metrics-port", port, "--run-for", "0", "--database-url", url
+        )
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"127.0.0.1:{port}" in err and "already in use" in err and "database" not in err
+    assert not db_path.exists()  # refused before the service opened anything
+
+
+def test_metrics_listen_on_loopback_unless_told() -> None:
+    args = cli.build_parser().parse_args(["run", "--metrics-port", "9100"])
+    assert args.metrics_host == "127.0.0.1"
+    args = cli.build_parser().parse_args(["--metrics-host", "0.0.0.0"])
+    assert args.metrics_host == "0.0.0.0"
+
+
+@pytest.mark.parametrize("zone", ["localtime", "Factory"])
+def test_host_dependent_zones_are_invalid_input(
+    capsys: pytest.CaptureFixture[str], url: str, zone: str
+) -> None:
+    task = json.dumps({**REMINDER, "timezone": zone})
+    code, _out, err = run_cli(capsys, "tool", "create_task", task, "--user", "u1",
+                              "--database-url", url)  # fmt: skip
+    assert code == 1 and "invalid_input" in err and "timezone" in err
+    assert "host-dependent" in err and "Area/Location" in err

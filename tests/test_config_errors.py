@@ -12,9 +12,11 @@ import pytest
 
 from scheduler_service.config import (
     ConfigError,
+    iana_zone_names,
     load_settings,
     normalize_database_url,
     unknown_variables,
+    warn_unknown_variables,
 )
 from scheduler_service.logs import JsonFormatter
 from scheduler_service.service import SchedulerService
@@ -133,3 +135,44 @@ def test_cli_reports_one_line_without_traceback_or_password(
     assert len(lines) == 1, done.stderr
     assert expected in lines[0]
     assert "Traceback" not in done.stderr and "hunter2" not in done.stderr + done.stdout
+
+
+def test_limits_typos_and_near_misses_of_database_url_are_named() -> None:
+    env = {
+        "LIMITS__MAX_NAME_CHAR": "50",  # typo
+        "LIMITS__RETENTION_DAYS": "7",
+        "DATABSE_URL": "postgresql://u@h/db",  # typo, while DATABASE_URL is unset
+        "TEST_DATABASE_URL": "sqlite:///t.db",  # another setting of the host: not ours
+        "DATABASE_URL_RO": "sqlite:///r.db",
+    }
+    assert unknown_variables(env) == ["DATABSE_URL", "LIMITS__MAX_NAME_CHAR"]
+    # With DATABASE_URL set, a look-alike is some other program's variable.
+    assert unknown_variables({**env, "DATABASE_URL": "sqlite:///x.db"}) == ["LIMITS__MAX_NAME_CHAR"]
+
+
+def test_warnings_say_what_was_meant(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("scheduler_service.test")
+    env = {"DATABASE_ULR": "postgresql://u@h/db", "LIMITS__MAX_NAME_CHAR": "5"}
+    with caplog.at_level(logging.WARNING, logger="scheduler_service"):
+        warn_unknown_variables(log, env)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("DATABASE_ULR" in m and "did you mean DATABASE_URL?" in m for m in messages)
+    assert any(
+        "LIMITS__MAX_NAME_CHAR" in m and "did you mean LIMITS__MAX_NAME_CHARS?" in m
+        for m in messages
+    )
+
+
+@pytest.mark.parametrize("zone", ["localtime", "Factory", "posixrules", "posix/Europe/Paris"])
+def test_host_dependent_zones_are_refused(zone: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(default_timezone=zone)
+    assert "DEFAULT_TIMEZONE" in str(info.value) and "Area/Location" in str(info.value)
+    assert "Europe/Paris" in iana_zone_names() and zone not in iana_zone_names()
+
+
+def test_cli_warns_about_a_mistyped_database_url_name(tmp_path: Path) -> None:
+    done = _cli("tasks", env={"DATABSE_URL": "sqlite:///elsewhere.db"}, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "DATABSE_URL" in done.stderr and "did you mean DATABASE_URL?" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -69,9 +69,18 @@ async def test_remind_me_every_weekday_at_9(db_path: Path) -> None:
         )
         assert ran["run"]["status"] == "succeeded"
 
+        # Without a user there is no answer at all (not every user's notifications).
+        for params in ({}, {"user_id": ""}, {"user_id": "u" * 201}):
+            refused = await http.get("/conversations/c1/notifications", params=params)
+            assert refused.status_code == 422 and "user_id" in refused.text
+        other_user = {"user_id": "u2"}
+        assert (await http.get("/conversations/c1/notifications", params=other_user)).json() == []
         notes = (await http.get("/conversations/c1/notifications", params={"user_id": "u1"})).json()
         assert [(n["task_name"], n["status"]) for n in notes] == [("Stretch", "succeeded")]
-        assert (await http.get("/conversations/c1/notifications")).json() == []
-        assert (await http.get("/conversations/other/notifications")).json() == []
+        assert (
+            await http.get("/conversations/c1/notifications", params={"user_id": "u1"})
+        ).json() == []
+        mine = {"user_id": "u1"}
+        assert (await http.get("/conversations/other/notifications", params=mine)).json() == []
     assert fake.pending == 0 and fake.unexpected_requests == 0
     await fake.aclose()

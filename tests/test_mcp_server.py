@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,26 @@ async def _schedule_run_and_report(tmp_path: Path, url: str, extra: list[str]) -
         assert bad.is_error
         text = bad.content[0].text  # type: ignore[union-attr]
         assert "invalid_input: frequency" in text
+
+
+@pytest.mark.parametrize(
+    ("who", "expected"),
+    [
+        (["--user", "", "--conversation", "c1"], "--user: must not be empty"),
+        (["--user", "u1", "--conversation", "c" * 201], "--conversation: 201 characters"),
+    ],
+)
+def test_mcp_refuses_an_empty_or_oversized_identity(
+    tmp_path: Path, who: list[str], expected: str
+) -> None:
+    """The acting user is fixed by the command line: an empty one would act for nobody
+    (or for every stored row with an empty user). Refused before anything starts."""
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler_service", "mcp", *who,
+         "--database-url", f"sqlite:///{tmp_path / 'mcp.db'}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr
+    assert not (tmp_path / "mcp.db").exists()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import urllib.request
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -23,11 +22,11 @@ def sample(metrics: SchedulerMetrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-async def test_runs_lateness_tokens_and_leader(db_path: Path) -> None:
+async def test_runs_lateness_tokens_and_leader(database_url: str) -> None:
     fake = FakeAnthropic(
         text_message("Report sent.", usage={"input_tokens": 40, "output_tokens": 7})
     )
-    service = SchedulerService(make_settings(db_path), anthropic_client=fake.client())
+    service = SchedulerService(make_settings(database_url), anthropic_client=fake.client())
     metrics = SchedulerMetrics().bind(service)
     watch_notifications(service)  # after the metrics: notified once they are counted
     service.tools.register(RecordingTool())
@@ -50,6 +49,9 @@ async def test_runs_lateness_tokens_and_leader(db_path: Path) -> None:
         assert sample(metrics, "task_scheduler_runs_total", status="succeeded") == 2.0
         assert sample(metrics, "task_scheduler_fire_lateness_seconds_count") == 2.0
         assert 0 <= sample(metrics, "task_scheduler_fire_lateness_seconds_sum") < 5
+        duration = "task_scheduler_run_duration_seconds"
+        assert sample(metrics, f"{duration}_count", status="succeeded") == 2.0
+        assert 0 < sample(metrics, f"{duration}_sum", status="succeeded") < 30
         assert (
             sample(metrics, "task_scheduler_orchestration_tokens_total", kind="input_tokens") == 40
         )
@@ -78,3 +80,21 @@ def test_metrics_served_over_http_and_mountable() -> None:
         server.shutdown()
         server.server_close()
     assert 'task_scheduler_runs_total{status="failed"} 1.0' in body
+
+
+def test_process_metrics_and_a_loopback_listener() -> None:
+    """The service's own registry carries process and platform metrics; they stay out of
+    a host registry (which has its own); the listener binds loopback unless told."""
+    metrics = SchedulerMetrics()
+    assert (metrics.registry.get_sample_value("process_resident_memory_bytes") or 0) > 0
+    assert (metrics.registry.get_sample_value("process_cpu_seconds_total") or 0) > 0
+    assert "python_info" in generate_latest(metrics.registry).decode()
+    host_registry = CollectorRegistry()
+    metrics.register_to(host_registry)
+    assert host_registry.get_sample_value("process_resident_memory_bytes") is None
+    server = metrics.serve(0)
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import gc
 import json
 import logging
@@ -22,9 +23,24 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
+from scheduler_service.cli.arguments import (
+    ArgumentParser,
+    UsageError,
+    bounded_int,
+    identifier,
+    port,
+    seconds,
+)
 from scheduler_service.cluster.health import first_line
-from scheduler_service.config import ConfigError, Settings, load_settings, redact_url
+from scheduler_service.config import (
+    ConfigError,
+    Settings,
+    load_settings,
+    redact_url,
+    warn_unknown_variables,
+)
 from scheduler_service.logs import configure_logging
+from scheduler_service.logs.escape import escape, escape_json
 
 log = logging.getLogger("scheduler_service.cli")
 
@@ -32,13 +48,29 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 TASK_STATUSES = ("scheduled", "paused", "completed", "failed", "cancelled", "missed")
 CELL_WIDTH = 48
 POSTGRES_DRIVERS = ("asyncpg", "psycopg", "psycopg_binary")
+MAX_RUNS_LISTED = 1000
+MAX_RUN_FOR_S = 366 * 24 * 3600.0
+DEFAULT_METRICS_HOST = "127.0.0.1"
 
 
 # -- output -------------------------------------------------------------------------------
+# Task names, notification texts and errors are written by users, models and tools: what
+# reaches the operator's terminal has its control characters escaped (a name could
+# otherwise retitle the window, clear the screen, or forge and hide rows).
 def _cell(value: Any) -> str:
     text = "-" if value is None or value == "" else str(value)
-    text = " ".join(text.split())
+    text = escape(" ".join(text.split()))
     return text if len(text) <= CELL_WIDTH else text[: CELL_WIDTH - 1] + "…"
+
+
+def terminal_text(text: str) -> str:
+    """``text`` with control characters escaped in each of its lines."""
+    return "\n".join(escape(line) for line in text.split("\n"))
+
+
+def json_text(data: Any) -> str:
+    """``--json`` output: indented, non-ASCII kept, every control character escaped."""
+    return escape_json(json.dumps(data, indent=2, default=str, ensure_ascii=False))
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
@@ -54,9 +86,9 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) ->
 def emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
     """JSON with ``--json``, else the human rendering."""
     if getattr(args, "json", False):
-        print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+        print(json_text(data))
     else:
-        print(text())
+        print(terminal_text(text()))
 
 
 def details(data: dict[str, Any], keys: Sequence[str]) -> str:
@@ -94,16 +126,16 @@ NOTIFICATION_COLUMNS = [
 
 # -- arguments ------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = ArgumentParser(add_help=False)
     common.add_argument(
         "--database-url",
         default=argparse.SUPPRESS,
         help="database to use (overrides DATABASE_URL); postgres:// URLs are accepted",
     )
-    listing = argparse.ArgumentParser(add_help=False)
+    listing = ArgumentParser(add_help=False)
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="task-scheduler",
         description="Run the task scheduler service, or inspect and operate it.",
         epilog="Without a command, runs the service (`task-scheduler --demo` shows it working).",
@@ -123,29 +155,43 @@ def build_parser() -> argparse.ArgumentParser:
         "`task-scheduler tool get_tasks --user u1` or "
         '`task-scheduler tool get_task \'{"task_id": "task_…"}\' --user u1`.',
     )
-    tool.add_argument("operation", help="e.g. create_task, get_tasks, preview_schedule")
+    tool.add_argument(
+        "operation", type=identifier(100), help="e.g. create_task, get_tasks, preview_schedule"
+    )
     tool.add_argument("kwargs", nargs="?", default=None, help="the operation's kwargs as JSON")
-    tool.add_argument("--user", required=True, help="the user the call acts for")
-    tool.add_argument("--conversation", default=None, help="the conversation it belongs to")
-    tool.add_argument("--tool", default="scheduler_tool", help="tool name (default scheduler_tool)")
+    tool.add_argument("--user", required=True, type=USER, help="the user the call acts for")
+    tool.add_argument(
+        "--conversation", default=None, type=USER, help="the conversation it belongs to"
+    )
+    tool.add_argument(
+        "--tool",
+        default="scheduler_tool",
+        type=identifier(100),
+        help="tool name (default scheduler_tool)",
+    )
 
     tasks = sub.add_parser("tasks", parents=[common, listing], help="list tasks of every user")
-    tasks.add_argument("--user", default=None, help="only this user's tasks")
+    tasks.add_argument("--user", default=None, type=USER, help="only this user's tasks")
     tasks.add_argument("--status", choices=TASK_STATUSES, default=None, help="only this status")
 
     task = sub.add_parser(
         "task", parents=[common, listing], help="one task, its runs and next runs"
     )
-    task.add_argument("task_id")
+    task.add_argument("task_id", type=TASK_ID)
 
     runs = sub.add_parser("runs", parents=[common, listing], help="a task's runs, newest first")
-    runs.add_argument("task_id")
-    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("task_id", type=TASK_ID)
+    runs.add_argument(
+        "--limit",
+        type=bounded_int(1, MAX_RUNS_LISTED),
+        default=20,
+        help=f"how many (default 20, at most {MAX_RUNS_LISTED})",
+    )
 
     notes = sub.add_parser(
         "notifications", parents=[common, listing], help="pending notifications (not marked)"
     )
-    notes.add_argument("--conversation", default=None, help="only this conversation's")
+    notes.add_argument("--conversation", default=None, type=USER, help="only this conversation's")
     notes.add_argument("--all", action="store_true", help="include displayed ones")
 
     for action, words in (
@@ -155,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("cancel", "cancel a task (its history is kept)"),
     ):
         p = sub.add_parser(action, parents=[common, listing], help=f"{words}, as operator")
-        p.add_argument("task_id")
+        p.add_argument("task_id", type=TASK_ID)
         if action == "run-now":
             p.add_argument(
                 "--no-wait",
@@ -176,7 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 0 only if the database is reachable, at head, and a worker leads",
     )
     health.add_argument(
-        "--worker", default=None, metavar="ID", help="also require this worker to be alive"
+        "--worker",
+        default=None,
+        metavar="ID",
+        type=identifier(300),
+        help="also require this worker to be alive",
     )
 
     mcp = sub.add_parser(
@@ -187,8 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         "for one user and conversation. A client: tasks run in the workers "
         "(`task-scheduler run`), unless --worker.",
     )
-    mcp.add_argument("--user", required=True, help="the user every call acts for")
-    mcp.add_argument("--conversation", required=True, help="the conversation notified")
+    mcp.add_argument("--user", required=True, type=USER, help="the user every call acts for")
+    mcp.add_argument("--conversation", required=True, type=USER, help="the conversation notified")
     mcp.add_argument(
         "--worker",
         action="store_true",
@@ -214,21 +264,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USER = identifier(200)  # user and conversation ids: the columns hold 200 characters
+TASK_ID = identifier(200)
+
+
 def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demo", action="store_true", help="schedule and run example tasks")
     parser.add_argument(
-        "--run-for", type=float, default=None, metavar="SECONDS", help="stop after this long"
+        "--run-for",
+        type=seconds(MAX_RUN_FOR_S),
+        default=None,
+        metavar="SECONDS",
+        help="stop after this long",
     )
     parser.add_argument(
-        "--metrics-port", type=int, default=None, metavar="PORT", help="serve /metrics here"
+        "--metrics-port", type=port, default=None, metavar="PORT", help="serve /metrics here"
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default=DEFAULT_METRICS_HOST,
+        type=identifier(253),
+        metavar="ADDRESS",
+        help=f"the address /metrics listens on (default {DEFAULT_METRICS_HOST}; "
+        "0.0.0.0 for every interface)",
     )
 
 
 # -- commands ------------------------------------------------------------------------------
-def settings_for(args: argparse.Namespace, **scheduler: Any) -> Settings:
+def settings_for(args: argparse.Namespace, *, warn: bool = False, **scheduler: Any) -> Settings:
+    """The settings, with ``--database-url`` over ``DATABASE_URL``. ``warn``: name the
+    mistyped variables here (commands that start no service, which would otherwise)."""
     overrides: dict[str, Any] = {}
     if getattr(args, "database_url", None):
         overrides["database_url"] = args.database_url
+    if warn:
+        warn_unknown_variables(log)
     settings = load_settings(**overrides)
     if scheduler:
         settings.scheduler = settings.scheduler.model_copy(update=scheduler)
@@ -276,13 +346,10 @@ async def cmd_run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
     service = SchedulerService(settings)
     if args.metrics_port is not None:
-        from scheduler_service.metrics import SchedulerMetrics
-
-        SchedulerMetrics().bind(service).serve(args.metrics_port)
-        log.info("metrics on http://0.0.0.0:%d/metrics", args.metrics_port)
+        serve_metrics(service, args.metrics_host, args.metrics_port)
     async with service:
         freeze_startup_heap()
-        where = redact_url(settings.database_url)
+        where = settings.database.redacted
         print(f"scheduler running on {where} — Ctrl-C to stop", flush=True)
         if args.demo:
             await run_demo(service)
@@ -293,6 +360,23 @@ async def cmd_run(args: argparse.Namespace) -> int:
             await show_state(service)
         print("stopping…", flush=True)
     return EXIT_OK
+
+
+def serve_metrics(service: Any, host: str, port_: int) -> None:
+    """Serve /metrics before the service starts: a port in use (or an address this host
+    does not have) is a one-line usage error, not a database problem."""
+    from scheduler_service.metrics import SchedulerMetrics
+
+    try:
+        SchedulerMetrics().bind(service).serve(port_, host)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            reason = "the port is already in use; choose another --metrics-port"
+        raise UsageError(
+            f"--metrics-host/--metrics-port: cannot listen on {host}:{port_}: {reason}"
+        ) from None
+    log.info("metrics on http://%s:%d/metrics", host, port_)
 
 
 async def cmd_tool(args: argparse.Namespace) -> int:
@@ -314,7 +398,7 @@ def _tool_text(result: dict[str, Any]) -> str:
         )
     message = result.get("message")
     rest = {k: v for k, v in result.items() if k != "message"}
-    body = json.dumps(rest, indent=2, default=str, ensure_ascii=False)
+    body = json_text(rest)
     return f"{message}\n{body}" if message else body
 
 
@@ -369,12 +453,12 @@ async def cmd_action(args: argparse.Namespace) -> int:
 
 
 async def cmd_db(args: argparse.Namespace) -> int:
-    from scheduler_service.cluster.health import schema_revision
+    from scheduler_service.cluster.health import schema_advice, schema_revision, shipped_revisions
     from scheduler_service.cluster.leadership import leadership_for
-    from scheduler_service.storage.db import migrate_to_head, sync_url
+    from scheduler_service.storage.db import migrate_to_head
 
-    settings = settings_for(args)
-    url = sync_url(settings.database_url)
+    settings = settings_for(args, warn=True)
+    url = settings.database.sync_url
     if args.db_command == "upgrade":
         # Under the same lock as a starting service, which may be migrating right now.
         leadership = leadership_for(settings.database_url)
@@ -385,13 +469,18 @@ async def cmd_db(args: argparse.Namespace) -> int:
         finally:
             await leadership.close()
     current, head = await asyncio.to_thread(schema_revision, url)
+    _head, known = shipped_revisions(url)
     data = {
-        "database": redact_url(settings.database_url),
+        "database": settings.database.redacted,
         "revision": current,
         "head": head,
         "at_head": current == [head],
+        "newer_than_installed": bool(set(current) - known),
     }
-    state = "at head" if data["at_head"] else f"head is {head}: run `task-scheduler db upgrade`"
+    state = (
+        "at head" if data["at_head"] else f"head is {head}: {schema_advice(current, head, known)}"
+    )
+    data["state"] = state
     emit(
         args, data, lambda: f"{data['database']}: revision {', '.join(current) or 'none'} ({state})"
     )
@@ -401,7 +490,7 @@ async def cmd_db(args: argparse.Namespace) -> int:
 async def cmd_health(args: argparse.Namespace) -> int:
     from scheduler_service.cluster.health import check_health
 
-    settings = settings_for(args)
+    settings = settings_for(args, warn=True)
     report = await asyncio.to_thread(
         check_health, settings.database_url, settings.scheduler.check_interval, args.worker
     )
@@ -494,7 +583,7 @@ async def cmd_workers(args: argparse.Namespace) -> int:
     from scheduler_service.cluster.workers import live_workers
     from scheduler_service.storage.db import Database
 
-    settings = settings_for(args)
+    settings = settings_for(args, warn=True)
     db = Database(settings.database_url)
     try:
         await db.check_schema()
@@ -540,7 +629,7 @@ def one_line_errors(args: argparse.Namespace, code: list[int]) -> Iterator[None]
     url = getattr(args, "database_url", None)
     try:
         yield
-    except ConfigError as exc:
+    except (ConfigError, UsageError) as exc:
         _fail(str(exc), code, EXIT_USAGE)
     except SchemaError as exc:
         _fail(f"error: {exc}", code, EXIT_USAGE)
@@ -566,6 +655,13 @@ def one_line_errors(args: argparse.Namespace, code: list[int]) -> Iterator[None]
             code,
             EXIT_FAILED,
         )
+    except Exception as exc:  # a bug: still one line, still no password
+        _fail(
+            f"error: unexpected {type(exc).__name__}: {first_line(exc, _database_url(url))} "
+            "(a bug in task-scheduler; please report it)",
+            code,
+            EXIT_FAILED,
+        )
 
 
 def _database_url(url: str | None) -> str:
@@ -576,7 +672,9 @@ def _database_url(url: str | None) -> str:
 
 
 def _fail(message: str, code: list[int], exit_code: int) -> None:
-    print(message, file=sys.stderr)
+    from scheduler_service.storage.urls import redact_urls_in
+
+    print(terminal_text(" ".join(redact_urls_in(message).split("\n"))), file=sys.stderr)
     code[0] = exit_code
 
 
@@ -585,7 +683,7 @@ def main(argv: list[str] | None = None) -> None:
     # working directory on sys.path. Appended, so it can never shadow installed packages.
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.append(os.getcwd())
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # a bad argument: one line, exit 2
     if args.command is None:
         args.command = "run"
     if args.command != "run" and args.command != "mcp":

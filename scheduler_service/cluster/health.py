@@ -18,6 +18,7 @@ from sqlalchemy import Integer, String, select, text, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from scheduler_service.cluster.workers import live_workers_sync
+from scheduler_service.logs.escape import escape
 from scheduler_service.storage import names
 from scheduler_service.storage.db import (
     Database,
@@ -27,6 +28,7 @@ from scheduler_service.storage.db import (
     sync_url,
 )
 from scheduler_service.storage.models import Base, utcnow
+from scheduler_service.storage.urls import DatabaseUrl, redact
 
 HEALTH_CONNECT_TIMEOUT_S = 5
 # Grace on top of check_interval: the leadership loop ticks every couple of seconds.
@@ -105,11 +107,7 @@ def check_health(async_url: str, check_interval: float, worker: str | None = Non
 
     Synchronous (one short connection): meant for the CLI and probes, not the event loop.
     """
-    from alembic.script import ScriptDirectory
-
-    from scheduler_service.config import redact_url
-
-    report = HealthReport(database=redact_url(async_url))
+    report = HealthReport(database=redact(async_url))
     url = sync_url(async_url)
     missing = _missing_sqlite_file(url)
     if missing is not None:  # connecting would create it
@@ -121,7 +119,7 @@ def check_health(async_url: str, check_interval: float, worker: str | None = Non
         else {"connect_args": {"connect_timeout": HEALTH_CONNECT_TIMEOUT_S}}
     )
     engine = create_sync_engine(url, **options)
-    report.head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    report.head, known = shipped_revisions(url)
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -152,7 +150,7 @@ def check_health(async_url: str, check_interval: float, worker: str | None = Non
     if report.reachable and not report.at_head:
         report.problems.append(
             f"schema at revision {', '.join(report.revision) or 'none'}, expected {report.head}: "
-            "run `task-scheduler db upgrade`"
+            + schema_advice(report.revision, report.head, known)
         )
     if report.at_head and not report.leader_alive:
         age = "never" if report.beat_age_s is None else f"{report.beat_age_s:.0f} s ago"
@@ -178,11 +176,31 @@ def _missing_sqlite_file(url: str) -> str | None:
     return None if Path(database).is_file() else database
 
 
-def schema_revision(url: str) -> tuple[list[str], str | None]:
-    """(the database's current revisions, the head this code ships) for a sync URL."""
+def shipped_revisions(url: str) -> tuple[str | None, frozenset[str]]:
+    """(the head revision this code ships, every revision it knows)."""
     from alembic.script import ScriptDirectory
 
-    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    script = ScriptDirectory.from_config(alembic_config(url))
+    return script.get_current_head(), frozenset(r.revision for r in script.walk_revisions())
+
+
+def schema_advice(current: list[str], head: str | None, known: frozenset[str]) -> str:
+    """What to do about a schema that is not at ``head``. A revision this code does not
+    know was written by a newer version: `db upgrade` would refuse it, so the advice is
+    to upgrade the installed scheduler instead."""
+    newer = sorted(set(current) - known)
+    if newer:
+        return (
+            f"revision {', '.join(newer)} was written by a newer version of the scheduler "
+            "than this one; run the version that wrote it (this one can neither use nor "
+            "migrate it)"
+        )
+    return "run `task-scheduler db upgrade`"
+
+
+def schema_revision(url: str) -> tuple[list[str], str | None]:
+    """(the database's current revisions, the head this code ships) for a sync URL."""
+    head, _known = shipped_revisions(url)
     engine = create_sync_engine(url)
     try:
         with engine.connect() as conn:
@@ -192,12 +210,15 @@ def schema_revision(url: str) -> tuple[list[str], str | None]:
 
 
 def first_line(exc: BaseException, url: str | None = None) -> str:
-    """An exception's first line, without the database password."""
+    """An exception's first line, without the database password (plain or URL-encoded)
+    and without control characters (a server's message is not ours to trust)."""
     text_ = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0]
     if url:
         from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
 
-        password = make_url(url).password
-        if password:
-            text_ = text_.replace(str(password), "***")
-    return text_
+        try:
+            text_ = DatabaseUrl(make_url(url)).scrub(text_)
+        except (ArgumentError, ValueError):
+            text_ = text_.replace(url, redact(url))
+    return escape(text_)

@@ -25,16 +25,33 @@ def _escape_char(char: str) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def _is_control(char: str) -> bool:
-    # Cc: C0/C1 controls (newline, ESC, NEL ...); Zl/Zp: line and paragraph separators.
-    return unicodedata.category(char) in ("Cc", "Zl", "Zp")
+# Bidirectional embeddings, overrides and isolates: they reorder the text after them on
+# screen, so a row can be made to read as something else ("Trojan Source").
+BIDI_CONTROLS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
+
+
+def is_control(char: str) -> bool:
+    """Whether ``char`` can change how a terminal shows what follows it."""
+    # Cc: C0/C1 controls (newline, ESC, NEL, CSI ...); Zl/Zp: line and paragraph separators.
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in BIDI_CONTROLS
 
 
 def escape(text: str) -> str:
-    """``text`` with every control character (and line/paragraph separator) escaped."""
+    """``text`` with every control character (line/paragraph separators and bidi
+    controls included) escaped."""
     if text.isprintable():
         return text
-    return "".join(_escape_char(c) if _is_control(c) else c for c in text)
+    return "".join(_escape_char(c) if is_control(c) else c for c in text)
+
+
+def escape_json(text: str) -> str:
+    """JSON text with the control characters ``json.dumps(ensure_ascii=False)`` leaves
+    raw (C1 controls, separators, bidi controls) written as ``\\uXXXX`` escapes. They
+    can only occur inside strings, so the result is the same JSON value; the newlines
+    of the indentation stay."""
+    if text.isprintable():
+        return text
+    return "".join(f"\\u{ord(c):04x}" if c != "\n" and is_control(c) else c for c in text)
 
 
 class EscapeControls(logging.Filter):

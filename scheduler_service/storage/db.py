@@ -50,6 +50,7 @@ from scheduler_service.storage.inline import InlineWriter, WriterBusy
 from scheduler_service.storage.models import ScheduledTask
 from scheduler_service.storage.retry import retry_locked
 from scheduler_service.storage.sql import BEGIN_IMMEDIATE, TAKE_WRITE_LOCK
+from scheduler_service.storage.urls import DatabaseUrl
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,10 @@ class SchemaError(RuntimeError):
 
 
 def sync_url(async_url: str) -> str:
-    """The sync-driver URL for the same database (alembic and APScheduler use it)."""
-    url = make_url(async_url)
-    driver = {"sqlite+aiosqlite": "sqlite", "postgresql+asyncpg": "postgresql+psycopg"}
-    name = driver.get(url.drivername, url.drivername)
-    return url.set(drivername=name).render_as_string(hide_password=False)
+    """The sync-driver URL for the same database (alembic and APScheduler use it). TLS
+    options keep their libpq names, which psycopg takes as they are (asyncpg gets them
+    through ``storage.urls``)."""
+    return DatabaseUrl(make_url(async_url)).sync_url
 
 
 def is_sqlite(url: str) -> bool:

@@ -7,9 +7,7 @@ what was wrong and what is accepted, so an LLM can fix its call on the next try.
 from __future__ import annotations
 
 import re
-from functools import cache
 from typing import Annotated, Any, Literal
-from zoneinfo import available_timezones
 
 from pydantic import (
     BaseModel,
@@ -19,7 +17,7 @@ from pydantic import (
     field_validator,
 )
 
-from scheduler_service.config import Settings
+from scheduler_service.config import HOST_DEPENDENT_ZONES, ZONE_FORM, Settings, iana_zone_names
 from scheduler_service.limits import max_tokens_limit
 from scheduler_service.statuses import FREQUENCIES, FrequencyName, ModeName, TaskStatus
 
@@ -47,17 +45,19 @@ _Day = Annotated[int, Field(ge=-SMALL_INT, le=SMALL_INT)] | Annotated[str, Field
 Weekdays = _Day | Annotated[list[_Day], Field(max_length=LIST_ITEMS)]
 
 
-@cache
 def _zones() -> frozenset[str]:
-    return frozenset(available_timezones()) | {"UTC"}
+    """The IANA names, without host-dependent ones such as 'localtime' and 'Factory'."""
+    return iana_zone_names()
 
 
 def _check_zone(value: str | None) -> str | None:
-    """Only names of the IANA database: any other text never reaches the file system."""
+    """Only names of the IANA database: any other text never reaches the file system, and
+    no name whose meaning depends on the host (a task must mean the same on every worker)."""
     if value is None or not value.strip() or value.strip() in _zones():
         return value
+    host = value.strip() in HOST_DEPENDENT_ZONES
     raise ValueError(
-        "not an IANA timezone; use a name such as 'UTC', 'America/New_York' or 'Europe/Paris'"
+        ("a host-dependent zone name; " if host else "not an IANA timezone; ") + ZONE_FORM
     )
 
 
