@@ -14,6 +14,7 @@ database returns:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -127,11 +128,21 @@ def check(pg_url: str, tool: ActingTool) -> Counter[str]:
     return Counter(status.values())
 
 
-async def test_a_10_second_outage_under_load(pg_url: str, proxy: OutageProxy) -> None:
+async def test_a_10_second_outage_under_load(
+    pg_url: str, proxy: OutageProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="scheduler_service")
     tool = await run_under_outage(pg_url, proxy, down_for=10)
     outcomes = check(pg_url, tool)
     assert outcomes["succeeded"] >= TASKS * 2
     print(f"outcomes {dict(outcomes)}")
+    # The loops that retry every second (leadership check, wake-up, queue) say once that
+    # they fail and once that they recovered: not a traceback a second.
+    loops = ("the leadership check", "the scheduler wake-up", "taking queued runs")
+    lines = [r for r in caplog.records if r.getMessage().startswith(loops)]
+    traces = [r for r in lines if r.exc_info]
+    assert len(lines) <= 3 * 4 and len(traces) <= 3, [r.getMessage() for r in lines]
+    print(f"{len(lines)} log lines from the retrying loops, {len(traces)} with a traceback")
 
 
 async def test_a_server_restart_under_load(pg_url: str, proxy: OutageProxy) -> None:

@@ -19,6 +19,7 @@ from scheduler_service.cluster.leadership import Leadership
 from scheduler_service.cluster.wakeups import Wakeups
 from scheduler_service.cluster.workers import WorkerRegistry, forget_dead
 from scheduler_service.config import Settings
+from scheduler_service.logs.failures import FailureLog
 from scheduler_service.runs.notifications import Notifier
 from scheduler_service.runs.recovery import check_triggers, reconcile, recover_interrupted
 from scheduler_service.runs.runner import TaskRunner
@@ -67,6 +68,7 @@ class LeaderLoop:
         self._trigger_check: asyncio.Task[None] | None = None
         self._trigger_check_stop = asyncio.Event()
         self._recovered_at = 0.0  # loop time of the leader's last sweep for dead workers' runs
+        self._failures = FailureLog(log, "the leadership check")  # a line per state change
 
     @property
     def is_leader(self) -> bool:
@@ -159,8 +161,10 @@ class LeaderLoop:
                     await self.registry.beat(
                         leading=self.is_leader, in_flight=self.runner.in_flight
                     )
-            except Exception:
-                log.exception("leadership check failed; retrying in %.1f s", self._leader_retry)
+            except Exception as exc:
+                self._failures.failed(exc, retry_in=self._leader_retry)
+            else:
+                self._failures.succeeded()
 
     async def _check_leadership(self) -> None:
         """Step down if the lock is gone (a PostgreSQL connection can drop, and the server

@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from scheduler_service.logs.failures import FailureLog
 from scheduler_service.stopping import stop_loop, wait_at_most
 from scheduler_service.storage.models import TaskRun
 
@@ -44,6 +45,7 @@ class RunQueue:
         self._signal = asyncio.Event()
         self._consumer: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        self._failures = FailureLog(log, "taking queued runs")  # a line per state change
 
     def poke(self) -> None:
         """Runs were queued, or a slot came free: look at the queue now."""
@@ -74,8 +76,9 @@ class RunQueue:
             try:
                 runs = await self._take(free)
             except Exception as exc:  # the database is away: the next poke or poll retries
-                log.warning("taking queued runs failed: %s", exc)
+                self._failures.failed(exc, retry_in=POLL_S)
                 continue
+            self._failures.succeeded()
             if runs:
                 self._start(runs)
             if len(runs) == free:  # maybe more are waiting

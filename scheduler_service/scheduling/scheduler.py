@@ -27,6 +27,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED, BaseScheduler
 from sqlalchemy import func, select
 
+from scheduler_service.logs.failures import FailureLog
 from scheduler_service.scheduling.executor import FireTimeExecutor
 from scheduler_service.scheduling.jobstore import DUE_JOBS_PER_WAKEUP, OneTransactionJobStore
 from scheduler_service.storage import names
@@ -58,6 +59,7 @@ class ResilientAsyncIOScheduler(AsyncIOScheduler):  # type: ignore[misc]
         self._armed_at: float | None = None  # epoch seconds the armed timer fires at
         self._wakeup_again = False
         self._failures = 0  # consecutive failed wake-ups: the retry backs off, bounded
+        self._failure_log = FailureLog(log, "the scheduler wake-up")  # a line per state change
         super().__init__(**options)
 
     def wakeup(self) -> None:
@@ -83,12 +85,13 @@ class ResilientAsyncIOScheduler(AsyncIOScheduler):  # type: ignore[misc]
                 async with self._serialize():
                     seconds = await asyncio.to_thread(self._process_jobs_together)
                 self._failures = 0
+                self._failure_log.succeeded()
                 if seconds is not None:
                     wait = min(wait, seconds)
-            except Exception:
+            except Exception as exc:
                 wait = min(wait, 0.5 * 2**self._failures)
                 self._failures = min(self._failures + 1, 10)
-                log.exception("scheduler wake-up failed; retrying in %.1f s", wait)
+                self._failure_log.failed(exc, retry_in=wait)
             finally:
                 if self.state != STATE_STOPPED:
                     self._start_timer(max(wait, 0.0))
