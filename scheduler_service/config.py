@@ -230,6 +230,12 @@ class LimitsConfig(BaseModel):
         ge=0,
         description="Seconds between two execute_task_now of the same task",
     )
+    max_manual_runs_per_minute: int = Field(
+        default=30,
+        ge=0,
+        description="execute_task_now calls a user may make in any minute, over all of the "
+        "user's tasks (0: no limit)",
+    )
 
 
 class Settings(BaseSettings):

@@ -189,3 +189,27 @@ async def test_a_task_takes_the_users_zone_from_the_context(
     assert out["task"]["timezone"] == (given or "Europe/Paris")
     assert ("from the conversation" in out["message"]) == (given is None)
     assert out["task"]["next_run_time"].endswith(("+01:00", "+02:00", "-05:00", "-04:00"))
+
+
+async def test_the_manual_run_rate_counts_every_task_of_the_user(
+    start_service: ServiceFactory,
+) -> None:
+    """Fresh tasks do not reset it: creating, running and cancelling task after task
+    stops at ``max_manual_runs_per_minute`` runs, with quota_exceeded."""
+    tool = RecordingTool()
+    tool.release.set()
+    service = await start_service(tools=[tool])
+    service.settings.limits.max_manual_runs_per_minute = 3
+    answers = []
+    for i in range(5):
+        task_id = await create_blocking(service, soon(3600), f"fresh {i}")
+        try:
+            await service.scheduler_tool.run(
+                "execute_task_now", {"task_id": task_id, "wait": False}, context=CTX
+            )
+            answers.append("ok")
+        except ToolError as exc:
+            answers.append(exc.code)
+        await service.scheduler_tool.run("cancel_task", {"task_id": task_id}, context=CTX)
+    assert answers == ["ok", "ok", "ok", "quota_exceeded", "quota_exceeded"]
+    await service.runner.settled()

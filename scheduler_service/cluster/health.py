@@ -25,6 +25,7 @@ from scheduler_service.storage.db import (
     alembic_config,
     create_sync_engine,
     current_revisions,
+    schema_advice,
     sync_url,
 )
 from scheduler_service.storage.models import Base, utcnow
@@ -182,20 +183,6 @@ def shipped_revisions(url: str) -> tuple[str | None, frozenset[str]]:
 
     script = ScriptDirectory.from_config(alembic_config(url))
     return script.get_current_head(), frozenset(r.revision for r in script.walk_revisions())
-
-
-def schema_advice(current: list[str], head: str | None, known: frozenset[str]) -> str:
-    """What to do about a schema that is not at ``head``. A revision this code does not
-    know was written by a newer version: `db upgrade` would refuse it, so the advice is
-    to upgrade the installed scheduler instead."""
-    newer = sorted(set(current) - known)
-    if newer:
-        return (
-            f"revision {', '.join(newer)} was written by a newer version of the scheduler "
-            "than this one; run the version that wrote it (this one can neither use nor "
-            "migrate it)"
-        )
-    return "run `task-scheduler db upgrade`"
 
 
 def schema_revision(url: str) -> tuple[list[str], str | None]:

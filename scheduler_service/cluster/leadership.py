@@ -335,8 +335,8 @@ class PgLeadership(Leadership):
         try:
             async with asyncio.timeout(PG_CHECK_TIMEOUT_S):
                 await self._query("SELECT 1")
-        except Exception:
-            log.exception("the scheduling lock's database connection failed")
+        except Exception as exc:  # expected in an outage: one line, no traceback
+            log.warning("the scheduling lock's database connection failed: %s", first_line(exc))
             await self._drop()
         return self._leading
 
@@ -379,6 +379,11 @@ class PgLeadership(Leadership):
         async with self._lock:
             await self._drop()
         await self._engine.dispose()
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 _TRY_WORKER = "SELECT pg_try_advisory_lock(CAST(:c AS integer), CAST(:o AS integer))"

@@ -25,6 +25,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from scheduler_service.logs.failures import FailureLog
+
 log = logging.getLogger(__name__)
 
 JOBS_CHANNEL = "task_scheduler_wakeup"  # the job store changed: the leader wakes up
@@ -96,25 +98,31 @@ class PgWakeups(Wakeups):
                 await task
 
     async def _listen(self, on_wakeup: Callable[[], None]) -> None:
-        """Listen until cancelled, reconnecting with a bounded backoff."""
+        """Listen until cancelled, reconnecting with a bounded backoff (a line when the
+        connection is lost, one when it is back: ``FailureLog``)."""
         delay = 0.1
+        failures = FailureLog(log, "the wake-up listener")
         while True:
             try:
-                await self._listen_once(on_wakeup)
+                await self._listen_once(on_wakeup, failures.succeeded)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("wake-up listener lost its connection (%s); reconnecting", exc)
+                failures.failed(exc, retry_in=delay)
             await asyncio.sleep(delay)
             delay = min(RECONNECT_MAX_S, delay * 2)
 
-    async def _listen_once(self, on_wakeup: Callable[[], None]) -> None:
+    async def _listen_once(
+        self, on_wakeup: Callable[[], None], on_connected: Callable[[], None] | None = None
+    ) -> None:
         import asyncpg
 
         conn = await asyncpg.connect(self._dsn, timeout=HEALTH_TIMEOUT_S)
         try:
             await conn.add_listener(self._channel, lambda *_args: on_wakeup())
             on_wakeup()  # anything announced while nobody listened
+            if on_connected is not None:
+                on_connected()
             while True:
                 await asyncio.sleep(HEALTH_CHECK_S)
                 async with asyncio.timeout(HEALTH_TIMEOUT_S):  # not wait_for: see stopping

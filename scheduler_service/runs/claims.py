@@ -27,7 +27,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select, update
@@ -444,6 +444,7 @@ class Claims:
                 f"task_id: task {task.id!r} is already running; wait for it to finish "
                 "(get_task shows its recent runs)",
             )
+        await self._fence_user_rate(session, task)
         interval = self.limits.manual_run_interval
         if interval <= 0:
             return
@@ -458,6 +459,30 @@ class Claims:
                 "quota_exceeded",
                 f"task_id: task {task.id!r} was run manually {interval - wait:.0f} s ago; a task "
                 f"runs manually at most once every {interval:g} s, try again in {wait:.0f} s",
+            )
+
+    async def _fence_user_rate(self, session: AsyncSession, task: ScheduledTask) -> None:
+        """At most ``max_manual_runs_per_minute`` manual runs by one user, over all of the
+        user's tasks (creating, running and cancelling fresh tasks would otherwise dodge
+        the per-task interval). Counted in the claim's transaction."""
+        limit = self.limits.max_manual_runs_per_minute
+        if limit <= 0:
+            return
+        since = utcnow() - timedelta(minutes=1)
+        recent = (
+            await session.scalars(
+                select(TaskRun.queued_at)
+                .where(TaskRun.user_id == task.user_id, TaskRun.kind == RunKind.MANUAL)
+                .where(TaskRun.queued_at > since)
+                .order_by(TaskRun.queued_at)
+            )
+        ).all()
+        if len(recent) >= limit:
+            wait = 60 - (utcnow() - recent[-limit]).total_seconds()
+            raise ToolError(
+                "quota_exceeded",
+                f"task_id: this user started {len(recent)} manual runs in the last minute; "
+                f"at most {limit} a minute, try again in {max(wait, 1):.0f} s",
             )
 
     async def _abandon_retry(

@@ -29,6 +29,7 @@ from scheduler_service.clock.zones import (
     scheduled_date,
     wall,
 )
+from scheduler_service.config import iana_zone_names
 from scheduler_service.schedules import phrases, quartz
 from scheduler_service.statuses import FREQUENCIES, Frequency
 from scheduler_service.triggers import LocalCronTrigger, LocalRRuleTrigger, WallClockTrigger
@@ -204,6 +205,12 @@ def parse_timezone(value: str | None, default: str, field_name: str = "timezone"
             f"{name!r} is not an IANA timezone{hint}; use a name such as 'UTC', "
             "'America/New_York' or 'Europe/Paris'",
         ) from None
+    if name not in iana_zone_names():
+        raise ScheduleError(
+            field_name,
+            f"{name!r} names a zone that depends on the host it runs on; use the "
+            "Area/Location name of the place, e.g. 'Europe/Paris' or 'UTC'",
+        )
     return name
 
 

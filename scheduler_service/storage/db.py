@@ -380,6 +380,20 @@ def adopt_legacy_version(conn: Connection, script: Any) -> str | None:
     return revision
 
 
+def schema_advice(current: list[str], head: str | None, known: frozenset[str]) -> str:
+    """What to do about a schema that is not at ``head``. A revision this code does not
+    know was written by a newer version: `db upgrade` would refuse it, so the advice is
+    to upgrade the installed scheduler instead."""
+    newer = sorted(set(current) - known)
+    if newer:
+        return (
+            f"revision {', '.join(newer)} was written by a newer version of the scheduler "
+            "than this one; run the version that wrote it (this one can neither use nor "
+            "migrate it)"
+        )
+    return "run `task-scheduler db upgrade`"
+
+
 def check_at_head(url: str) -> None:
     """Raise ``SchemaError`` unless the database at ``url`` exists with its schema at head.
     Never creates anything: a mistyped SQLite path is an error, not a new empty file."""
@@ -394,7 +408,9 @@ def check_at_head(url: str) -> None:
             f"no database at {parsed.database}: check DATABASE_URL / --database-url "
             "(`task-scheduler db upgrade` creates one)"
         )
-    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    script = ScriptDirectory.from_config(alembic_config(url))
+    head = script.get_current_head()
+    known = frozenset(rev.revision for rev in script.walk_revisions())
     engine = create_sync_engine(url)
     try:
         with engine.connect() as conn:
@@ -403,9 +419,9 @@ def check_at_head(url: str) -> None:
         engine.dispose()
     if current != {head}:
         found = ", ".join(sorted(current)) or "none (no scheduler tables)"
+        advice = schema_advice(sorted(current), head, known)
         raise SchemaError(
-            f"the database at {where} is at schema revision {found}, not {head}: "
-            "run `task-scheduler db upgrade` (or start the service once)"
+            f"the database at {where} is at schema revision {found}, not {head}: {advice}"
         )
 
 

@@ -123,6 +123,14 @@ class TaskRun(Base):
             postgresql_where=text("status = 'queued' AND worker IS NULL"),
             sqlite_where=text("status = 'queued' AND worker IS NULL"),
         ),
+        # The per-user manual-run rate: a user's manual runs by time.
+        Index(
+            "ix_task_scheduler_runs_manual",
+            "user_id",
+            "queued_at",
+            postgresql_where=text("kind = 'manual'"),
+            sqlite_where=text("kind = 'manual'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
