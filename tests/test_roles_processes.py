@@ -8,6 +8,8 @@ to a file with fsync: the file is the truth about what acted."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 import sys
 import time
@@ -36,8 +38,9 @@ def sync_rows(url: str, sql: str) -> list[dict[str, object]]:
 
     engine = create_engine(sync_url(url))
     try:
-        with engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(text(sql))]
+        with engine.begin() as conn:
+            result = conn.execute(text(sql))
+            return [dict(row._mapping) for row in result] if result.returns_rows else []
     finally:
         engine.dispose()
 
@@ -51,11 +54,12 @@ async def finished(url: str, runs: int, timeout: float) -> None:
             await asyncio.sleep(0.1)
 
 
-async def cli(url: str, *argv: str) -> tuple[int, str]:
+async def cli(url: str, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     """``python -m scheduler_service ARGV`` as an operator runs it: a separate process."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "scheduler_service", *argv, "--database-url", url,
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
@@ -136,3 +140,31 @@ async def test_a_rolling_restart_in_the_middle_of_a_burst_loses_and_doubles_noth
     assert sorted(acted) == sorted(made["task_ids"]), "a reminder sent twice, or never"
     last = max(e["at"] for e in effects(side))
     print(f"\n{count} runs, one worker restarted mid-burst: last effect T+{last - due:.1f} s")
+
+
+async def test_two_processes_running_one_task_now_at_one_instant_get_one_run(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Two operators' shells run the same task now at the same instant, twenty times
+    over: each time one run is queued and the other shell is refused (the claim is the
+    fence), whichever process gets there first."""
+    created = await cli(
+        database_url, "tool", "create_task",
+        '{"name": "twice?", "frequency": "daily", "scheduled_time": "09:00", '
+        '"tool_name": "reminder_tool", "operation": "get_reminders"}',
+        "--user", "u1", "--json",
+    )  # fmt: skip
+    assert created[0] == 0, created[1]
+    task_id = json.loads(created[1])["task"]["task_id"]
+    env = {"LIMITS__MANUAL_RUN_INTERVAL": "0"}
+    for _ in range(20):
+        answers = await asyncio.gather(
+            cli(database_url, "run-now", task_id, "--no-wait", env=env),
+            cli(database_url, "run-now", task_id, "--no-wait", env=env),
+        )
+        codes = sorted(code for code, _ in answers)
+        assert codes == [0, 1], answers
+        assert "already running" in next(out for code, out in answers if code == 1)
+        sync_rows(database_url, "delete from task_scheduler_runs")  # nobody runs them: clear
+    runs = sync_rows(database_url, "select id from task_scheduler_runs")
+    assert runs == []
