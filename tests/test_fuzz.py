@@ -28,7 +28,7 @@ from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
@@ -298,6 +298,9 @@ def test_fuzz_scheduler_tool(fuzzed: Fuzzed) -> None:
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
         database=None,
+        # No shrinking: a call that hangs would be retried, a minute each, for as long as
+        # shrinking goes on; the failing example is reported as found.
+        phases=(Phase.explicit, Phase.reuse, Phase.generate),
     )
     @given(data=st.data())
     def example(data: st.DataObject) -> None:

@@ -213,3 +213,27 @@ async def test_the_manual_run_rate_counts_every_task_of_the_user(
         await service.scheduler_tool.run("cancel_task", {"task_id": task_id}, context=CTX)
     assert answers == ["ok", "ok", "ok", "quota_exceeded", "quota_exceeded"]
     await service.runner.settled()
+
+
+async def test_preview_of_an_interval_task_keeps_its_stored_phase(
+    service: SchedulerService,
+) -> None:
+    """An "every hour" task created at hh:mm:ss runs at that minute and second: the
+    preview by task_id shows the stored runs, not runs recomputed from now."""
+    out = await service.scheduler_tool.run(
+        "create_task",
+        {"name": "hourly", "frequency": "hourly", "tool_name": "reminder_tool",
+         "operation": "get_reminders"},
+        context=CTX,
+    )  # fmt: skip
+    task = out["task"]
+    await asyncio.sleep(1.1)  # a later "now" would give other seconds if recomputed
+    shown = await service.scheduler_tool.run(
+        "preview_schedule", {"task_id": task["task_id"], "count": 3}, context=CTX
+    )
+    got = await service.scheduler_tool.run("get_task", {"task_id": task["task_id"]}, context=CTX)
+    first = datetime.fromisoformat(task["next_run_time"])
+    assert [datetime.fromisoformat(t) for t in shown["next_runs"]] == [
+        first + timedelta(hours=i) for i in range(3)
+    ]
+    assert datetime.fromisoformat(got["task"]["next_run_time"]) == first

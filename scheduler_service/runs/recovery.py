@@ -140,8 +140,9 @@ def _not_taken(task: ScheduledTask | None) -> str:
     if task is not None and task.execution_mode == ExecutionMode.DIRECT:
         needs = f" with the tool {task.tool_name!r}"
     return (
-        f"no worker{needs} took this run within its misfire grace time, so it did not "
-        f"run; start a worker{needs} (`task-scheduler run` with TOOLS, or the host app)"
+        f"no worker{needs} was running to take this run within its misfire grace time, "
+        f"so it did not run; keep a worker{needs} running (`task-scheduler run`, or the "
+        "host app as a worker)"
     )
 
 

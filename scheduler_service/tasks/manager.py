@@ -227,6 +227,8 @@ class TaskManager:
         fields = data.model_dump(exclude_unset=True, exclude={"task_id", "count"})
         if data.task_id is not None:
             task = await self.owned(data.task_id, context)
+            if all(k in LIMIT_FIELDS for k in fields):  # the stored schedule, in its phase
+                return await self._preview_stored(task, fields, context, data.count)
             fields = {k: v for k, v in self._merged(task, fields).items() if k in SCHEDULE_FIELDS}
         elif not fields.get("frequency"):
             raise ToolError(
@@ -242,6 +244,19 @@ class TaskManager:
             min_interval=self.settings.scheduler.min_interval,
             count=data.count,
         )
+
+    async def _preview_stored(
+        self, task: ScheduledTask, limits: dict[str, Any], context: ToolContext, count: int
+    ) -> dict[str, Any]:
+        """A task's own schedule as stored — its phase kept (an "every hour" task stays on
+        the minute and second it was created at), with a new end_time/max_runs if given,
+        as update_task would apply them."""
+        now = utcnow()
+        schedule = Schedule.from_dict(task.schedule)
+        if limits:
+            merged = {k: v for k, v in self._merged(task, limits).items() if k in SCHEDULE_FIELDS}
+            schedule = await self._updated_schedule(task, limits, merged, now)
+        return await self._evaluate(context.user_id, preview, schedule, now=now, count=count)
 
     def _check_execution(self, fields: dict[str, Any]) -> str:
         mode = fields.get("execution_mode")
