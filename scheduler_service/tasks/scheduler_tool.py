@@ -49,8 +49,11 @@ Operations:
   18:30", "every other tuesday at 9", "twice a day at 8 and 20", "first monday of the month
   at 10", "last business day of the month at 16", "on the 1st and 15th at 9", "every year on
   March 3 at 9", "every quarter on the 1st at 9", "every 15 minutes between 9 and 17 on
-  weekdays", "every hour on the half hour", "in 2 hours", cron "30 8 * * 1-5", or
-  "RRULE:FREQ=..."), timezone (IANA such as "America/New_York", not "EST"; ask the user if
+  weekdays", "every hour on the half hour", "in 2 hours", cron "30 8 * * 1-5" (Quartz
+  L/W/# understood), or "RRULE:FREQ=..."; clauses in any order: "at 6:30 every day except
+  weekends (Berlin)", "every 3 weeks on Thursday starting Feb 4", "every 10 minutes for the
+  next hour", "every monday until June 30"; the answer's warnings state any reading taken),
+  timezone (IANA such as "America/New_York", not "EST"; ask the user if
   unsure), optional except_dates (["2026-12-25", ...]: local dates without runs), end_time,
   max_runs. One schedule per task: "weekdays at 8 and weekends at 10" is two tasks.
   Then either execution_mode "direct" with tool_name, operation, parameters (one fixed tool
