@@ -2,7 +2,7 @@
 
 The operations come from ``scheduler_tool``'s input schema and each operation's kwargs
 from the pydantic model that validates them, so the table cannot drift from the code:
-``tests/test_docs.py`` fails when the README's copy differs from :func:`operations_table`.
+``tests/unit/test_docs.py`` fails when the README's copy differs from :func:`operations_table`.
 Regenerate it with ``python -m scheduler_service.cli.reference README.md``.
 """
 

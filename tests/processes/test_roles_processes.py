@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import ROOT
-from tests.test_replicas import FINAL, REPLICA_ENV, effects, spawn, utc
+from tests.processes.test_replicas import FINAL, REPLICA_ENV, effects, spawn, utc
+from tests.workers import ROOT
 
 pytestmark = pytest.mark.processes
 

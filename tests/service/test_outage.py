@@ -27,8 +27,8 @@ from sqlalchemy.engine import make_url
 from config import SchedulerConfig, Settings
 from scheduler_service import SchedulerService
 from scheduler_service.runs.runner import current_run
+from tests.processes.test_replicas import FINAL, rows, utc
 from tests.tcp_proxy import OutageProxy, outage_proxy
-from tests.test_replicas import FINAL, rows, utc
 from tools import Tool, ToolContext
 
 CTX = ToolContext(user_id="u1", conversation_id="c1")

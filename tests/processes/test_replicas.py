@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from tests.processes import Worker
+from tests.workers import Worker
 
 pytestmark = pytest.mark.processes
 

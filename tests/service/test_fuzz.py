@@ -13,7 +13,7 @@ other users' ids). After every call:
 * no user holds more live tasks than the quota.
 
 CI runs ``FUZZ_EXAMPLES`` examples per backend (default 80); run many more with e.g.
-``FUZZ_EXAMPLES=10000 pytest tests/test_fuzz.py -k sqlite``. One service serves every
+``FUZZ_EXAMPLES=10000 pytest tests/service/test_fuzz.py -k sqlite``. One service serves every
 example (in an event loop of its own thread), so state accumulates as in real use.
 """
 

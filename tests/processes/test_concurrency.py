@@ -25,7 +25,7 @@ from scheduler_service import SchedulerService
 from scheduler_service.runs.invariants import check_store
 from scheduler_service.storage.models import ScheduledTask, TaskRun
 from tests.conftest import make_settings
-from tests.processes import Worker
+from tests.workers import Worker
 
 pytestmark = pytest.mark.processes
 

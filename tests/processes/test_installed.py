@@ -21,7 +21,7 @@ import pytest
 
 pytestmark = pytest.mark.installed
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HOST_TOOL = """
 from scheduler_service.tools import Tool
 

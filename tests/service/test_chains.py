@@ -9,7 +9,7 @@ from typing import Any
 from scheduler_service import SchedulerService
 from scheduler_service.testing import FakeAnthropic, text_message, tool_use_message
 from tests.conftest import ServiceFactory, next_notification
-from tests.test_orchestrated_tasks import EmailTool, SalesTool
+from tests.service.test_orchestrated_tasks import EmailTool, SalesTool
 from tools import ToolContext
 
 OWNER = ToolContext(user_id="owner", conversation_id="c-owner")

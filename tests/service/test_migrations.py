@@ -15,7 +15,7 @@ from scheduler_service.storage.models import TaskRun
 from scheduler_service.tools import ToolContext
 from tests.conftest import make_settings
 
-LEGACY_DUMP = Path(__file__).parent / "fixtures" / "legacy_0002.sql"
+LEGACY_DUMP = Path(__file__).parent.parent / "fixtures" / "legacy_0002.sql"
 OURS = {
     "task_scheduler_tasks",
     "task_scheduler_runs",

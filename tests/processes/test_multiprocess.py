@@ -37,7 +37,7 @@ from scheduler_service.cluster.leadership import FileLeadership
 from scheduler_service.statuses import ACTIVE_RUN
 from scheduler_service.storage.models import ScheduledTask, TaskRun, new_id, utcnow
 from tests.conftest import RecordingTool, make_settings, wait_for
-from tests.processes import Event, Worker
+from tests.workers import Event, Worker
 from tools import ToolContext
 
 CTX = ToolContext(user_id="u1", conversation_id="c1")

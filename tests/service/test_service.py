@@ -21,7 +21,7 @@ from scheduler_service.storage.models import TaskNotification, TaskRun
 from tests.conftest import RecordingTool, ServiceFactory, make_settings, next_notification
 from tools import Tool, ToolContext
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def runs_of(service: SchedulerService, task_id: str) -> list[TaskRun]:
@@ -301,12 +301,12 @@ def test_settings_from_environment_and_dotenv(
         "SCHEDULER_TOOL__MAX_TASKS_PER_USER=50\nDEFAULT_TIMEZONE=Asia/Tokyo\n"
     )
     monkeypatch.setenv("SCHEDULER__MAX_CONCURRENT_TASKS", "10")
-    monkeypatch.setenv("TOOLS", '["tests.test_service:SyncTool"]')
+    monkeypatch.setenv("TOOLS", '["tests.service.test_service:SyncTool"]')
     settings = load_settings()
     assert settings.scheduler.max_concurrent_tasks == 10
     assert settings.scheduler_tool.max_tasks_per_user == 50
     assert settings.default_timezone == "Asia/Tokyo"
-    assert settings.tools == ["tests.test_service:SyncTool"]
+    assert settings.tools == ["tests.service.test_service:SyncTool"]
 
 
 @pytest.mark.parametrize(
@@ -330,7 +330,7 @@ def test_invalid_setting_names_the_variable(
 
 async def test_extra_tools_from_settings_are_registered(db_path: Path) -> None:
     settings = make_settings(db_path)
-    settings.tools = ["tests.test_service:SyncTool"]
+    settings.tools = ["tests.service.test_service:SyncTool"]
     async with SchedulerService(settings) as service:
         assert "sync_tool" in service.tools.names()
         assert {"reminder_tool", "scheduler_tool"} <= set(service.tools.names())

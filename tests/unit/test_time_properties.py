@@ -10,7 +10,7 @@ call the code under test.
 
 Size: ``TIME_PROPERTY_EXAMPLES`` (default 25) schedules per kind, ``TIME_PROPERTY_RUNS``
 (default 500) fire times each. Full run, e.g.:
-    TIME_PROPERTY_EXAMPLES=250 .venv/bin/pytest tests/test_time_properties.py -q
+    TIME_PROPERTY_EXAMPLES=250 .venv/bin/pytest tests/unit/test_time_properties.py -q
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from scheduler_service.cli.commands import COMMANDS
 from scheduler_service.cli.reference import operations_table, readme_section
 from scheduler_service.tasks.scheduler_tool import OPERATIONS
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_operations_table_is_generated_from_the_schema() -> None:

@@ -32,7 +32,7 @@ from scheduler_service.schedules.phrases import (
     parse_phrase,
 )
 from scheduler_service.triggers import LocalRRuleTrigger, WallClockTrigger
-from tests.test_time_properties import instant_of, local_of
+from tests.unit.test_time_properties import instant_of, local_of
 
 ZONES = ("America/New_York", "Europe/Paris", "Australia/Lord_Howe", "Asia/Kolkata")
 # Just before spring forward in New York (8 March) and Paris (29 March), Lord Howe's

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RUNS = 200
 KILL_AFTER = RUNS // 3  # side effects seen before the kill
 FINAL = {"succeeded", "failed", "interrupted", "missed", "timed_out", "skipped"}
