@@ -697,9 +697,15 @@ def parse_phrase(
         # "every day until March 31 at 9am": 9am is the runs' time; the end is that day.
         clauses = replace(clauses, times=(until.at,))
         free = replace(free, until=replace(until, at=None))
-    origin = _start_at(start, local_now, elapsed)
-    result = _build(text, clauses, zone, now, default_time, origin)
-    return _with_limits(text, result, free, clauses, origin, local_now, default_time)
+    try:
+        origin = _start_at(start, local_now, elapsed)
+        result = _build(text, clauses, zone, now, default_time, origin)
+        return _with_limits(text, result, free, clauses, origin, local_now, default_time)
+    except OverflowError:  # "in 99999999999 days": the request, not the scheduler, is wrong
+        raise PhraseError(
+            f"{text!r} reaches beyond the year 9999; give a time within it, e.g. 'in 3 days' "
+            "or an ISO 8601 date such as 2027-03-01T09:00"
+        ) from None
 
 
 def _build(

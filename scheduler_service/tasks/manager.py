@@ -74,6 +74,10 @@ from scheduler_service.tasks.views import run_to_dict, task_to_dict
 from scheduler_service.tools import ToolContext, ToolError, ToolRegistry
 
 log = logging.getLogger(__name__)
+OUT_OF_RANGE = (
+    "scheduled_time/custom_schedule: the schedule reaches beyond the year 9999; give times "
+    "and intervals within it (e.g. 'in 3 days', 'every 2 weeks', an ISO date before 9999)"
+)
 WORKERS_TOOLS_TTL_S = 2.0  # how long a client trusts what it read of the workers' tools
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -175,6 +179,8 @@ class TaskManager:
                 f"custom_schedule: the schedule needs more than {exc.seconds:g} s to compute; "
                 "give a simpler one (a recent or no DTSTART, a smaller COUNT, fewer BY parts)",
             ) from None
+        except OverflowError:  # a schedule that reaches past year 9999
+            raise ToolError("invalid_input", OUT_OF_RANGE) from None
         finally:
             if not lock.locked() and self._user_turns.get(user) is lock:
                 del self._user_turns[user]
@@ -208,6 +214,8 @@ class TaskManager:
             return plan_new()
         except ScheduleError as exc:
             raise ToolError("invalid_input", str(exc)) from None
+        except OverflowError:
+            raise ToolError("invalid_input", OUT_OF_RANGE) from None
 
     # -- validation ------------------------------------------------------------------
     async def _schedule(self, user: str, fields: dict[str, Any], now: datetime) -> Schedule:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
 from scheduler_service import SchedulerService
@@ -316,3 +317,25 @@ async def test_the_store_check_finds_and_repairs_what_disagrees(
     await reconcile(service.db, service.jobs)
     await service.lead.recover()
     assert (await check_store(service.db, service.jobs, alive)).ok
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"frequency": "once", "scheduled_time": "in 99999999999 days"},
+        {"frequency": "custom", "custom_schedule": "every 99999999999 seconds"},
+        {"frequency": "custom", "custom_schedule": "every 99999999999 days"},
+        {"frequency": "once", "scheduled_time": "in 99999999 weeks"},
+    ],
+)
+async def test_numbers_too_large_are_bad_input_not_our_bug(
+    service: SchedulerService, fields: dict[str, Any]
+) -> None:
+    with pytest.raises(ToolError) as info:
+        await service.scheduler_tool.run(
+            "create_task",
+            {"name": "huge", **fields, "tool_name": "reminder_tool", "operation": "get_reminders"},
+            context=CTX,
+        )
+    assert info.value.code == "invalid_input", info.value
+    assert "bug" not in info.value.message
