@@ -16,26 +16,14 @@ import math
 from typing import Any
 
 from scheduler_service.config import SchedulerConfig
-from scheduler_service.tools.base import ToolError
+from scheduler_service.tools.base import ToolError, quote
 
-QUOTE_CHARS = 100  # at most this much of a bad value is quoted back in an error
 MAX_NODES = 20_000  # values (objects, lists, scalars) in one call's kwargs
 TRUNCATED = "… [truncated: {total} characters in all]"
 
 # The Anthropic SDK refuses a non-streaming request whose max_tokens could take longer
 # than 10 minutes at its planning rate of 128,000 tokens an hour.
 NON_STREAMING_MAX_TOKENS = 128_000 * 600 // 3600
-
-
-def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
-    """``repr(value)`` cut to ``limit`` characters, saying how long it was."""
-    try:
-        text = repr(value)
-    except (RecursionError, ValueError):
-        return f"<{type(value).__name__}>"
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… ({len(text)} characters)"
 
 
 def cut(text: str, limit: int) -> str:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from scheduler_service.cluster.leadership import leadership_for
 from scheduler_service.cluster.leading import LeaderLoop
 from scheduler_service.cluster.wakeups import JOBS_CHANNEL, RUNS_CHANNEL, wakeups_for
-from scheduler_service.cluster.workers import Role, WorkerRegistry
+from scheduler_service.cluster.workers import Role, WorkerRegistry, live_workers
 from scheduler_service.config import ConfigError, Settings, load_settings, warn_unknown_variables
 from scheduler_service.logs import ensure_service_logging
 from scheduler_service.logs import escape as log_escape
@@ -144,7 +144,9 @@ class SchedulerService:
             has_llm=client is not None,
         )
         self.scheduler_tool: SchedulerTool = SchedulerTool(self.tasks)
-        self.tasks.workers_tools = not self.is_worker
+        self.runner.live_workers = self._live_workers_tools
+        if not self.is_worker:
+            self.tasks.workers_tools = self._live_workers_tools
         self.tools.register(ReminderTool(self.db, self.settings.default_timezone))
         if self.settings.scheduler_tool.enabled:
             self.tools.register(self.scheduler_tool)
@@ -181,6 +183,10 @@ class SchedulerService:
     def queue_depth(self) -> int:
         """Runs of this process waiting for a free slot (``max_concurrent_tasks``)."""
         return self.runner.waiting
+
+    async def _live_workers_tools(self) -> list[list[str]]:
+        """The tools of each live worker (the workers table)."""
+        return [worker.tools for worker in await live_workers(self.db)]
 
     @property
     def is_worker(self) -> bool:

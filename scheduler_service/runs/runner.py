@@ -131,6 +131,9 @@ class TaskRunner:
         self._scheduled: Counter[str] = Counter()  # task id → scheduled/retry runs in flight
         self._manual: Counter[str] = Counter()  # task id → manual runs in flight
         self._stopping = False
+        # The tools of each live worker (the service reads the workers table): None
+        # while nobody asked, [] when no worker is alive.
+        self.live_workers: Callable[[], Awaitable[list[list[str]]]] | None = None
         # How long execute_task_now(wait=true) waits for a run another worker executes.
         self.record_wait = float(self.cfg.task_timeout) + 30.0
 
@@ -186,8 +189,6 @@ class TaskRunner:
         """Wait for a run another worker executes to be recorded: its row, once settled,
         or as it is when ``record_wait`` seconds have passed. Refuses at once, and at
         any moment while waiting, when no worker is alive to take it."""
-        from scheduler_service.cluster.workers import live_workers
-
         deadline = monotonic.monotonic() + self.record_wait
         checked = float("-inf")
         while True:
@@ -200,7 +201,7 @@ class TaskRunner:
                 return row
             if row.worker is None and now - checked >= WORKER_CHECK_S:
                 checked = now
-                if not await live_workers(self.db):
+                if self.live_workers is not None and not await self.live_workers():
                     raise ToolError(
                         "unavailable",
                         f"the run {run.id} is queued but no worker is running to execute "

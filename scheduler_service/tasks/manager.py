@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from scheduler_service.config import Settings
-from scheduler_service.limits import json_size, quote
+from scheduler_service.limits import json_size
 from scheduler_service.runs.chains import (
     SCHEDULER_TOOL,
     check_tools,
@@ -72,6 +72,7 @@ from scheduler_service.tasks.paging import Cursor, Total
 from scheduler_service.tasks.retention import prune_finished
 from scheduler_service.tasks.views import run_to_dict, task_to_dict
 from scheduler_service.tools import ToolContext, ToolError, ToolRegistry
+from scheduler_service.tools.base import quote
 
 log = logging.getLogger(__name__)
 OUT_OF_RANGE = (
@@ -152,7 +153,7 @@ class TaskManager:
         self.has_llm = has_llm
         self._manual_reserved: set[str] = set()  # task ids with a manual run starting here
         # A client runs nothing itself: a task may name a tool only the workers have.
-        self.workers_tools = False
+        self.workers_tools: Callable[[], Awaitable[list[list[str]]]] | None = None
         self._remote_tools: set[str] = set()
         self._remote_read_at = float("-inf")
         limits = settings.limits
@@ -287,14 +288,12 @@ class TaskManager:
 
     async def _refresh_workers_tools(self) -> None:
         """A client learns the tools the live workers have (read at most every 2 s)."""
-        if not self.workers_tools:
+        if self.workers_tools is None:
             return
         now = asyncio.get_running_loop().time()
         if now - self._remote_read_at < WORKERS_TOOLS_TTL_S:
             return
-        from scheduler_service.cluster.workers import live_workers
-
-        self._remote_tools = {tool for w in await live_workers(self.db) for tool in w.tools}
+        self._remote_tools = {tool for tools in await self.workers_tools() for tool in tools}
         self._remote_read_at = now
 
     def _has_tool(self, name: str) -> bool:

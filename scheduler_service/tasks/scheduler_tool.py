@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from scheduler_service.limits import check_json, quote
+from scheduler_service.limits import check_json
 from scheduler_service.statuses import ExecutionMode, Frequency, RunStatus, TaskStatus
 from scheduler_service.tasks.inputs import (
     TASK_ID_CHARS,
@@ -26,7 +26,7 @@ from scheduler_service.tasks.inputs import (
     UpdateTask,
 )
 from scheduler_service.tasks.paging import Total
-from scheduler_service.tools.base import Tool, ToolContext, ToolError, parse_kwargs
+from scheduler_service.tools.base import Tool, ToolContext, ToolError, parse_kwargs, quote
 from scheduler_service.tools.validation import Model, validate
 
 log = logging.getLogger(__name__)

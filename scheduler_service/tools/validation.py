@@ -8,8 +8,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from scheduler_service.config import Settings
-from scheduler_service.limits import quote
-from scheduler_service.tools.base import ToolError
+from scheduler_service.tools.base import ToolError, quote
 
 Model = TypeVar("Model", bound=BaseModel)
 
