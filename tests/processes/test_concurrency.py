@@ -85,7 +85,8 @@ async def test_random_calls_from_several_processes_keep_every_promise(
     acted = Counter(
         (e["task_id"], utc(e["fire_time"]), e["attempt"]) for e in effects if e["task_id"] in tasks
     )
-    assert max(acted.values(), default=0) == 1, "a run acted twice"
+    assert effects, "no run acted at all"  # tasks deleted since took their runs along
+    assert max(acted.values(), default=0) <= 1, "a run acted twice"
     by_key = {(r.task_id, utc(r.fire_time), r.attempt): r for r in runs}
     assert set(acted) <= set(by_key), "a side effect without a run"
     succeeded = {k for k, r in by_key.items() if r.status == "succeeded"}
