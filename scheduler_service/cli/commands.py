@@ -453,9 +453,9 @@ async def cmd_action(args: argparse.Namespace) -> int:
 
 
 async def cmd_db(args: argparse.Namespace) -> int:
-    from scheduler_service.cluster.health import schema_revision, shipped_revisions
+    from scheduler_service.cluster.health import schema_revision
     from scheduler_service.cluster.leadership import leadership_for
-    from scheduler_service.storage.db import migrate_to_head, schema_advice
+    from scheduler_service.storage.db import migrate_to_head, schema_advice, shipped_revisions
 
     settings = settings_for(args, warn=True)
     url = settings.database.sync_url

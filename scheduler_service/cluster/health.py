@@ -22,10 +22,11 @@ from scheduler_service.logs.escape import escape
 from scheduler_service.storage import names
 from scheduler_service.storage.db import (
     Database,
-    alembic_config,
     create_sync_engine,
     current_revisions,
+    missing_sqlite_file,
     schema_advice,
+    shipped_revisions,
     sync_url,
 )
 from scheduler_service.storage.models import Base, utcnow
@@ -110,7 +111,7 @@ def check_health(async_url: str, check_interval: float, worker: str | None = Non
     """
     report = HealthReport(database=redact(async_url))
     url = sync_url(async_url)
-    missing = _missing_sqlite_file(url)
+    missing = missing_sqlite_file(url)
     if missing is not None:  # connecting would create it
         report.problems.append(f"no database at {missing}: check DATABASE_URL")
         return report
@@ -163,26 +164,6 @@ def check_health(async_url: str, check_interval: float, worker: str | None = Non
     if report.at_head and worker is not None and worker not in live:
         report.problems.append(f"worker {worker!r} is not running (no recent beat)")
     return report
-
-
-def _missing_sqlite_file(url: str) -> str | None:
-    from pathlib import Path
-
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    database = parsed.database or ""
-    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
-        return None
-    return None if Path(database).is_file() else database
-
-
-def shipped_revisions(url: str) -> tuple[str | None, frozenset[str]]:
-    """(the head revision this code ships, every revision it knows)."""
-    from alembic.script import ScriptDirectory
-
-    script = ScriptDirectory.from_config(alembic_config(url))
-    return script.get_current_head(), frozenset(r.revision for r in script.walk_revisions())
 
 
 def schema_revision(url: str) -> tuple[list[str], str | None]:

@@ -35,6 +35,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from scheduler_service.cluster.health import first_line
+
 log = logging.getLogger(__name__)
 
 LOCK_DIR_SUFFIX = ".scheduler-locks"  # tasks.db → tasks.db.scheduler-locks/
@@ -379,11 +381,6 @@ class PgLeadership(Leadership):
         async with self._lock:
             await self._drop()
         await self._engine.dispose()
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 _TRY_WORKER = "SELECT pg_try_advisory_lock(CAST(:c AS integer), CAST(:o AS integer))"

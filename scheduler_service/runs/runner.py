@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-
 from scheduler_service.config import Settings
 from scheduler_service.runs.batching import Batcher
 from scheduler_service.runs.claims import Claims, FireClaim
@@ -511,17 +509,6 @@ class TaskRunner:
     def is_claimed_here(self, run_id: str) -> bool:
         """Whether this process claimed the run and has not finished recording it."""
         return run_id in self._in_flight
-
-    async def is_running(self, task_id: str) -> bool:
-        """Is this task running? Yes if any process recorded a run of it queued or running,
-        or a run of it is in flight in this process (claimed, not yet recorded)."""
-        async with self.db.read() as session:
-            active = await session.scalar(
-                select(func.count())
-                .select_from(TaskRun)
-                .where(TaskRun.task_id == task_id, TaskRun.status.in_(ACTIVE_RUN))
-            )
-        return bool(active) or bool(self._scheduled[task_id] or self._manual[task_id])
 
     async def settled(self) -> None:
         """Wait until every run claimed in this process so far is recorded (or handed

@@ -394,23 +394,35 @@ def schema_advice(current: list[str], head: str | None, known: frozenset[str]) -
     return "run `task-scheduler db upgrade`"
 
 
+def shipped_revisions(url: str) -> tuple[str | None, frozenset[str]]:
+    """(the head revision this code ships, every revision it knows)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config(url))
+    return script.get_current_head(), frozenset(r.revision for r in script.walk_revisions())
+
+
+def missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite file ``url`` names that does not exist (connecting would
+    create it), else None."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    return None if Path(database).is_file() else database
+
+
 def check_at_head(url: str) -> None:
     """Raise ``SchemaError`` unless the database at ``url`` exists with its schema at head.
     Never creates anything: a mistyped SQLite path is an error, not a new empty file."""
-    from alembic.script import ScriptDirectory
-
-    parsed = make_url(url)
-    where = parsed.render_as_string(hide_password=True)
-    database = parsed.database or ""
-    is_file = parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:")
-    if is_file and not Path(database).is_file():
+    where = make_url(url).render_as_string(hide_password=True)
+    missing = missing_sqlite_file(url)
+    if missing is not None:
         raise SchemaError(
-            f"no database at {parsed.database}: check DATABASE_URL / --database-url "
+            f"no database at {missing}: check DATABASE_URL / --database-url "
             "(`task-scheduler db upgrade` creates one)"
         )
-    script = ScriptDirectory.from_config(alembic_config(url))
-    head = script.get_current_head()
-    known = frozenset(rev.revision for rev in script.walk_revisions())
+    head, known = shipped_revisions(url)
     engine = create_sync_engine(url)
     try:
         with engine.connect() as conn:

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 from typing import Any, ParamSpec, TypeVar
 
 from apscheduler.triggers.base import BaseTrigger
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -50,7 +50,6 @@ from scheduler_service.statuses import (
     LIVE_TASK,
     ExecutionMode,
     Frequency,
-    RunKind,
     TaskStatus,
 )
 from scheduler_service.storage.db import Database
@@ -837,9 +836,6 @@ class TaskManager:
                 f"task_id: task {task.id!r} is {task.status} and does not run any more; "
                 "create a new task instead",
             )
-        if await self.runner.is_running(task_id):
-            raise self._already_running(task_id)
-        await self._check_manual_rate(task)
         self._journal(context, f"ran task '{task.name}' ({task.id}) now")
         run = await self.runner.run_now(task, wait=wait)
         fresh = await self.owned(task_id, context) if wait else task
@@ -847,27 +843,6 @@ class TaskManager:
             "task": task_to_dict(fresh),
             "run": run_to_dict(run, task.timezone) if run else None,
         }
-
-    async def _check_manual_rate(self, task: ScheduledTask) -> None:
-        """At most one manual run of a task per ``limits.manual_run_interval`` seconds."""
-        interval = self.settings.limits.manual_run_interval
-        if interval <= 0:
-            return
-        async with self.db.read() as session:
-            last = await session.scalar(
-                select(func.max(TaskRun.queued_at)).where(
-                    TaskRun.task_id == task.id, TaskRun.kind == RunKind.MANUAL
-                )
-            )
-        if last is None:
-            return
-        wait = interval - (utcnow() - last).total_seconds()
-        if wait > 0:
-            raise ToolError(
-                "quota_exceeded",
-                f"task_id: task {task.id!r} was run manually {interval - wait:.0f} s ago; a task "
-                f"runs manually at most once every {interval:g} s, try again in {wait:.0f} s",
-            )
 
     def close(self) -> None:
         self.evaluator.close()
