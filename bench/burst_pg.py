@@ -1,0 +1,311 @@
+"""The 09:00 burst on PostgreSQL replicas: ``python -m bench.burst_pg --tasks 20000 --replicas 3``.
+
+N one-time reminder tasks (the built-in ``reminder_tool``: a real reminder row per run),
+spread over N/20 users, all due at one instant, run by R ``task-scheduler run`` processes
+with default settings on a fresh PostgreSQL database. Prints one table row:
+
+- last run finished: when the last run's outcome was recorded, after the due instant;
+- runs/s: N over that time;
+- replica CPU per run: user+system CPU of the replica processes during the burst, per run;
+- server CPU per run: CPU of the PostgreSQL backends serving this database, per run;
+- start lateness p50 / p99: ``started_at - fire_time`` over the runs;
+- duplicates / lost: runs or reminders beyond one per task, and tasks without a finished run.
+
+The tasks are created through the public API by a client process (this one) before the due
+instant; the replicas stay idle until then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+
+from bench.probes import percentile
+from bench.run import cpu_seconds, pg_database, sync_url
+from scheduler_service import SchedulerService
+from scheduler_service.config import SchedulerConfig, Settings
+from scheduler_service.tools import ToolContext
+
+USERS_PER_TASK = 20  # N tasks over N/20 users (the default quota is 20 tasks a user)
+
+
+def reminder_task(i: int, due: datetime) -> dict[str, Any]:
+    return {
+        "name": f"reminder {i}",
+        "frequency": "once",
+        "scheduled_time": due.isoformat(),
+        "execution_mode": "direct",
+        "tool_name": "reminder_tool",
+        "operation": "add_reminder",
+        "parameters": {"title": f"reminder {i}", "date": "today"},
+    }
+
+
+async def create_tasks(url: str, n: int, lead: float | None, parallel: int = 8) -> datetime:
+    """Create the N tasks as a client (``enabled=False``: it never runs them), all due at
+    one instant: ``lead`` seconds from now, or far enough ahead for the creation rate
+    measured on a few warm-up tasks. Returns the due instant."""
+    settings = Settings(
+        database_url=url,
+        scheduler=SchedulerConfig(enabled=False, log_level="WARNING"),
+        anthropic_api_key=None,
+    )
+    async with SchedulerService(settings) as service:
+
+        async def create(queue: list[int], due: datetime, prefix: str) -> None:
+            while queue:
+                i = queue.pop()
+                user = f"{prefix}{i // USERS_PER_TASK}"
+                context = ToolContext(user_id=user, conversation_id=f"conv-{user}")
+                task = reminder_task(i, due)
+                await service.scheduler_tool.run("create_task", task, context=context)
+
+        async def create_all(count: int, due: datetime, prefix: str) -> None:
+            queue = list(range(count))
+            await asyncio.gather(*(create(queue, due, prefix) for _ in range(parallel)))
+
+        if lead is None:  # warm-up tasks far ahead, never due in the bench
+            t0 = time.perf_counter()
+            await create_all(200, datetime.now(UTC) + timedelta(days=1), "warmup")
+            lead = 3.0 + n / (200 / (time.perf_counter() - t0)) * 1.5
+        due = (datetime.now(UTC) + timedelta(seconds=lead)).replace(microsecond=0)
+        await create_all(n, due, "user")
+    return due
+
+
+def replica_env(url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "SCHEDULER__LOG_LEVEL": "WARNING",
+        "ANTHROPIC_API_KEY": "",
+    }
+
+
+def start_replicas(url: str, count: int, run_for: float) -> list[subprocess.Popen[str]]:
+    exe = shutil.which("task-scheduler") or os.path.join(
+        os.path.dirname(sys.executable), "task-scheduler"
+    )
+    procs = [
+        subprocess.Popen(
+            [exe, "run", "--run-for", str(run_for)],
+            env=replica_env(url),
+            stdout=subprocess.PIPE,
+            stderr=sys.stderr,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if "scheduler running" not in line:
+            raise RuntimeError(f"a replica did not start: {line!r}")
+    return procs
+
+
+def server_pids(engine: Any, database: str) -> list[int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": database}
+        ).all()
+    return [int(r[0]) for r in rows]
+
+
+def server_cpu(pids: list[int], base: dict[int, float]) -> float:
+    """CPU of these backends since ``base`` (0 for a backend that started after it)."""
+    now = {p: cpu_seconds(p) for p in pids}
+    return sum(max(cpu - base.get(p, 0.0), 0.0) for p, cpu in now.items() if not math.isnan(cpu))
+
+
+def counts(engine: Any, due: datetime) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM task_scheduler_runs "
+                    "WHERE fire_time = :t AND finished_at IS NOT NULL"
+                ),
+                {"t": due.replace(tzinfo=None)},
+            ).scalar_one()
+        )
+
+
+def outcome(engine: Any, due: datetime, n: int) -> dict[str, Any]:
+    naive = due.replace(tzinfo=None)
+    with engine.connect() as conn:
+        late = [
+            float(r[0])
+            for r in conn.execute(
+                text(
+                    "SELECT extract(epoch FROM started_at - fire_time) FROM task_scheduler_runs "
+                    "WHERE fire_time = :t AND started_at IS NOT NULL"
+                ),
+                {"t": naive},
+            )
+        ]
+        last = conn.execute(
+            text("SELECT max(finished_at) FROM task_scheduler_runs WHERE fire_time = :t"),
+            {"t": naive},
+        ).scalar_one()
+        run_dupes = conn.execute(
+            text(
+                "SELECT coalesce(sum(c - 1), 0) FROM (SELECT count(*) c FROM task_scheduler_runs "
+                "WHERE fire_time = :t GROUP BY task_id) x"
+            ),
+            {"t": naive},
+        ).scalar_one()
+        reminder_dupes = conn.execute(
+            text(
+                "SELECT coalesce(sum(c - 1), 0) FROM (SELECT count(*) c FROM "
+                "task_scheduler_reminders GROUP BY source_task_id) x"
+            )
+        ).scalar_one()
+        reminders = conn.execute(text("SELECT count(*) FROM task_scheduler_reminders")).scalar_one()
+        succeeded = conn.execute(
+            text(
+                "SELECT count(DISTINCT task_id) FROM task_scheduler_runs "
+                "WHERE fire_time = :t AND status = 'succeeded'"
+            ),
+            {"t": naive},
+        ).scalar_one()
+    return {
+        "last_finish_s": (last.replace(tzinfo=UTC) - due).total_seconds() if last else None,
+        "late_p50_s": percentile(late, 50) if late else None,
+        "late_p99_s": percentile(late, 99) if late else None,
+        "duplicates": int(run_dupes) + int(reminder_dupes),
+        "lost": n - int(succeeded),
+        "reminders": int(reminders),
+    }
+
+
+def spy(pid: int, directory: Path, index: int) -> subprocess.Popen[bytes]:
+    """py-spy sampling a replica until interrupted (flame-graph input, collapsed stacks)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / f"replica-{index}.txt"
+    return subprocess.Popen(
+        ["py-spy", "record", "-p", str(pid), "-f", "raw", "-r", "250", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def commits(engine: Any, database: str) -> int:
+    """Transactions committed in the database so far (the server's own count)."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT xact_commit FROM pg_stat_database WHERE datname = :d"),
+                {"d": database},
+            ).scalar_one()
+        )
+
+
+async def burst(
+    n: int, replicas: int, timeout: float, lead: float | None, profile: Path | None = None
+) -> dict[str, Any]:
+    with pg_database() as url:
+        database = url.rsplit("/", 1)[1]
+        engine = create_engine(sync_url(url))
+        procs: list[subprocess.Popen[str]] = []
+        try:
+            procs = start_replicas(url, replicas, run_for=timeout + 600)
+            t0 = time.time()
+            due = await create_tasks(url, n, lead)
+            created_s = time.time() - t0
+            if datetime.now(UTC) > due - timedelta(seconds=1):
+                raise RuntimeError(
+                    f"creating {n} tasks took {created_s:.1f} s: use a larger --lead"
+                )
+            await asyncio.sleep((due - datetime.now(UTC)).total_seconds() - 0.5)
+            spies = [spy(p.pid, profile, i) for i, p in enumerate(procs)] if profile else []
+            commits0 = commits(engine, database)
+            cpu0 = {p.pid: cpu_seconds(p.pid) for p in procs}
+            pids0 = server_pids(engine, database)
+            base = {p: cpu_seconds(p) for p in pids0}
+            deadline = time.monotonic() + timeout + 1
+            pids = set(pids0)
+            while time.monotonic() < deadline:
+                pids.update(server_pids(engine, database))
+                if counts(engine, due) >= n:
+                    break
+                await asyncio.sleep(0.2)
+            replica_cpu = sum(cpu_seconds(p.pid) - cpu0[p.pid] for p in procs)
+            db_cpu = server_cpu(sorted(pids), base)
+            transactions = commits(engine, database) - commits0
+            for s in spies:
+                s.send_signal(signal.SIGINT)
+                s.wait(60)
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        result = outcome(engine, due, n)
+        engine.dispose()
+    finish = result["last_finish_s"]
+    return {
+        "tasks": n,
+        "replicas": replicas,
+        "created_s": round(created_s, 1),
+        **result,
+        "runs_per_s": n / finish if finish else None,
+        "replica_cpu_ms_per_run": replica_cpu / n * 1000,
+        "server_cpu_ms_per_run": db_cpu / n * 1000,
+        "transactions_per_run": transactions / n,
+    }
+
+
+def row(r: dict[str, Any]) -> str:
+    def f(v: Any, spec: str) -> str:
+        return "—" if v is None else format(v, spec)
+
+    return (
+        f"| {r['tasks']:,} | {r['replicas']} | T+{f(r['last_finish_s'], '.1f')} s "
+        f"| {f(r['runs_per_s'], '.0f')} | {r['replica_cpu_ms_per_run']:.2f} ms "
+        f"| {r['server_cpu_ms_per_run']:.2f} ms "
+        f"| {f(r['late_p50_s'], '.1f')} / {f(r['late_p99_s'], '.1f')} s "
+        f"| {r['duplicates']} / {r['lost']} |"
+    )
+
+
+HEADER = (
+    "| N | replicas | last run finished | runs/s | replica CPU per run | server CPU per run "
+    "| start lateness p50 / p99 | duplicates / lost |\n|---|---|---|---|---|---|---|---|"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=600.0, help="bound on the burst, s")
+    parser.add_argument("--lead", type=float, help="seconds from start to the due instant")
+    parser.add_argument("--json", action="store_true", help="also print the raw result")
+    parser.add_argument("--py-spy", type=Path, help="sample each replica with py-spy into DIR")
+    args = parser.parse_args()
+    result = asyncio.run(burst(args.tasks, args.replicas, args.timeout, args.lead, args.py_spy))
+    print(HEADER)
+    print(row(result))
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
