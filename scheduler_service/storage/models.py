@@ -116,10 +116,12 @@ class TaskRun(Base):
     __table_args__ = (
         UniqueConstraint("task_id", "fire_time", "attempt", name="uq_task_scheduler_runs_fire"),
         Index("ix_task_scheduler_runs_status", "status"),
-        # The run queue (PostgreSQL): unassigned queued runs, oldest fire time first.
+        # The run queue (PostgreSQL): unassigned queued runs in the order workers take
+        # them (a take reads just the rows it takes, however long the queue).
         Index(
             "ix_task_scheduler_runs_queue",
             "fire_time",
+            "queued_at",
             postgresql_where=text("status = 'queued' AND worker IS NULL"),
             sqlite_where=text("status = 'queued' AND worker IS NULL"),
         ),
