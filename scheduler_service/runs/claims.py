@@ -28,12 +28,23 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    Table,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from scheduler_service.config import LimitsConfig, SchedulerConfig
 from scheduler_service.runs import notifications
@@ -61,12 +72,17 @@ from scheduler_service.storage.models import (
     ScheduledTask,
     TaskNotification,
     TaskRun,
+    UTCDateTime,
     new_id,
     utcnow,
 )
 from scheduler_service.tools import ToolError
 
 log = logging.getLogger(__name__)
+
+# A run taken from the queue, with its task when the take also started it.
+Taken = tuple[TaskRun, ScheduledTask | None]
+RUN_COLUMNS = tuple(cast(Table, TaskRun.__table__).c)
 
 
 @dataclass
@@ -124,6 +140,7 @@ class Claims:
         self.tools: Callable[[], list[str]] = list
         # the manual-run rate, decided under the task's lock with the claim
         self.limits = LimitsConfig()
+        self._take_cache: tuple[tuple[str, ...], Select[TaskRun, ScheduledTask]] | None = None
 
     def assigns(self, task: ScheduledTask) -> bool:
         """Whether a run of ``task`` claimed here is this worker's to execute."""
@@ -317,19 +334,38 @@ class Claims:
             ScheduledTask.tool_name.in_(self.tools()),
         )
 
-    async def take_queued(self, limit: int) -> list[TaskRun]:
+    async def take_queued(self, limit: int) -> list[Taken]:
         """Assign up to ``limit`` unassigned queued runs that this worker has the tools
-        for, oldest fire time first. A run whose fire time is past its task's misfire
-        grace time (no worker took it in time) is not taken: recovery records that it
-        did not run."""
+        for, oldest fire time first; the caller starts them at once (it asks for as many
+        as it has free slots). A run whose fire time is past its task's misfire grace
+        time (no worker took it in time) is not taken: recovery records that it did not
+        run.
+
+        On PostgreSQL the take also records the runs ``running`` and returns their
+        tasks (the start, in the same statement); on SQLite the start follows, as for
+        any run (``mark_running_many``)."""
         if self.db.sqlite:
-            return await self._take_queued_sqlite(limit)
+            return [(run, None) for run in await self._take_queued_sqlite(limit)]
         return await self._take_queued_pg(limit)
 
-    async def _take_queued_pg(self, limit: int) -> list[TaskRun]:
+    async def _take_queued_pg(self, limit: int) -> list[Taken]:
         """``SKIP LOCKED``: replicas taking at once never wait for each other nor take
-        the same run. Only run rows are locked here, one statement, so this never waits
-        in a cycle with a transaction holding a task row."""
+        the same run. One statement in autocommit (one round trip) takes, starts and
+        reads the runs' tasks; it locks only run rows, so it never waits in a cycle with
+        a transaction holding a task row. A worker takes only runs it starts at once,
+        as River and procrastinate fetch a job straight into ``running``: a worker
+        killed right after the take leaves them ``running``, and recovery records them
+        interrupted, like any run whose worker died after its start."""
+        take = self._take_statement(tuple(self.tools()))
+        params = {"take_limit": limit, "take_worker": self.worker, "take_now": utcnow()}
+        rows = await self.db.write_one(lambda session: session.execute(take, params).all())
+        return [(run, task) for run, task in rows]
+
+    def _take_statement(self, tools: tuple[str, ...]) -> Select[TaskRun, ScheduledTask]:
+        """The take, built once per tool set (building it cost more than running it)."""
+        cached = self._take_cache
+        if cached is not None and cached[0] == tools:
+            return cached[1]
         grace = func.coalesce(ScheduledTask.misfire_grace_time, self.cfg.misfire_grace_time)
         pick = (
             select(TaskRun.id)
@@ -338,17 +374,24 @@ class Claims:
             .where(TaskRun.fire_time >= func.now() - func.make_interval(0, 0, 0, 0, 0, 0, grace))
             .where(self._runnable_here())
             .order_by(TaskRun.fire_time, TaskRun.queued_at)
-            .limit(limit)
+            .limit(bindparam("take_limit", type_=Integer))
             .with_for_update(skip_locked=True)
         )
-        take = (
+        taken = (
             update(TaskRun)
             .where(TaskRun.id.in_(pick.scalar_subquery()))
-            .values(worker=self.worker)
-            .returning(TaskRun)
+            .values(
+                worker=bindparam("take_worker", type_=String),
+                status=RunStatus.RUNNING,
+                started_at=bindparam("take_now", type_=UTCDateTime),
+            )
+            .returning(*RUN_COLUMNS)
+            .cte("taken")
         )
-        async with self.db.write() as session:
-            return list((await session.scalars(take)).all())
+        run = aliased(TaskRun, taken)
+        take = select(run, ScheduledTask).join(ScheduledTask, ScheduledTask.id == run.task_id)
+        self._take_cache = (tools, take)
+        return take
 
     async def _take_queued_sqlite(self, limit: int) -> list[TaskRun]:
         """SQLite: a lock-free read first (the consumer polls an empty queue every
@@ -377,15 +420,16 @@ class Claims:
         return taken
 
     async def release_many(self, runs: Sequence[TaskRun]) -> list[bool]:
-        """Runs claimed here that never started go back to the queue (a stop): another
-        worker, or this one's successor, runs them. Only rows still ``queued`` and still
-        this worker's; for each run, whether it was released."""
+        """Runs claimed here whose tool never started go back to the queue (a stop):
+        another worker, or this one's successor, runs them. Only rows still this
+        worker's and still ``queued`` — or ``running`` from a take or a start whose run
+        this process knows it never executed; for each run, whether it was released."""
         ids = [run.id for run in runs]
         query = (
             update(TaskRun)
             .where(TaskRun.id.in_(ids))
-            .where(TaskRun.status == RunStatus.QUEUED, TaskRun.worker == self.worker)
-            .values(worker=None)
+            .where(TaskRun.status.in_(ACTIVE_RUN), TaskRun.worker == self.worker)
+            .values(worker=None, status=RunStatus.QUEUED, started_at=None)
             .returning(TaskRun.id)
         )
         async with self.db.write() as session:
@@ -579,6 +623,8 @@ class Claims:
 
         The ``running`` commit comes before the tool acts: recovery re-runs only runs
         that never got it."""
+        if not self.db.sqlite:
+            return await self.db.write_one(lambda session: _start_in_one(session, runs))
         return await self.db.write_orm(lambda session: self._mark_running(session, runs))
 
     def _mark_running(
@@ -605,3 +651,44 @@ class Claims:
             else:
                 started.append(None)
         return started
+
+
+def _start_statement() -> Select[str, ScheduledTask]:
+    """``_start_in_one``'s statement, built once: lock the runs in id order, mark them
+    ``running``, return each with its task."""
+    lock = (
+        select(TaskRun.id)
+        .where(TaskRun.id.in_(bindparam("start_ids", expanding=True)))
+        .order_by(TaskRun.id)
+        .with_for_update()
+    )
+    started = (
+        update(TaskRun)
+        .where(TaskRun.id.in_(lock.scalar_subquery()))
+        .values(status=RunStatus.RUNNING, started_at=bindparam("start_now", type_=UTCDateTime))
+        .returning(TaskRun.id, TaskRun.task_id)
+        .cte("started")
+    )
+    return select(started.c.id, ScheduledTask).join(
+        ScheduledTask, ScheduledTask.id == started.c.task_id
+    )
+
+
+START_RUNS = _start_statement()
+
+
+def _start_in_one(session: Session, runs: Sequence[TaskRun]) -> list[ScheduledTask | None]:
+    """PostgreSQL's ``mark_running_many``: one statement (one round trip), which locks the
+    run rows in id order, marks those still there ``running`` and returns their tasks.
+
+    It takes no task lock: nothing it reads must stay unchanged after it (the run
+    executes the task as it is now, as after any start), and a run deleted with its task
+    first is simply not found. A concurrent delete of the same task's runs could meet it
+    in the other order; PostgreSQL then aborts one of the two and the run path retries."""
+    now = utcnow()
+    params = {"start_ids": sorted({run.id for run in runs}), "start_now": now}
+    tasks = {run_id: task for run_id, task in session.execute(START_RUNS, params).all()}
+    for run in runs:
+        if run.id in tasks:
+            run.started_at = now
+    return [tasks.get(run.id) for run in runs]

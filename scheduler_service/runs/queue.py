@@ -19,24 +19,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 from scheduler_service.logs.failures import FailureLog
 from scheduler_service.stopping import stop_loop, wait_at_most
-from scheduler_service.storage.models import TaskRun
 
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0  # the consumer looks at the queue at least this often
 
+Run = TypeVar("Run")
 
-class RunQueue:
+
+class RunQueue(Generic[Run]):
     """One replica's consumer of the run queue."""
 
     def __init__(
         self,
         *,
-        take: Callable[[int], Awaitable[list[TaskRun]]],
-        start: Callable[[list[TaskRun]], None],
+        take: Callable[[int], Awaitable[list[Run]]],
+        start: Callable[[list[Run]], None],
         free_slots: Callable[[], int],
     ) -> None:
         self._take = take

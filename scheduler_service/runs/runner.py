@@ -33,7 +33,7 @@ from typing import Any
 
 from scheduler_service.config import Settings
 from scheduler_service.runs.batching import Batcher
-from scheduler_service.runs.claims import Claims, FireClaim
+from scheduler_service.runs.claims import Claims, FireClaim, Taken
 from scheduler_service.runs.execution import Execution
 from scheduler_service.runs.notifications import Notifier
 from scheduler_service.runs.outcomes import (
@@ -115,9 +115,11 @@ class TaskRunner:
         # The run queue: runs claimed unassigned (every scheduled run on PostgreSQL; a
         # client's manual run; a run whose tool this worker lacks; a run a stopping
         # worker handed back) wait there for a worker. Started by workers only.
-        self.queue = RunQueue(
+        self.queue: RunQueue[Taken] = RunQueue(
             take=self.claims.take_queued, start=self.take, free_slots=self._free_slots
         )
+        # Runs the take already recorded started (PostgreSQL), with their tasks.
+        self._started: dict[str, ScheduledTask] = {}
         self.announce_runs: Callable[[], Awaitable[None]] | None = None  # tells replicas
         self.jobs: JobControl | None = None
         self._line: SlotLine[ParkedRun] = SlotLine(self.cfg.max_concurrent_tasks)
@@ -209,7 +211,10 @@ class TaskRunner:
             await asyncio.sleep(RECORD_POLL_S)
 
     def _free_slots(self) -> int:
-        return self.cfg.max_concurrent_tasks - len(self._in_flight)
+        """Runs this worker could start now: its free slots, less the runs already
+        waiting for one. A run that finished its tool gives its slot back while its
+        outcome is recorded, so the next runs start (and their records group with it)."""
+        return self._line.open
 
     async def on_retry(self, task_id: str, fire_time: datetime, attempt: int) -> None:
         """A retry job fired: claim the attempt and queue it for a slot (not awaited)."""
@@ -265,13 +270,16 @@ class TaskRunner:
         """Run claimed runs recovery took over (they never started; now this worker's)."""
         for run in runs:
             log.warning("running %s, claimed by a worker that stopped before starting it", run.id)
-        self.take(runs)
+        self.take([(run, None) for run in runs])
 
-    def take(self, runs: list[TaskRun]) -> None:
-        """Run queued runs now assigned to this worker (taken from the queue, adopted).
-        Taken as the service stops, a run goes back to the queue (it did not start)."""
-        for run in runs:
+    def take(self, taken: list[Taken]) -> None:
+        """Run queued runs now assigned to this worker (taken from the queue, adopted),
+        each with its task if the take already recorded it started. Taken as the
+        service stops, a run goes back to the queue (its tool never started)."""
+        for run, task in taken:
             self._in_flight.add(run.id)
+            if task is not None:
+                self._started[run.id] = task
             self._enqueue(run, next(self._tickets))
 
     def _running(self) -> bool:
@@ -381,6 +389,8 @@ class TaskRunner:
             if in_slot:
                 self._line.release()
                 self._start_ready()
+                if self.queue is not None:
+                    self.queue.poke()  # a slot is free
         if outcome is None:
             return await self._release(run)
         return await self._finish_retrying(run, outcome)
@@ -390,6 +400,7 @@ class TaskRunner:
         another worker (or the next start, within its grace time), not interrupted. If
         the database refuses, the row stays this worker's, and the leader's recovery
         takes it over once this worker is gone."""
+        self._started.pop(run.id, None)
         try:
             released = await self._releases.submit(run)
         except Exception:
@@ -421,15 +432,17 @@ class TaskRunner:
             return interrupted(INTERRUPTED)
 
     async def _run_started(self, run: TaskRun) -> Outcome | None:
-        try:
-            task = await retry_transient(
-                lambda: self._starts.submit(run),
-                f"starting run {run.id}",
-                keep_trying=self._running,
-            )
-        except Exception:  # stopping while the database is unreachable: it never started
-            log.exception("run %s could not be recorded as started", run.id)
-            return None
+        task = self._started.pop(run.id, None)
+        if task is None:  # not started by its take: record the start now
+            try:
+                task = await retry_transient(
+                    lambda: self._starts.submit(run),
+                    f"starting run {run.id}",
+                    keep_trying=self._running,
+                )
+            except Exception:  # stopping while the database is unreachable: never started
+                log.exception("run %s could not be recorded as started", run.id)
+                return None
         if task is None:
             return Outcome(RunStatus.SKIPPED, error="the task was deleted before its run started")
         started = monotonic.perf_counter()

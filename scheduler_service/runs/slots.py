@@ -49,3 +49,8 @@ class SlotLine(Generic[T]):
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    @property
+    def open(self) -> int:
+        """Slots that no run holds or waits for: how many more could start at once."""
+        return self._free - len(self._waiting)
