@@ -73,11 +73,12 @@ class PgWakeups(Wakeups):
         while True:
             self._again = False
             try:
-                async with self._engine.connect() as conn:
+                # autocommit: one round trip, not BEGIN, the notify, COMMIT
+                engine = self._engine.execution_options(isolation_level="AUTOCOMMIT")
+                async with engine.connect() as conn:
                     await conn.execute(
                         text("SELECT pg_notify(:channel, '')"), {"channel": self._channel}
                     )
-                    await conn.commit()
             except Exception as exc:  # the slow poll still finds the change
                 log.warning("could not announce a job-store change: %s", exc)
             if not self._again:
