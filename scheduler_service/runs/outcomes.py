@@ -90,8 +90,7 @@ def _record_all(
     stopping: Callable[[], bool],
 ) -> list[Recorded]:
     """``record_outcomes``' transaction, in one trip (on SQLite, in the write thread)."""
-    tasks = db.lock_tasks_sync(session, [run.task_id for run, _ in finished])
-    states = _run_states(session, [run.id for run, _ in finished])
+    tasks, states = _lock_with_states(db, session, [run.id for run, _ in finished])
     final = [run_id for run_id, (status, _) in states.items() if status not in ACTIVE_RUN]
     kept: dict[str, TaskRun] = {}
     if final:  # rare: another process recorded them; the caller gets that row
@@ -122,11 +121,28 @@ def _record_all(
     return recorded
 
 
-def _run_states(session: Session, run_ids: list[str]) -> dict[str, tuple[str, datetime | None]]:
-    """Each run's status and start as stored (plain rows: the outcome is written to the
-    caller's ``TaskRun`` and sent in one UPDATE, no ORM object is loaded for it)."""
-    query = select(TaskRun.id, TaskRun.status, TaskRun.started_at).where(TaskRun.id.in_(run_ids))
-    return {run_id: (status, started) for run_id, status, started in session.execute(query)}
+def _lock_with_states(
+    db: Database, session: Session, run_ids: list[str]
+) -> tuple[dict[str, ScheduledTask], dict[str, tuple[str, datetime | None]]]:
+    """The runs' tasks, locked in id order (the lock order), and each run's status and
+    start as stored, in one statement. A run missing here went with its task (a delete
+    removes both); the outcome is written to the caller's ``TaskRun`` and sent in one
+    UPDATE, no ORM object is loaded for the run."""
+    query = (
+        select(ScheduledTask, TaskRun.id, TaskRun.status, TaskRun.started_at)
+        .join(TaskRun, TaskRun.task_id == ScheduledTask.id)
+        .where(TaskRun.id.in_(run_ids))
+        .order_by(ScheduledTask.id)
+        .execution_options(populate_existing=True)
+    )
+    if not db.sqlite:  # SQLite's BEGIN IMMEDIATE already holds the one write lock
+        query = query.with_for_update(of=ScheduledTask)
+    tasks: dict[str, ScheduledTask] = {}
+    states: dict[str, tuple[str, datetime | None]] = {}
+    for task, run_id, status, started in session.execute(query):
+        tasks[task.id] = task
+        states[run_id] = (status, started)
+    return tasks, states
 
 
 def _record(
