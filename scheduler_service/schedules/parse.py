@@ -22,6 +22,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from dateutil.relativedelta import relativedelta
 
+from scheduler_service.clock.budget import check
 from scheduler_service.clock.cron import parse_cron
 from scheduler_service.clock.rrule import RRuleSpec, parse_rrule
 from scheduler_service.clock.zones import (
@@ -1091,6 +1092,7 @@ def upcoming_fires(
     fire: datetime | None = first
     produced = 0
     while fire is not None and fire <= until and produced < count:
+        check()
         yield fire
         produced += 1
         fire = trigger.get_next_fire_time(fire, fire)
@@ -1140,6 +1142,7 @@ def next_runs(
     out: list[datetime] = []
     previous: datetime | None = None
     while len(out) < limit:
+        check()
         nxt: datetime | None = trigger.get_next_fire_time(previous, now)
         if nxt is None or nxt < now or (schedule.end_time and nxt > schedule.end_time):
             break
