@@ -1,6 +1,10 @@
 """Schedules: what users ask for, as triggers (``parse``) and as words (``describe``).
 
-Other modules import from here; the two submodules are the implementation.
+Other packages import from here. ``parse`` is the entry point of parsing (and re-exports
+the names of the modules it hands each kind of schedule to: ``frequencies``, ``rules``,
+``phrase_schedules``, with ``model``, ``fields`` and ``fires`` below them); ``phrases``
+and its helpers (``words``, ``dates``, ``clauses``, ``days``, ``spelling``, ``quartz``)
+are the phrase grammar.
 """
 
 from scheduler_service.schedules.describe import (

@@ -26,23 +26,17 @@ from scheduler_service.clock.zones import (
     readings,
     wall,
 )
-from scheduler_service.schedules.parse import (
-    ELAPSED_UNITS,
+from scheduler_service.schedules.fields import TIME_OF_DAY, WEEKDAY_NAMES, parse_datetime
+from scheduler_service.schedules.fires import (
     GAP_SAMPLE,
     PREVIEW_HORIZON,
-    TIME_OF_DAY,
-    WEEKDAY_NAMES,
-    Schedule,
-    ScheduleError,
-    ScheduleInput,
     build_trigger,
     first_fire,
     next_runs,
-    parse_datetime,
-    parse_schedule,
-    task_timezone,
     upcoming_fires,
 )
+from scheduler_service.schedules.model import ELAPSED_UNITS, Schedule, ScheduleError, ScheduleInput
+from scheduler_service.schedules.parse import parse_schedule, task_timezone
 from scheduler_service.statuses import Frequency
 from scheduler_service.triggers import WallClockTrigger
 
