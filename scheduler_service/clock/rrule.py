@@ -3,11 +3,14 @@
 The compiled rules run over naive wall time in the task's zone; the trigger
 (``scheduler_service.triggers.LocalRRuleTrigger``) maps their occurrences to instants.
 Several RRULE lines mean their union (the phrase grammar writes "at 8:00 and 20:30" so).
+Every rule is a ``CheckedRRule``: its search checks the computation's time budget
+(``clock.budget``) once per period it walks.
 """
 
 from __future__ import annotations
 
 import re
+import types
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
@@ -15,12 +18,76 @@ from zoneinfo import ZoneInfo
 
 from dateutil import rrule as du
 
+from scheduler_service.clock.budget import check
 from scheduler_service.clock.zones import MAX_MONTH_DAYS, wall
 
 _DTSTART = re.compile(r"^DTSTART(?:;(?P<params>[^:]*))?:(?P<value>\d{8}(?:T\d{6}Z?)?)$")
 _EXDATE = re.compile(r"^EXDATE(?:;(?P<params>[^:]*))?:(?P<values>[0-9TZ,]+)$")
 _UNTIL_UTC = re.compile(r"UNTIL=(\d{8}T\d{6})Z")
 _STAMP = re.compile(r"^\d{8}(?:T\d{6}Z?)?$")
+
+
+class _Periods(du._iterinfo):  # type: ignore[misc,name-defined]
+    """dateutil's state of one search; each period's day set it asks for is one step of
+    the budget. (dateutil walks period by period, up to the year 9999 for a rule that
+    never matches, and checks UNTIL only on a match: the periods are what to count.)"""
+
+    def ydayset(self, year: int, month: int, day: int) -> Any:
+        check()
+        return super().ydayset(year, month, day)
+
+    def mdayset(self, year: int, month: int, day: int) -> Any:
+        check()
+        return super().mdayset(year, month, day)
+
+    def wdayset(self, year: int, month: int, day: int) -> Any:
+        check()
+        return super().wdayset(year, month, day)
+
+    def ddayset(self, year: int, month: int, day: int) -> Any:
+        check()
+        return super().ddayset(year, month, day)
+
+
+class CheckedRRule(du.rrule):
+    """dateutil's rrule whose search checks the time budget once per period.
+
+    ``_iter`` is dateutil's own search, the same code object, with the one name it looks
+    up for its state (``_iterinfo``) bound to ``_Periods``: same results, one check per
+    period, and no change to dateutil for anyone else in the process.
+    """
+
+    _iter = types.FunctionType(
+        du.rrule._iter.__code__,  # type: ignore[attr-defined]
+        {**vars(du), "_iterinfo": _Periods},
+        "_iter",
+    )
+
+    def replace(self, **kwargs: Any) -> CheckedRRule:
+        """As ``rrule.replace`` (which builds a plain rrule): a CheckedRRule."""
+        return CheckedRRule(**(_rule_kwargs(self) | kwargs))
+
+
+def _rule_kwargs(rule: Any) -> dict[str, Any]:
+    """The keyword arguments that build ``rule`` again (as ``rrule.replace`` reads them)."""
+    return {
+        "interval": rule._interval,
+        "count": rule._count,
+        "dtstart": rule._dtstart,
+        "freq": rule._freq,
+        "until": rule._until,
+        "wkst": rule._wkst,
+        "cache": rule._cache is not None,
+        **rule._original_rule,
+    }
+
+
+def checked_rrule(text: str, dtstart: datetime) -> CheckedRRule:
+    """``RRULE:…`` text from ``dtstart`` as a rule whose search checks the budget."""
+    rule = du.rrulestr(text, dtstart=dtstart)
+    if not isinstance(rule, du.rrule):
+        raise ValueError("give one RRULE per line")
+    return CheckedRRule(**_rule_kwargs(rule))
 
 
 @dataclass(frozen=True)
@@ -164,7 +231,7 @@ def compile_rules(
         if "FREQ=" not in body:
             raise ValueError("the RRULE needs FREQ=, e.g. RRULE:FREQ=WEEKLY;BYDAY=MO")
         try:
-            rule = du.rrulestr("RRULE:" + _UNTIL_UTC.sub(until_to_wall, body), dtstart=start)
+            rule = checked_rrule("RRULE:" + _UNTIL_UTC.sub(until_to_wall, body), start)
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             raise ValueError(f"invalid RRULE ({exc})") from None
         _check_days_exist(rule)

@@ -1,17 +1,14 @@
-"""Schedules: what users ask for, as triggers (``parse``) and as words (``describe``).
+"""Schedules: what users ask for, as triggers (``parse``), as words (``describe``) and as
+previews (``previews``: next runs and warnings).
 
-Other modules import from here; the two submodules are the implementation.
+Other packages import from here. ``parse`` is the entry point of parsing (and re-exports
+the names of the modules it hands each kind of schedule to: ``frequencies``, ``rules``,
+``phrase_schedules``, with ``model``, ``fields`` and ``fires`` below them); ``phrases``
+and its helpers (``words``, ``dates``, ``clauses``, ``days``, ``spelling``, ``quartz``)
+are the phrase grammar.
 """
 
-from scheduler_service.schedules.describe import (
-    describe,
-    first_run_in_past_warning,
-    now_in_zone,
-    past_once_warning,
-    preview,
-    preview_input,
-    schedule_warnings,
-)
+from scheduler_service.schedules.describe import describe
 from scheduler_service.schedules.parse import (
     CUSTOM_EXAMPLES,
     Schedule,
@@ -22,6 +19,14 @@ from scheduler_service.schedules.parse import (
     fields_ignored_by,
     next_runs,
     parse_schedule,
+)
+from scheduler_service.schedules.previews import (
+    first_run_in_past_warning,
+    now_in_zone,
+    past_once_warning,
+    preview,
+    preview_input,
+    schedule_warnings,
 )
 
 __all__ = [

@@ -12,8 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, time
 
-from dateutil import rrule as du
-
+from scheduler_service.clock.rrule import checked_rrule
 from scheduler_service.schedules.words import (
     DAY_WORD,
     MAX_DAYS,
@@ -88,7 +87,7 @@ def first_local(lines: list[str], after: datetime) -> datetime:
     found = []
     for line in lines:
         single = re.sub(r";INTERVAL=\d+", "", line)
-        nxt = du.rrulestr(f"RRULE:{single}", dtstart=start).after(after, inc=True)
+        nxt = checked_rrule(f"RRULE:{single}", start).after(after, inc=True)
         if nxt is not None:
             found.append(nxt)
     if not found:

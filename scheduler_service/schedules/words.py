@@ -45,7 +45,6 @@ NUMBER_WORDS = {
     "eleven": 11,
     "twelve": 12,
 }
-ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "last": -1}
 
 
 class PhraseError(ValueError):
@@ -142,11 +141,6 @@ def parse_day_list(text: str) -> tuple[int, ...]:
         else:
             raise PhraseError(f"{item!r} is not a day of the week (monday … sunday)")
     return tuple(sorted(days))
-
-
-def day_names(days: tuple[int, ...]) -> str:
-    """(0, 2, 4) → 'Monday, Wednesday, Friday' (for messages)."""
-    return ", ".join(WEEKDAYS[d].capitalize() for d in days)
 
 
 # -- months and numbers ------------------------------------------------------------------
