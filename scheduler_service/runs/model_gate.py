@@ -14,9 +14,9 @@ Two gates, one behaviour:
 * ``SharedGate`` (PostgreSQL: every replica executes runs): the calls in flight are rows
   of ``task_scheduler_model_leases`` and the pacing state is the one row of
   ``task_scheduler_model_gate``, both changed in one transaction under that row's lock,
-  with instants on the database's clock. A holder renews its leases every
-  ``LEASE_S / 3``; a process killed mid-call stops renewing, and its slots free
-  themselves when the leases expire (``LEASE_S``).
+  with instants on the database's clock. A holder renews its leases every third of
+  their length (``LEASE_S``); a process killed mid-call stops renewing, and its slots
+  free themselves when its leases expire.
 """
 
 from __future__ import annotations
@@ -109,9 +109,10 @@ class LocalGate:
 class SharedGate:
     """The gate of every process on one PostgreSQL database (see the module doc)."""
 
-    def __init__(self, db: Database, concurrency: int) -> None:
+    def __init__(self, db: Database, concurrency: int, *, lease: float = LEASE_S) -> None:
         self.db = db
         self.concurrency = concurrency
+        self.lease = lease
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._local = asyncio.Semaphore(concurrency)  # never more waiters than slots here
         self._held: set[str] = set()
@@ -121,8 +122,8 @@ class SharedGate:
     async def call(self) -> AsyncIterator[Ticket]:
         async with self._local:
             lease = f"lease_{uuid.uuid4().hex[:16]}"
-            start, now = await self._take_slot(lease)
-            try:
+            try:  # from the insert on: cancelled (a run's timeout) or not, it is released
+                start, now = await self._take_slot(lease)
                 while True:
                     await asyncio.sleep(max(0.0, start - now))
                     closed_until, now = await self.db.write_sync(_closed_until)
@@ -153,7 +154,7 @@ class SharedGate:
         """Insert our lease once fewer than ``concurrency`` are in flight; book a start."""
         while True:
             booked = await self.db.write_sync(
-                lambda c: _book(c, self.concurrency, lease, self.holder)
+                lambda c: _book(c, self.concurrency, lease, self.holder, self.lease)
             )
             if booked is not None:
                 self._held.add(lease)
@@ -177,14 +178,14 @@ class SharedGate:
     async def _renew(self) -> None:
         """Push this process's leases' expiry forward while it holds any."""
         while self._held:
-            await asyncio.sleep(LEASE_S / 3)
+            await asyncio.sleep(self.lease / 3)
             held = list(self._held)
 
             def work(connection: Connection, held: list[str] = held) -> None:
                 connection.execute(
                     update(ModelLease)
                     .where(ModelLease.id.in_(held))
-                    .values(expires_at=_db_now(connection) + LEASE_S)
+                    .values(expires_at=_db_now(connection) + self.lease)
                 )
 
             try:
@@ -238,7 +239,7 @@ def _save_state(connection: Connection, state: Pacing) -> None:
 
 
 def _book(
-    connection: Connection, concurrency: int, lease: str, holder: str
+    connection: Connection, concurrency: int, lease: str, holder: str, lease_s: float
 ) -> tuple[float, float] | None:
     """Take a slot (insert ``lease``) and book the call's start: ``(start, now)``, or
     ``None`` when every slot is held. One transaction, under the gate row's lock, so no
@@ -249,7 +250,7 @@ def _book(
     in_flight = connection.execute(select(func.count()).select_from(ModelLease)).scalar_one()
     if in_flight >= concurrency:
         return None
-    connection.execute(insert(ModelLease).values(id=lease, holder=holder, expires_at=now + LEASE_S))
+    connection.execute(insert(ModelLease).values(id=lease, holder=holder, expires_at=now + lease_s))
     start = admit(state, now, concurrency)
     _save_state(connection, state)
     return start, now

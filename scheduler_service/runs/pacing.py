@@ -5,8 +5,8 @@ that answers in 50 ms lets 20 slots send 400 requests a second. So the model gat
 spaces call starts, at a rate it learns:
 
 * Nothing known yet (no refusal seen): *slow start*. Calls are spaced at ``floor`` starts
-  a second (the gate's concurrency) and the allowed rate doubles each second with the
-  starts actually made, so an unknown limit is found within a second or two, with one
+  a second (the gate's concurrency) or at twice the starts made in the last second,
+  whichever is faster, so an unknown limit is found within a second or two, with one
   refused call instead of a slot-wide burst of them.
 * On a 429/529: the gate closes for ``retry-after`` for every caller, and the rate drops
   to ``BACKOFF`` x the starts the API accepted in the last second (the refused start is
