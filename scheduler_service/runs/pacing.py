@@ -100,6 +100,8 @@ def refuse(state: Pacing, now: float, retry_after: float, started: float, floor:
     ``retry_after`` and, once per refusal episode, lower the rate to what it accepted."""
     state.closed_until = max(state.closed_until, now + retry_after)
     state.next_start = max(state.next_start, state.closed_until)
+    # Calls booked to start while the gate is now closed will book again: not starts.
+    state.recent = [start for start in state.recent if not now < start < state.closed_until]
     if started in state.recent:  # it was not accepted: not a start that counts
         state.recent.remove(started)
     if started < state.rate_since:

@@ -30,11 +30,14 @@ def test_slow_start_spaces_starts_at_the_floor_then_at_twice_the_starts_made() -
 def test_a_refusal_closes_the_gate_and_paces_at_a_little_under_what_was_accepted() -> None:
     state = Pacing()
     starts = [admit(state, 0.0, floor=20) for _ in range(11)]  # 0, 0.05 ... 0.5
+    for _ in range(2):  # two calls waiting their turn
+        admit(state, 0.0, floor=20)
     refuse(state, 0.5, retry_after=1.0, started=starts[-1], floor=20)
     assert state.closed_until == pytest.approx(1.5)
     # The API took the ten starts before the refused one: ten a second.
     assert state.rate == pytest.approx(BACKOFF * 10)
     assert starts[-1] not in state.recent, "the refused start is not counted as accepted"
+    assert len(state.recent) == 10, "nor the starts booked ahead, which book again"
     first = admit(state, 0.6, floor=20)
     assert first == pytest.approx(1.5), "nobody starts while the gate is closed"
     assert admit(state, 0.6, floor=20) == pytest.approx(1.5 + 1 / (BACKOFF * 10))
