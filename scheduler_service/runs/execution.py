@@ -199,6 +199,8 @@ class Execution:
             "tool_calls": record.get("tool_calls", []),
             "tools_offered": names,
         }
+        if result.refusals:  # waited out at the model gate
+            details["refusals"] = result.refusals
         if result.ok:
             return Outcome(
                 RunStatus.SUCCEEDED,

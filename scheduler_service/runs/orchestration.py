@@ -157,6 +157,9 @@ class OrchestrationResult:
     model: str = ""
     iterations: int = 0
     """Number of model calls made."""
+    refusals: int = 0
+    """Calls the API refused (429/529) that the model gate sent again after its
+    ``retry-after`` (0 without a gate)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy, for storing in the run record."""
@@ -176,6 +179,7 @@ class _RunState:
         self.usage: dict[str, int] = dict.fromkeys(_USAGE_FIELDS, 0)
         self.tool_calls: list[ToolCallRecord] = []
         self.last_text = ""
+        self.refusals = 0  # model calls the API refused (429/529) and the gate sent again
 
     def add_usage(self, response: Message) -> None:
         for name in _USAGE_FIELDS:
@@ -199,6 +203,7 @@ class _RunState:
             usage=dict(self.usage),
             model=self.model,
             iterations=self.iterations,
+            refusals=self.refusals,
         )
 
     def failure(self, kind: str, message: str) -> OrchestrationResult:
@@ -212,6 +217,7 @@ class _RunState:
             usage=dict(self.usage),
             model=self.model,
             iterations=self.iterations,
+            refusals=self.refusals,
         )
 
 
@@ -275,7 +281,13 @@ async def run_orchestration(
         return state.failure(
             "timeout",
             f"timeout: the run did not finish within {limits.timeout:g} s "
-            f"(limits.timeout); stopped after {state.iterations} model call(s)",
+            f"(limits.timeout); stopped after {state.iterations} model call(s)"
+            + (
+                f", {state.refusals} of them refused by the API (rate limit or overload) "
+                "and waited for at the model gate"
+                if state.refusals
+                else ""
+            ),
         )
     except Exception as exc:  # a bug or an SDK surprise: record it rather than crash
         logger.exception("orchestration: unexpected error")
@@ -401,7 +413,7 @@ class _Loop:
     async def _create(self) -> Message:
         if self.gate is None:
             return await self._send()
-        return await _through_gate(self.gate, self._send, retries=self.retries)
+        return await _through_gate(self.gate, self._send, self.state, retries=self.retries)
 
     async def _send(self) -> Message:
         return await self.client.messages.create(
@@ -515,7 +527,7 @@ class _Loop:
 
 
 async def _through_gate(
-    gate: ModelGate, send: Callable[[], Awaitable[Message]], *, retries: int
+    gate: ModelGate, send: Callable[[], Awaitable[Message]], state: _RunState, *, retries: int
 ) -> Message:
     """``send()`` inside the gate. A refusal (429/529) closes the gate for everyone for
     its ``retry-after`` and the call queues again, however often: the gate's pacing
@@ -535,6 +547,7 @@ async def _through_gate(
                         exc.status_code,
                         wait,
                     )
+                    state.refusals += 1
                     await gate.close_for(wait, sent=ticket)
                     continue
                 if failures >= retries or not _transient(exc.status_code):

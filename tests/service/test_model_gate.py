@@ -96,6 +96,7 @@ async def test_through_the_gate_the_sdk_does_not_retry_a_refusal_itself(
     fake.add(refusal("0.2", status=529)).add(text_message("Done."))
     result = await orchestrate(fake, gate, max_retries=2)
     assert result.ok and result.iterations == 1, "a refused call is the same iteration"
+    assert result.refusals == 1
     assert len(fake.requests) == 2 and len(closings.at) == 1
     assert fake.request_times[1] - fake.request_times[0] >= 0.2
     # Without a gate the same client retries on its own, and gives up after its retries.
@@ -122,6 +123,7 @@ async def test_a_refused_run_still_ends_at_its_timeout(fake: FakeAnthropic) -> N
     fake.add(refusal("30"))
     result = await orchestrate(fake, LocalGate(1), timeout=0.5)
     assert result.error_kind == "timeout" and len(fake.requests) == 1
+    assert "1 of them refused by the API" in (result.error or ""), result.error
 
 
 async def test_at_most_the_gates_concurrency_of_calls_are_in_flight(fake: FakeAnthropic) -> None:
@@ -167,6 +169,7 @@ async def test_the_service_runs_orchestrated_calls_through_its_gate(
     task_id = created["task"]["task_id"]
     out = await service.scheduler_tool.run("execute_task_now", {"task_id": task_id}, context=ctx)
     assert out["run"]["status"] == "succeeded", out["run"]
+    assert out["run"]["details"]["refusals"] == 1
     async with service.db.read() as session:
         runs = (await session.scalars(select(TaskRun))).all()
     assert [(run.attempt, run.status) for run in runs] == [(1, "succeeded")], (
