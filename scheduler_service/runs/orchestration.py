@@ -283,8 +283,8 @@ async def run_orchestration(
             f"timeout: the run did not finish within {limits.timeout:g} s "
             f"(limits.timeout); stopped after {state.iterations} model call(s)"
             + (
-                f", {state.refusals} of them refused by the API (rate limit or overload) "
-                "and waited for at the model gate"
+                f"; the API refused {state.refusals} call(s) (rate limit or overload) "
+                "and the run waited for the model gate to reopen"
                 if state.refusals
                 else ""
             ),

@@ -123,7 +123,7 @@ async def test_a_refused_run_still_ends_at_its_timeout(fake: FakeAnthropic) -> N
     fake.add(refusal("30"))
     result = await orchestrate(fake, LocalGate(1), timeout=0.5)
     assert result.error_kind == "timeout" and len(fake.requests) == 1
-    assert "1 of them refused by the API" in (result.error or ""), result.error
+    assert "the API refused 1 call(s)" in (result.error or ""), result.error
 
 
 async def test_at_most_the_gates_concurrency_of_calls_are_in_flight(fake: FakeAnthropic) -> None:
