@@ -44,7 +44,7 @@ from scheduler_service.schedules.parse import (
     upcoming_fires,
 )
 from scheduler_service.statuses import Frequency
-from scheduler_service.triggers import WallClockTrigger
+from scheduler_service.triggers import SpreadTrigger, WallClockTrigger
 
 
 # -- words -----------------------------------------------------------------------------
@@ -82,7 +82,16 @@ def describe(schedule: Schedule) -> str:
         text += f", at most {schedule.max_runs} run{'s' if schedule.max_runs != 1 else ''}"
     if schedule.except_dates:
         text += f", except {_dates(schedule.except_dates)}"
+    if schedule.spread:
+        text += f"; spread: each run starts {_offset_words(schedule.spread)} after its time"
     return text
+
+
+def _offset_words(seconds: int) -> str:
+    minutes, rest = divmod(seconds, 60)
+    if not minutes:
+        return f"{rest} s"
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"
 
 
 def _dates(days: tuple[date, ...]) -> str:
@@ -223,8 +232,11 @@ def now_in_zone(now: datetime, timezone: str) -> str:
 def schedule_warnings(
     schedule: Schedule, *, now: datetime, trigger: BaseTrigger | None = None
 ) -> list[str]:
-    """Everything ``preview`` warns about, in plain sentences."""
+    """Everything ``preview`` warns about, in plain sentences (about the schedule's own
+    times: a spread only moves each of them later)."""
     trigger = build_trigger(schedule) if trigger is None else trigger
+    if isinstance(trigger, SpreadTrigger):
+        trigger = trigger.inner
     horizon = _horizon(schedule, trigger, now)
     warnings = _end_warnings(schedule, now)
     if schedule.frequency == Frequency.ONCE:

@@ -32,7 +32,12 @@ from scheduler_service.clock.zones import (
 from scheduler_service.config import iana_zone_names
 from scheduler_service.schedules import phrases, quartz
 from scheduler_service.statuses import FREQUENCIES, Frequency
-from scheduler_service.triggers import LocalCronTrigger, LocalRRuleTrigger, WallClockTrigger
+from scheduler_service.triggers import (
+    LocalCronTrigger,
+    LocalRRuleTrigger,
+    SpreadTrigger,
+    WallClockTrigger,
+)
 
 ELAPSED_UNITS = {"seconds": 1, "minutes": 60, "hours": 3600}
 WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -133,6 +138,7 @@ class Schedule:
     syntax: str | None = None  # "cron" | "rrule" when expression is set
     except_dates: tuple[date, ...] = field(default_factory=tuple)  # local dates without runs
     phrase: str | None = None  # the custom_schedule phrase a rule was compiled from
+    spread: int = 0  # seconds each fire time is moved later (schedules.spread); 0: none
     # Things to tell the caller about the input (not stored): an ISO offset that is not
     # the zone's, a past start whose phase was kept.
     notes: tuple[str, ...] = field(default_factory=tuple, compare=False)
@@ -154,6 +160,7 @@ class Schedule:
             "syntax": self.syntax,
             "except_dates": [d.isoformat() for d in self.except_dates],
             "phrase": self.phrase,
+            "spread": self.spread,
         }
 
     @classmethod
@@ -174,6 +181,7 @@ class Schedule:
             syntax=data.get("syntax"),
             except_dates=tuple(date.fromisoformat(d) for d in data.get("except_dates") or ()),
             phrase=data.get("phrase"),
+            spread=int(data.get("spread") or 0),
         )
 
     @property
@@ -1098,7 +1106,12 @@ def upcoming_fires(
 
 # -- triggers --------------------------------------------------------------------------
 def build_trigger(schedule: Schedule) -> BaseTrigger:
-    """The APScheduler trigger that fires this schedule."""
+    """The APScheduler trigger that fires this schedule (moved by its spread, if any)."""
+    trigger = _unspread_trigger(schedule)
+    return SpreadTrigger(trigger, schedule.spread) if schedule.spread else trigger
+
+
+def _unspread_trigger(schedule: Schedule) -> BaseTrigger:
     if schedule.frequency == Frequency.ONCE:
         return DateTrigger(run_date=schedule.start_at, timezone=UTC)
     common: dict[str, Any] = {
