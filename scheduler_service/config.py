@@ -145,6 +145,14 @@ class SchedulerConfig(BaseModel):
     token_budget: int | None = Field(
         default=None, ge=1, description="Input+output tokens allowed per orchestrated run"
     )
+    model_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="The model gate: at most this many orchestrated runs in a model call at "
+        "once, counted across every process on PostgreSQL. Calls are then paced to the rate "
+        "the API accepts, and a 429/529 pauses every run's calls for its retry-after instead "
+        "of each run retrying on its own. Unset: no gate (the client's own retries)",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

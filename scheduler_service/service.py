@@ -17,6 +17,7 @@ from scheduler_service.config import ConfigError, Settings, load_settings, warn_
 from scheduler_service.logs import ensure_service_logging
 from scheduler_service.logs import escape as log_escape
 from scheduler_service.runs.execution import Execution
+from scheduler_service.runs.model_gate import model_gate_for
 from scheduler_service.runs.notifications import NotificationCallback, Notifier
 from scheduler_service.runs.recovery import (
     reconcile,
@@ -114,7 +115,8 @@ class SchedulerService:
         if on_notification is not None:
             self.notifier.callbacks.append(on_notification)
         client = anthropic_client or default_anthropic_client(self.settings)
-        self.execution = Execution(self.settings, self.tools, client)
+        self.model_gate = model_gate_for(self.db, self.settings.scheduler.model_concurrency)
+        self.execution = Execution(self.settings, self.tools, client, self.model_gate)
         self.runner = TaskRunner(
             db=self.db,
             settings=self.settings,
@@ -283,6 +285,8 @@ class SchedulerService:
         if was_leader:  # health says "no leader" at once, not a check interval later
             await self._quietly(self.heartbeat.clear(self.leadership.worker), "heartbeat")
         await self.runner.drain(self.settings.scheduler.shutdown_grace)
+        if self.model_gate is not None:
+            await self.model_gate.aclose()
         await self._quietly(self.registry.unregister(), "the workers table")
 
     @staticmethod

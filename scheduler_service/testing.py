@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -147,11 +148,15 @@ def text_message(
     )
 
 
-def error_body(status: int, type: str, message: str) -> Reply:
-    """An API error reply, e.g. ``error_body(429, "rate_limit_error", "slow down")``."""
+def error_body(
+    status: int, type: str, message: str, *, headers: dict[str, str] | None = None
+) -> Reply:
+    """An API error reply, e.g. ``error_body(429, "rate_limit_error", "slow down")``;
+    ``headers`` such as ``{"retry-after": "1"}`` go with it."""
     return Reply(
         status=status,
         body={"type": "error", "error": {"type": type, "message": message}},
+        headers=dict(headers or {}),
     )
 
 
@@ -164,13 +169,15 @@ class FakeAnthropic:
     """A queue of scripted replies served to a real ``AsyncAnthropic`` client.
 
     ``requests`` holds the parsed JSON of every request received (including unexpected
-    ones), ``raw_requests`` the ``httpx2.Request`` objects (for headers).
+    ones), ``raw_requests`` the ``httpx2.Request`` objects (for headers), and
+    ``request_times`` when each arrived (``time.monotonic()``).
     """
 
     def __init__(self, *replies: dict[str, Any] | Reply | Responder) -> None:
         self._queue: deque[Reply] = deque()
         self.requests: list[dict[str, Any]] = []
         self.raw_requests: list[httpx2.Request] = []
+        self.request_times: list[float] = []
         self.unexpected_requests = 0
         self._clients: list[httpx2.AsyncClient] = []
         for reply in replies:
@@ -215,6 +222,7 @@ class FakeAnthropic:
         payload: dict[str, Any] = json.loads(request.content) if request.content else {}
         self.requests.append(payload)
         self.raw_requests.append(request)
+        self.request_times.append(time.monotonic())
         if not self._queue:
             self.unexpected_requests += 1
             return httpx2.Response(

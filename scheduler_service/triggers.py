@@ -487,3 +487,58 @@ class LocalRRuleTrigger(_LocalRuleTrigger):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+
+
+# -- a schedule's times, each moved later by a fixed offset ------------------------------
+
+
+class SpreadTrigger(BaseTrigger):  # type: ignore[misc]
+    """Another trigger's fire times, each ``offset`` seconds later.
+
+    A task created with ``spread`` runs at a fixed offset after each of its schedule's
+    times, so that many tasks on one schedule do not all start in the same second. The
+    wrapped trigger keeps the schedule's rules (wall clock, exception dates, end time);
+    this one only shifts: the next fire after ``previous``/``now`` is the wrapped
+    trigger's next fire after the same instants moved back by the offset, moved forward.
+
+    Pickled as the wrapped trigger's class reference and state (so two copies of one
+    schedule compare equal by state, as reconciliation compares triggers) and the offset.
+    """
+
+    def __init__(self, inner: BaseTrigger, offset: int) -> None:
+        self.inner = inner
+        self.offset = int(offset)
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        shift = timedelta(seconds=self.offset)
+        previous = previous_fire_time - shift if previous_fire_time is not None else None
+        fire: datetime | None = self.inner.get_next_fire_time(previous, now - shift)
+        return fire + shift if fire is not None else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        inner = type(self.inner)
+        return {
+            "version": 1,
+            "offset": self.offset,
+            "inner_class": f"{inner.__module__}:{inner.__qualname__}",
+            "inner_state": self.inner.__getstate__(),
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state.get("version", 1) > 1:
+            raise ValueError(f"SpreadTrigger state version {state['version']} is not supported")
+        from apscheduler.util import ref_to_obj
+
+        inner_class = ref_to_obj(state["inner_class"])
+        inner = inner_class.__new__(inner_class)
+        inner.__setstate__(state["inner_state"])
+        self.inner = inner
+        self.offset = int(state["offset"])
+
+    def __str__(self) -> str:
+        return f"spread[{self.inner} +{self.offset}s]"
+
+    def __repr__(self) -> str:
+        return f"<SpreadTrigger +{self.offset}s {self.inner!r}>"

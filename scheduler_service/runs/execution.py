@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # imported when an orchestrated run first needs them: the SDK
     # large, and a service with only direct tasks never loads it (start-up time, memory)
     import anthropic
 
+    from scheduler_service.runs.model_gate import ModelGate
     from scheduler_service.runs.orchestration import OrchestrationLimits
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,12 @@ class Execution:
         settings: Settings,
         registry: ToolRegistry,
         client: anthropic.AsyncAnthropic | None,
+        gate: ModelGate | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.client = client
+        self.gate = gate  # shared by every orchestrated run's model calls (runs.model_gate)
 
     def limits(self, task: ScheduledTask, timeout: float) -> OrchestrationLimits:
         from scheduler_service.runs.orchestration import OrchestrationLimits
@@ -187,6 +190,7 @@ class Execution:
             tools=definitions,
             call_tool=call_tool,
             limits=self.limits(task, timeout),
+            gate=self.gate,
         )
         record = result.to_dict()
         details = {
@@ -195,6 +199,8 @@ class Execution:
             "tool_calls": record.get("tool_calls", []),
             "tools_offered": names,
         }
+        if result.refusals:  # waited out at the model gate
+            details["refusals"] = result.refusals
         if result.ok:
             return Outcome(
                 RunStatus.SUCCEEDED,

@@ -26,7 +26,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, cast
 
 import anthropic
 from anthropic.types import (
@@ -39,6 +40,9 @@ from anthropic.types import (
 
 from scheduler_service.runs.policy import retryable_kind
 from scheduler_service.tools.base import ToolError
+
+if TYPE_CHECKING:
+    from scheduler_service.runs.model_gate import ModelGate
 
 __all__ = [
     "ERROR_KINDS",
@@ -93,6 +97,13 @@ _USAGE_FIELDS: tuple[str, ...] = (
     "cache_read_input_tokens",
 )
 
+REFUSED_STATUSES = frozenset({429, 529})
+"""Refusals: the API's rate limit or overload. Through a gate they close it for everyone."""
+RETRY_AFTER_DEFAULT_S = 1.0
+"""How long a refusal closes the gate when it names no ``retry-after``."""
+RETRY_AFTER_MAX_S = 60.0
+"""The longest a single refusal closes the gate (the SDK's own cap on ``retry-after``)."""
+
 # Cap on exception text echoed back to the model for unexpected tool failures: enough to
 # act on, not enough to flood the context with a giant repr.
 _MAX_TOOL_ERROR_CHARS = 2000
@@ -146,6 +157,9 @@ class OrchestrationResult:
     model: str = ""
     iterations: int = 0
     """Number of model calls made."""
+    refusals: int = 0
+    """Calls the API refused (429/529) that the model gate sent again after its
+    ``retry-after`` (0 without a gate)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy, for storing in the run record."""
@@ -165,6 +179,7 @@ class _RunState:
         self.usage: dict[str, int] = dict.fromkeys(_USAGE_FIELDS, 0)
         self.tool_calls: list[ToolCallRecord] = []
         self.last_text = ""
+        self.refusals = 0  # model calls the API refused (429/529) and the gate sent again
 
     def add_usage(self, response: Message) -> None:
         for name in _USAGE_FIELDS:
@@ -188,6 +203,7 @@ class _RunState:
             usage=dict(self.usage),
             model=self.model,
             iterations=self.iterations,
+            refusals=self.refusals,
         )
 
     def failure(self, kind: str, message: str) -> OrchestrationResult:
@@ -201,6 +217,7 @@ class _RunState:
             usage=dict(self.usage),
             model=self.model,
             iterations=self.iterations,
+            refusals=self.refusals,
         )
 
 
@@ -213,12 +230,18 @@ async def run_orchestration(
     tools: list[dict[str, Any]],
     call_tool: ToolCaller,
     limits: OrchestrationLimits,
+    gate: ModelGate | None = None,
 ) -> OrchestrationResult:
     """Let the model work on ``task_description`` with ``tools`` until it answers.
 
     ``client`` is ``None`` when no API key is configured; that is reported as a
     ``no_api_key`` failure instead of an exception so the scheduler can record the run.
     Only the tools named in ``tools`` are ever passed to ``call_tool``.
+
+    With a ``gate`` every model call goes through it (``runs.model_gate``) and the
+    client's own retries are turned off: a 429/529 closes the gate for every run for its
+    ``retry-after`` and the call waits its turn again (within the run's timeout), while
+    other transient failures are retried as the client would (``max_retries`` times).
 
     Returns an :class:`OrchestrationResult`; never raises except ``CancelledError``
     when the caller cancels.
@@ -233,6 +256,7 @@ async def run_orchestration(
     loop = _Loop(
         client,
         state,
+        gate=gate,
         model=model,
         system=system,
         task_description=task_description,
@@ -257,7 +281,13 @@ async def run_orchestration(
         return state.failure(
             "timeout",
             f"timeout: the run did not finish within {limits.timeout:g} s "
-            f"(limits.timeout); stopped after {state.iterations} model call(s)",
+            f"(limits.timeout); stopped after {state.iterations} model call(s)"
+            + (
+                f"; the API refused {state.refusals} call(s) (rate limit or overload) "
+                "and the run waited for the model gate to reopen"
+                if state.refusals
+                else ""
+            ),
         )
     except Exception as exc:  # a bug or an SDK surprise: record it rather than crash
         logger.exception("orchestration: unexpected error")
@@ -272,6 +302,7 @@ class _Loop:
         client: anthropic.AsyncAnthropic,
         state: _RunState,
         *,
+        gate: ModelGate | None = None,
         model: str,
         system: str,
         task_description: str,
@@ -279,7 +310,11 @@ class _Loop:
         call_tool: ToolCaller,
         limits: OrchestrationLimits,
     ) -> None:
-        self.client = client
+        self.gate = gate
+        self.retries = client.max_retries
+        # Through a gate the loop retries itself (_through_gate): the SDK's own retries
+        # would send refused calls again on their own, past the gate.
+        self.client = client if gate is None else client.with_options(max_retries=0)
         self.state = state
         self.model = model
         self.system = system
@@ -376,6 +411,11 @@ class _Loop:
             self.messages.append({"role": "user", "content": results})
 
     async def _create(self) -> Message:
+        if self.gate is None:
+            return await self._send()
+        return await _through_gate(self.gate, self._send, self.state, retries=self.retries)
+
+    async def _send(self) -> Message:
         return await self.client.messages.create(
             model=self.model,
             max_tokens=self.limits.max_tokens,
@@ -484,6 +524,65 @@ class _Loop:
                 ),
             )
         return output, content, None
+
+
+async def _through_gate(
+    gate: ModelGate, send: Callable[[], Awaitable[Message]], state: _RunState, *, retries: int
+) -> Message:
+    """``send()`` inside the gate. A refusal (429/529) closes the gate for everyone for
+    its ``retry-after`` and the call queues again, however often: the gate's pacing
+    makes refusals rare, and the run's timeout bounds the wait. Other transient failures
+    (408, 409, 5xx, connection) are retried ``retries`` times after 0.5, 1, 2... s, as the
+    SDK would; anything else, or the last failure, is raised to the loop."""
+    failures = 0
+    while True:
+        async with gate.call() as ticket:
+            try:
+                return await send()
+            except anthropic.APIStatusError as exc:
+                if exc.status_code in REFUSED_STATUSES:
+                    wait = _retry_after(exc)
+                    logger.info(
+                        "orchestration: HTTP %d; the model gate closes for %.3g s",
+                        exc.status_code,
+                        wait,
+                    )
+                    state.refusals += 1
+                    await gate.close_for(wait, sent=ticket)
+                    continue
+                if failures >= retries or not _transient(exc.status_code):
+                    raise
+            except anthropic.APIConnectionError:
+                if failures >= retries:
+                    raise
+        failures += 1
+        await asyncio.sleep(min(8.0, 0.5 * 2 ** (failures - 1)))
+
+
+def _transient(status: int) -> bool:
+    """Statuses the SDK itself retries (besides 429): timeouts, conflicts, server errors."""
+    return status in (408, 409) or status >= 500
+
+
+def _retry_after(exc: anthropic.APIStatusError) -> float:
+    """Seconds the API asks us to wait: ``retry-after-ms``, ``retry-after`` (seconds or
+    an HTTP date), else ``RETRY_AFTER_DEFAULT_S``; at most ``RETRY_AFTER_MAX_S``."""
+    headers = exc.response.headers
+    seconds: float | None = None
+    try:
+        if "retry-after-ms" in headers:
+            seconds = float(headers["retry-after-ms"]) / 1000.0
+        elif "retry-after" in headers:
+            value = headers["retry-after"]
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = parsedate_to_datetime(value).timestamp() - time.time()
+    except (ValueError, TypeError, OverflowError):
+        seconds = None
+    if seconds is None or seconds != seconds or seconds < 0:  # missing, unreadable, NaN
+        seconds = RETRY_AFTER_DEFAULT_S
+    return min(seconds, RETRY_AFTER_MAX_S)
 
 
 def _with_cache_breakpoint(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -49,7 +49,16 @@ def describe(schedule: Schedule) -> str:
         text += f", at most {schedule.max_runs} run{'s' if schedule.max_runs != 1 else ''}"
     if schedule.except_dates:
         text += f", except {_dates(schedule.except_dates)}"
+    if schedule.spread:
+        text += f"; spread: each run starts {_offset_words(schedule.spread)} after its time"
     return text
+
+
+def _offset_words(seconds: int) -> str:
+    minutes, rest = divmod(seconds, 60)
+    if not minutes:
+        return f"{rest} s"
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"
 
 
 def _dates(days: tuple[date, ...]) -> str:

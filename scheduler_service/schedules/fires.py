@@ -17,7 +17,12 @@ from scheduler_service.clock.budget import check
 from scheduler_service.clock.zones import scheduled_date
 from scheduler_service.schedules.model import ELAPSED_UNITS, Schedule
 from scheduler_service.statuses import Frequency
-from scheduler_service.triggers import LocalCronTrigger, LocalRRuleTrigger, WallClockTrigger
+from scheduler_service.triggers import (
+    LocalCronTrigger,
+    LocalRRuleTrigger,
+    SpreadTrigger,
+    WallClockTrigger,
+)
 
 GAP_SAMPLE = 300  # fire times checked against the minimum interval (cron, RRULE)
 
@@ -26,7 +31,12 @@ PREVIEW_HORIZON = timedelta(days=366)
 
 
 def build_trigger(schedule: Schedule) -> BaseTrigger:
-    """The APScheduler trigger that fires this schedule."""
+    """The APScheduler trigger that fires this schedule (moved by its spread, if any)."""
+    trigger = _unspread_trigger(schedule)
+    return SpreadTrigger(trigger, schedule.spread) if schedule.spread else trigger
+
+
+def _unspread_trigger(schedule: Schedule) -> BaseTrigger:
     if schedule.frequency == Frequency.ONCE:
         return DateTrigger(run_date=schedule.start_at, timezone=UTC)
     common: dict[str, Any] = {

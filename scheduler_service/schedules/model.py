@@ -58,6 +58,7 @@ class Schedule:
     syntax: str | None = None  # "cron" | "rrule" when expression is set
     except_dates: tuple[date, ...] = field(default_factory=tuple)  # local dates without runs
     phrase: str | None = None  # the custom_schedule phrase a rule was compiled from
+    spread: int = 0  # seconds each fire time is moved later (schedules.spread); 0: none
     # Things to tell the caller about the input (not stored): an ISO offset that is not
     # the zone's, a past start whose phase was kept.
     notes: tuple[str, ...] = field(default_factory=tuple, compare=False)
@@ -79,6 +80,7 @@ class Schedule:
             "syntax": self.syntax,
             "except_dates": [d.isoformat() for d in self.except_dates],
             "phrase": self.phrase,
+            "spread": self.spread,
         }
 
     @classmethod
@@ -99,6 +101,7 @@ class Schedule:
             syntax=data.get("syntax"),
             except_dates=tuple(date.fromisoformat(d) for d in data.get("except_dates") or ()),
             phrase=data.get("phrase"),
+            spread=int(data.get("spread") or 0),
         )
 
     @property

@@ -37,7 +37,7 @@ from scheduler_service.schedules.fires import (
 from scheduler_service.schedules.model import ELAPSED_UNITS, Schedule, ScheduleError, ScheduleInput
 from scheduler_service.schedules.parse import parse_schedule, task_timezone
 from scheduler_service.statuses import Frequency
-from scheduler_service.triggers import WallClockTrigger
+from scheduler_service.triggers import SpreadTrigger, WallClockTrigger
 
 
 def preview(
@@ -71,8 +71,11 @@ def now_in_zone(now: datetime, timezone: str) -> str:
 def schedule_warnings(
     schedule: Schedule, *, now: datetime, trigger: BaseTrigger | None = None
 ) -> list[str]:
-    """Everything ``preview`` warns about, in plain sentences."""
+    """Everything ``preview`` warns about, in plain sentences (about the schedule's own
+    times: a spread only moves each of them later)."""
     trigger = build_trigger(schedule) if trigger is None else trigger
+    if isinstance(trigger, SpreadTrigger):
+        trigger = trigger.inner
     horizon = _horizon(schedule, trigger, now)
     warnings = _end_warnings(schedule, now)
     if schedule.frequency == Frequency.ONCE:

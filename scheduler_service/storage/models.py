@@ -11,7 +11,17 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -192,3 +202,30 @@ class Reminder(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     source_task_id: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ModelGateRow(Base):
+    """The model gate's shared state on PostgreSQL: one row (id 1), locked by every
+    booking of a model call. Instants are seconds since the epoch on the database's
+    clock, so hosts whose clocks differ still agree (see ``runs.pacing``)."""
+
+    __tablename__ = names.MODEL_GATE
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    closed_until: Mapped[float] = mapped_column(Float, default=0.0)
+    next_start: Mapped[float] = mapped_column(Float, default=0.0)
+    rate: Mapped[float | None] = mapped_column(Float)
+    rate_since: Mapped[float] = mapped_column(Float, default=0.0)
+    recent: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+class ModelLease(Base):
+    """One model call in flight somewhere (PostgreSQL). The gate admits a call while
+    fewer unexpired leases exist than its concurrency; a holder renews its leases while
+    it lives, so a killed process frees its slots when they expire."""
+
+    __tablename__ = names.MODEL_LEASES
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(300))
+    expires_at: Mapped[float] = mapped_column(Float, index=True)

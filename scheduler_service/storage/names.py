@@ -17,6 +17,8 @@ REMINDERS = "task_scheduler_reminders"
 JOBS = "task_scheduler_jobs"  # APScheduler's SQLAlchemyJobStore table
 HEARTBEAT = "task_scheduler_heartbeat"
 WORKERS = "task_scheduler_workers"
+MODEL_GATE = "task_scheduler_model_gate"
+MODEL_LEASES = "task_scheduler_model_leases"
 VERSION_TABLE = "task_scheduler_alembic_version"
 
 LEGACY_VERSION_TABLE = "alembic_version"

@@ -201,6 +201,13 @@ class TaskFields(ScheduleFields):
     token_budget: int | None = Field(
         None, ge=1, le=100_000_000, description="orchestrated: tokens per run"
     )
+    spread: bool | None = Field(
+        None,
+        description="Recurring tasks: true starts every run at a fixed offset after its "
+        "time (derived from the task id; at most 10% of the period and 15 min), so that "
+        "many tasks on one schedule do not all start in the same second; the answer's "
+        "schedule and next_runs show the offset. false: runs start on time (the default)",
+    )
 
     @field_validator("execution_mode", mode="before")
     @classmethod

@@ -44,6 +44,7 @@ from scheduler_service.schedules import (
     preview,
     preview_input,
 )
+from scheduler_service.schedules.spread import with_spread
 from scheduler_service.scheduling import JobControl
 from scheduler_service.statuses import (
     FINISHED_TASK,
@@ -100,13 +101,20 @@ def plan(schedule: Schedule, now: datetime) -> tuple[BaseTrigger, datetime | Non
 
 
 def parse_and_plan(
-    data: ScheduleInput, *, now: datetime, default_timezone: str, min_interval: int
+    data: ScheduleInput,
+    *,
+    now: datetime,
+    default_timezone: str,
+    min_interval: int,
+    spread_key: str | None = None,
 ) -> tuple[Schedule, BaseTrigger, datetime | None, dict[str, Any]]:
-    """A new schedule parsed, with its trigger, first run and preview: one trip to the
-    evaluation pool for what create_task needs."""
+    """A new schedule parsed (spread by ``spread_key``, the task's id, if given), with its
+    trigger, first run and preview: one trip to the evaluation pool for create_task."""
     schedule = parse_schedule(
         data, now=now, default_timezone=default_timezone, min_interval=min_interval
     )
+    if spread_key is not None:
+        schedule = with_spread(schedule, spread_key, now)
     return (schedule, *plan(schedule, now))
 
 
@@ -196,7 +204,7 @@ class TaskManager:
         return self.settings.default_timezone
 
     async def _plan_new(
-        self, user: str, data: ScheduleInput, now: datetime, zone: str
+        self, user: str, data: ScheduleInput, now: datetime, zone: str, spread_key: str | None
     ) -> tuple[Schedule, BaseTrigger, datetime | None, dict[str, Any]]:
         """``parse_and_plan`` for a new task: in the evaluation pool when the schedule
         walks a rule; here when its cost is bounded (a built-in frequency), where the
@@ -207,6 +215,7 @@ class TaskManager:
             now=now,
             default_timezone=zone,
             min_interval=self.settings.scheduler.min_interval,
+            spread_key=spread_key,
         )
         if not bounded_cost(data):
             return await self._evaluate(user, plan_new)
@@ -445,15 +454,20 @@ class TaskManager:
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         now = utcnow()
         zone = self._zone_for(context)
+        task_id = new_id("task")  # before the plan: a spread is derived from it
         schedule, trigger, next_run, shown = await self._plan_new(
-            context.user_id, schedule_input(fields), now, zone
+            context.user_id,
+            schedule_input(fields),
+            now,
+            zone,
+            task_id if fields.get("spread") else None,
         )
         if zone != self.settings.default_timezone and schedule.timezone == zone:
             shown = {**shown, "timezone_from_context": zone}
         fields |= one_time_fields(schedule, fields)
         mode = self._check_execution(fields)
         task = draft_task(
-            id=new_id("task"),
+            id=task_id,
             user_id=context.user_id,
             conversation_id=context.conversation_id,
             schedule=schedule.to_dict(),
@@ -590,8 +604,10 @@ class TaskManager:
             )
         now = utcnow()
         merged = self._merged(task, changes)
-        reschedule = any(k in changes for k in SCHEDULE_FIELDS)
+        reschedule = any(k in changes for k in SCHEDULE_FIELDS) or "spread" in changes
         schedule = await self._updated_schedule(task, changes, merged, now)
+        if reschedule:
+            schedule = self._spread(task, changes, schedule, now)
         if any(
             k in changes
             for k in (
@@ -675,6 +691,23 @@ class TaskManager:
         journal = journal_of(context)
         if journal is not None:
             journal.record(change)
+
+    @staticmethod
+    def _spread(
+        task: ScheduledTask, changes: dict[str, Any], schedule: Schedule, now: datetime
+    ) -> Schedule:
+        """The rescheduled task's schedule with its spread: as ``changes`` set it, else as
+        it was (a new schedule keeps the task's spread, with the offset of its period; a
+        one-time one drops it)."""
+        asked = changes.get("spread")
+        if not (asked or (asked is None and Schedule.from_dict(task.schedule).spread)):
+            return dataclasses.replace(schedule, spread=0)
+        try:
+            return with_spread(schedule, task.id, now)
+        except ScheduleError as exc:
+            if asked is None:  # kept from before, and the new schedule has no period
+                return dataclasses.replace(schedule, spread=0)
+            raise ToolError("invalid_input", str(exc)) from None
 
     async def _updated_schedule(
         self, task: ScheduledTask, changes: dict[str, Any], merged: dict[str, Any], now: datetime

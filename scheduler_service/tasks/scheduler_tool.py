@@ -55,7 +55,9 @@ Operations:
   next hour", "every monday until June 30"; the answer's warnings state any reading taken),
   timezone (IANA such as "America/New_York", not "EST"; ask the user if
   unsure), optional except_dates (["2026-12-25", ...]: local dates without runs), end_time,
-  max_runs. One schedule per task: "weekdays at 8 and weekends at 10" is two tasks.
+  max_runs, optional spread (true: each run starts at a fixed offset after its time, at most
+  10% of the period and 15 min, so many tasks at :00 do not start together; the answer
+  states the offset). One schedule per task: "weekdays at 8 and weekends at 10" is two tasks.
   Then either execution_mode "direct" with tool_name, operation, parameters (one fixed tool
   call), or "orchestrated" with task_description (plain-language instructions an assistant
   will follow at run time) and optional available_tools, task_prompt.
@@ -139,6 +141,7 @@ def _kwargs_schema() -> dict[str, Any]:
         "description": "get_tasks filter",
         "enum": [s.value for s in TaskStatus],
     }
+    properties["spread"]["type"] = "boolean"
     properties["wait"] = {"type": "boolean", "description": "execute_task_now: wait for result"}
     properties["count"] = {
         "type": "integer",

@@ -23,6 +23,8 @@ OURS = {
     "task_scheduler_reminders",
     "task_scheduler_jobs",
     "task_scheduler_heartbeat",
+    "task_scheduler_model_gate",
+    "task_scheduler_model_leases",
     "task_scheduler_workers",
     "task_scheduler_alembic_version",
 }

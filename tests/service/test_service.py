@@ -358,6 +358,8 @@ def test_migrations_run_with_alembic_and_refuse_unknown_revisions(tmp_path: Path
         "task_scheduler_jobs",
         "task_scheduler_heartbeat",
         "task_scheduler_workers",
+        "task_scheduler_model_gate",
+        "task_scheduler_model_leases",
         "task_scheduler_alembic_version",
     } == tables
     con.execute("update task_scheduler_alembic_version set version_num='9999_future'")
