@@ -265,7 +265,7 @@ BARE_JOBS: dict[str, Callable[[int, float], Any]] = {
 
 
 async def bare_burst(
-    url: str, runs: int, concurrency: int, kind: str, timeout: float
+    url: str, runs: int, concurrency: int, kind: str, timeout: float, margin: float = 1.4
 ) -> dict[str, Any]:
     """The baseline burst; ``url`` is a sync SQLAlchemy URL; ``kind`` 'noop' or 'row'
     (thread-pool baseline: sync jobs in ``concurrency`` threads), 'async_noop' or
@@ -294,7 +294,7 @@ async def bare_burst(
                 job, "date", run_date=datetime.now(UTC) + timedelta(days=1), args=[-1, 0.0]
             )
         rate = 20 / (time.perf_counter() - t0)
-        due = next_second(runs / rate * 1.4 + 1.0)
+        due = next_second(runs / rate * margin + 1.0)
         due_ts = due.timestamp()
         t0 = time.perf_counter()
         for i in range(runs):

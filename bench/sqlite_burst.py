@@ -51,7 +51,12 @@ async def one(side: str, work: Path, runs: int, concurrency: int, timeout: float
             )
         )
     kind = {"asyncio": "async_row", "engine": "async_engine_row", "threads": "row"}[side]
-    return await bare_burst(f"sqlite:///{path}", runs, concurrency, kind, timeout)
+    return await retried(
+        lambda k, m: bare_burst(
+            f"sqlite:///{path.with_suffix(f'.{k}.db')}", runs, concurrency, kind, timeout, m
+        ),
+        1.4,
+    )
 
 
 async def in_subprocess(side: str, runs: int, concurrency: int, timeout: float) -> dict[str, Any]:
