@@ -265,7 +265,13 @@ BARE_JOBS: dict[str, Callable[[int, float], Any]] = {
 
 
 async def bare_burst(
-    url: str, runs: int, concurrency: int, kind: str, timeout: float, margin: float = 1.4
+    url: str,
+    runs: int,
+    concurrency: int,
+    kind: str,
+    timeout: float,
+    margin: float = 1.4,
+    profiler: Any = None,
 ) -> dict[str, Any]:
     """The baseline burst; ``url`` is a sync SQLAlchemy URL; ``kind`` 'noop' or 'row'
     (thread-pool baseline: sync jobs in ``concurrency`` threads), 'async_noop' or
@@ -308,10 +314,14 @@ async def bare_burst(
         probe = LagProbe()
         probe.start()
         cpu0 = time.process_time()
+        if profiler is not None:
+            profiler.start()
         try:
             await asyncio.wait_for(all_done.wait(), timeout)
         except TimeoutError:
             result["error"] = f"timed out after {timeout:.0f} s"
+        if profiler is not None:
+            profiler.stop()
         cpu = time.process_time() - cpu0
         await probe.stop()
     finally:
