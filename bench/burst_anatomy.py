@@ -81,7 +81,7 @@ class Counters:
             counters.add(f"aiosqlite hop: {name}")
             return await original_execute(conn, fn, *args, **kwargs)
 
-        aiosqlite.Connection._execute = counted_execute  # type: ignore[method-assign]
+        aiosqlite.Connection._execute = counted_execute  # type: ignore[method-assign,assignment]
         original_rie = asyncio.BaseEventLoop.run_in_executor
 
         def counted_rie(loop: Any, executor: Any, func: Any, *args: Any) -> Any:
