@@ -73,7 +73,7 @@ class Counters:
 
         event.listen(Engine, "before_cursor_execute", on_execute)
         event.listen(Engine, "commit", on_commit)
-        original_execute = aiosqlite.Connection._execute
+        original_execute: Any = aiosqlite.Connection._execute
         counters = self
 
         async def counted_execute(conn: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -85,9 +85,10 @@ class Counters:
         original_rie = asyncio.BaseEventLoop.run_in_executor
 
         def counted_rie(loop: Any, executor: Any, func: Any, *args: Any) -> Any:
-            target = getattr(func, "func", func)  # functools.partial (to_thread wraps one)
-            if getattr(target, "__name__", "") == "run":  # contextvars.Context.run
-                target = args[0] if args else target
+            target = func  # to_thread hands over partial(context.run, target, ...)
+            if getattr(getattr(func, "func", None), "__name__", "") == "run" and func.args:
+                target = func.args[0]
+            target = getattr(target, "func", target)  # a partial of the target itself
             counters.add(f"run_in_executor: {getattr(target, '__qualname__', target)}")
             return original_rie(loop, executor, func, *args)
 
