@@ -8,6 +8,13 @@ Run from the repository root::
     .venv/bin/python -m bench.run --stored 20000       # a reduced full run
     .venv/bin/python -m bench.run --quick --json out.json
     .venv/bin/python -m bench.run --profile-burst burst.txt    # pyinstrument, one 1,000 burst
+                                                       # (the loop thread only; the runs'
+                                                       # writes are in worker threads)
+    .venv/bin/python -m bench.sqlite_burst --runs 1000 --reps 3     # the SQLite burst alone,
+                                                       # service vs asyncio baseline, A/B
+    PY_SPY=path/to/py-spy .venv/bin/python -m bench.burst_anatomy --spy b.raw
+                                                       # statements, commits, thread hops
+                                                       # per run; py-spy on every thread
     .venv/bin/python -m bench.run --reps 0 --stored 100 --no-pg        # the 10,000 burst alone
     .venv/bin/python -m bench.run ... --gc-freeze      # the service's bursts after gc.freeze()
 
