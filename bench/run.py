@@ -8,15 +8,31 @@ Run from the repository root::
     .venv/bin/python -m bench.run --stored 20000       # a reduced full run
     .venv/bin/python -m bench.run --quick --json out.json
     .venv/bin/python -m bench.run --profile-burst burst.txt    # pyinstrument, one 1,000 burst
+                                                       # (the loop thread only; the runs'
+                                                       # writes are in worker threads)
+    .venv/bin/python -m bench.sqlite_burst --runs 1000 --reps 3     # the SQLite burst alone,
+                                                       # service vs asyncio baseline, A/B
+    PY_SPY=path/to/py-spy .venv/bin/python -m bench.burst_anatomy --spy b.raw
+                                                       # statements, commits, thread hops
+                                                       # per run; py-spy on every thread
     .venv/bin/python -m bench.run --reps 0 --stored 100 --no-pg        # the 10,000 burst alone
     .venv/bin/python -m bench.run ... --gc-freeze      # the service's bursts after gc.freeze()
 
-Every measure runs the service and the baseline in the same process invocation,
+Every measure runs the service and the baselines in the same process invocation,
 interleaved (service, bare, service, bare, ...), ``--reps`` times (min/median/max).
-The baseline (``bench/bare.py``) is an ``AsyncIOScheduler`` + ``SQLAlchemyJobStore`` on
-the same kind of database, a ``ThreadPoolExecutor`` with ``--concurrency`` threads (the
-service gets ``max_concurrent_tasks = --concurrency``), ``misfire_grace_time`` 3600 and
-two jobs: a no-op, and one plain ``INSERT`` through a sync SQLAlchemy engine.
+The baselines (``bench/bare.py``) are an ``AsyncIOScheduler`` + ``SQLAlchemyJobStore`` on
+the same kind of database, with either
+
+* the asyncio baseline (the one the burst target is measured against): the default
+  executor (``AsyncIOExecutor``), ``misfire_grace_time=None``, a coroutine job — a no-op,
+  or one ``INSERT`` and a commit through one shared aiosqlite connection (PostgreSQL: an
+  async ``postgresql+asyncpg`` engine); or
+* the thread-pool baseline: a ``ThreadPoolExecutor`` with ``--concurrency`` threads (the
+  service gets ``max_concurrent_tasks = --concurrency``), ``misfire_grace_time`` 3600 and
+  sync jobs: a no-op, and one plain ``INSERT`` through a sync SQLAlchemy engine.
+
+``python -m bench.sqlite_burst`` runs the SQLite burst alone, service and asyncio baseline
+alternately.
 
 Measures (each printed beside its issue-11 target):
 
@@ -246,17 +262,42 @@ async def project_burst(
     }
 
 
+BARE_JOBS: dict[str, Callable[[int, float], Any]] = {
+    "noop": bare.noop_job,
+    "row": bare.row_job,
+    "async_noop": bare.async_noop_job,
+    "async_row": bare.async_row_job,
+    "async_engine_row": bare.async_row_job,
+}
+
+
 async def bare_burst(
-    url: str, runs: int, concurrency: int, kind: str, timeout: float
+    url: str,
+    runs: int,
+    concurrency: int,
+    kind: str,
+    timeout: float,
+    margin: float = 1.4,
+    profiler: Any = None,
 ) -> dict[str, Any]:
-    """The baseline burst; ``url`` is a sync SQLAlchemy URL; ``kind`` 'noop' or 'row'."""
+    """The baseline burst; ``url`` is a sync SQLAlchemy URL; ``kind`` 'noop' or 'row'
+    (thread-pool baseline: sync jobs in ``concurrency`` threads), 'async_noop' or
+    'async_row' (asyncio baseline: coroutine jobs on the loop, the default executor; the
+    row through one aiosqlite connection, or asyncpg), 'async_engine_row' (the same, the
+    row through an async SQLAlchemy engine with its default pool, also on SQLite)."""
     loop = asyncio.get_running_loop()
     all_done = asyncio.Event()
     engine = bare.sync_engine(url, pool_size=concurrency)
     bare.create_tables(engine)
-    bare.reset(runs, engine, lambda: loop.call_soon_threadsafe(all_done.set))
-    job = bare.row_job if kind == "row" else bare.noop_job
-    scheduler = bare.bare_scheduler(engine, concurrency)
+    rows = None
+    if kind in ("async_row", "async_engine_row"):
+        rows = await bare.AsyncRows(url, engine=kind == "async_engine_row").open()
+    bare.reset(runs, engine, lambda: loop.call_soon_threadsafe(all_done.set), rows)
+    job = BARE_JOBS[kind]
+    if kind.startswith("async_"):
+        scheduler = bare.asyncio_scheduler(engine)
+    else:
+        scheduler = bare.bare_scheduler(engine, concurrency)
     scheduler.start(paused=True)
     result: dict[str, Any] = {"runs": runs, "kind": kind}
     try:
@@ -266,7 +307,7 @@ async def bare_burst(
                 job, "date", run_date=datetime.now(UTC) + timedelta(days=1), args=[-1, 0.0]
             )
         rate = 20 / (time.perf_counter() - t0)
-        due = next_second(runs / rate * 1.4 + 1.0)
+        due = next_second(runs / rate * margin + 1.0)
         due_ts = due.timestamp()
         t0 = time.perf_counter()
         for i in range(runs):
@@ -280,15 +321,24 @@ async def bare_burst(
         probe = LagProbe()
         probe.start()
         cpu0 = time.process_time()
+        if profiler is not None:
+            profiler.start()
         try:
             await asyncio.wait_for(all_done.wait(), timeout)
         except TimeoutError:
             result["error"] = f"timed out after {timeout:.0f} s"
+        if profiler is not None:
+            profiler.stop()
         cpu = time.process_time() - cpu0
         await probe.stop()
     finally:
-        await asyncio.to_thread(scheduler.shutdown, True)
+        if kind.startswith("async_"):
+            scheduler.shutdown(False)  # on the loop: its tasks are the loop's
+        else:
+            await asyncio.to_thread(scheduler.shutdown, True)
         engine.dispose()
+        if rows is not None:
+            await rows.close()
     done = bare.results()
     return {
         **result,
@@ -384,28 +434,37 @@ async def project_fire_delay(
 
 
 async def bare_fire_delay(
-    url: str, stored: int, tasks: int, window: float, timeout: float
+    url: str, stored: int, tasks: int, window: float, timeout: float, asyncio_executor: bool = False
 ) -> dict[str, Any]:
+    """The baseline's fire delay: a no-op job in the thread pool, or (``asyncio_executor``)
+    a coroutine no-op job under the asyncio baseline."""
     loop = asyncio.get_running_loop()
     all_done = asyncio.Event()
     engine = bare.sync_engine(url)
     first = await timed(lambda: asyncio.to_thread(bare.page, engine, "bench", PAGE, 0), 5)
     deep = await timed(lambda: asyncio.to_thread(bare.page, engine, "bench", PAGE, stored // 2), 5)
     bare.reset(tasks, None, lambda: loop.call_soon_threadsafe(all_done.set))
-    scheduler = bare.bare_scheduler(engine, 50)
+    job = BARE_JOBS["async_noop" if asyncio_executor else "noop"]
+    if asyncio_executor:
+        scheduler = bare.asyncio_scheduler(engine)
+    else:
+        scheduler = bare.bare_scheduler(engine, 50)
     scheduler.start()
     result: dict[str, Any] = {"page_first_ms": first * 1000, "page_deep_ms": deep * 1000}
     try:
         start = datetime.now(UTC) + timedelta(seconds=tasks / 200 + 1.5)
         for i in range(tasks):
             when = start + timedelta(seconds=window * i / max(tasks - 1, 1))
-            scheduler.add_job(bare.noop_job, "date", run_date=when, args=[i, when.timestamp()])
+            scheduler.add_job(job, "date", run_date=when, args=[i, when.timestamp()])
         try:
             await asyncio.wait_for(all_done.wait(), window + timeout)
         except TimeoutError:
             result["error"] = "timed out"
     finally:
-        await asyncio.to_thread(scheduler.shutdown, True)
+        if asyncio_executor:
+            scheduler.shutdown(False)
+        else:
+            await asyncio.to_thread(scheduler.shutdown, True)
         engine.dispose()
     late = [(s - ft) * 1000 for ft, s, _f in bare.results()]
     return {
@@ -669,9 +728,12 @@ async def stopped_peak(proc: asyncio.subprocess.Process) -> int:
         return 0
 
 
-async def bare_pg_burst(runs: int, concurrency: int, timeout: float) -> dict[str, Any]:
+async def bare_pg_burst(
+    runs: int, concurrency: int, timeout: float, kind: str = "row"
+) -> dict[str, Any]:
+    """``kind`` 'row' (thread pool, psycopg) or 'async_row' (asyncio baseline, asyncpg)."""
     with pg_database() as url:
-        return await bare_burst(sync_url(url), runs, concurrency, "row", timeout)
+        return await bare_burst(sync_url(url), runs, concurrency, kind, timeout)
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -695,14 +757,21 @@ class Results:
 
 
 async def retried(
-    make: Callable[[int, float], Coroutine[Any, Any, dict[str, Any]]], margin: float = 1.3
+    make: Callable[[int, float], Coroutine[Any, Any, dict[str, Any]]],
+    margin: float = 1.3,
+    attempts: int = 3,
 ) -> dict[str, Any]:
-    """``make(attempt, margin)``; once more with twice the margin when creating the tasks
-    took longer than the rate measured just before promised (a loaded host)."""
+    """``make(attempt, margin)``; again with twice the margin, up to ``attempts`` times in
+    all, when creating the tasks took longer than the rate measured just before promised
+    (a loaded host: at load 8-10 on 2 cores, 1,000 creates ran at half the rate of the
+    20 that measured it)."""
     result = await make(0, margin)
-    if "overran" in str(result.get("error", "")):
-        say("  the due time passed while creating the tasks: once more, twice the margin")
-        result = await make(1, margin * 2)
+    for attempt in range(1, attempts):
+        if "overran" not in str(result.get("error", "")):
+            break
+        margin *= 2
+        say(f"  the due time passed while creating the tasks: again, margin {margin:g}")
+        result = await make(attempt, margin)
     return result
 
 
@@ -767,6 +836,17 @@ async def run_all(args: argparse.Namespace, work: Path) -> Results:
                 f"sqlite:///{work / f'br-{rep}.db'}", args.burst, args.concurrency, "row", timeout
             ),
         )
+        for kind in ("async_row", "async_noop"):
+            res.add(
+                f"bare_burst_{kind}",
+                await bare_burst(
+                    f"sqlite:///{work / f'b{kind}-{rep}.db'}",
+                    args.burst,
+                    args.concurrency,
+                    kind,
+                    timeout,
+                ),
+            )
         if rep < args.fire_reps:
             say(f"rep {rep + 1}: fire delay and listing with {args.stored} stored")
             res.add(
@@ -781,6 +861,18 @@ async def run_all(args: argparse.Namespace, work: Path) -> Results:
                 "bare_fire",
                 await bare_fire_delay(
                     f"sqlite:///{bare_copy}", args.stored, args.fire_tasks, args.fire_window, 60
+                ),
+            )
+            bare_copy = copy_sqlite(bare_stored, work / f"bare-fire-async-{rep}.db")
+            res.add(
+                "bare_fire_async",
+                await bare_fire_delay(
+                    f"sqlite:///{bare_copy}",
+                    args.stored,
+                    args.fire_tasks,
+                    args.fire_window,
+                    60,
+                    asyncio_executor=True,
                 ),
             )
         say(f"rep {rep + 1}: create/get/update/delete ×{args.crud}")
@@ -823,6 +915,16 @@ async def run_all(args: argparse.Namespace, work: Path) -> Results:
                 timeout * 5,
             ),
         )
+        res.add(
+            "bare_big_burst_async_row",
+            await bare_burst(
+                f"sqlite:///{work / 'bare-big-async.db'}",
+                args.big_burst,
+                args.concurrency,
+                "async_row",
+                timeout * 5,
+            ),
+        )
     if not args.no_pg:
         for rep in range(args.pg_reps):
             say(f"PostgreSQL rep {rep + 1}/{args.pg_reps}: burst {args.pg_runs}, 1 and 3 replicas")
@@ -833,6 +935,10 @@ async def run_all(args: argparse.Namespace, work: Path) -> Results:
                 ),
             )
             res.add("bare_pg", await bare_pg_burst(args.pg_runs, args.concurrency, timeout))
+            res.add(
+                "bare_pg_async",
+                await bare_pg_burst(args.pg_runs, args.concurrency, timeout, "async_row"),
+            )
             res.add(
                 "pg_3",
                 await retried(
@@ -923,63 +1029,92 @@ def table(res: Results, args: argparse.Namespace) -> tuple[list[list[str]], list
     lag = res.values("burst", "lag.max_ms")
     row(
         f"burst {n} → last run recorded",
-        "≤ 1.5× bare (row)",
+        "≤ 1.5× bare asyncio (row)",
         burst,
         "s",
-        res.values("bare_burst_row", "recorded_s"),
-        "(row)",
+        res.values("bare_burst_async_row", "recorded_s"),
+        "(asyncio, row)",
         lambda m, r: r <= 1.5,
     )
     row(
         f"burst {n} → last run recorded",
-        "(vs no-op job)",
+        "(vs thread-pool row job)",
+        burst,
+        "s",
+        res.values("bare_burst_row", "recorded_s"),
+        "(threads, row)",
+    )
+    row(
+        f"burst {n} → last run recorded",
+        "(vs asyncio no-op job)",
+        burst,
+        "s",
+        res.values("bare_burst_async_noop", "recorded_s"),
+        "(asyncio, no-op)",
+    )
+    row(
+        f"burst {n} → last run recorded",
+        "(vs thread-pool no-op job)",
         burst,
         "s",
         res.values("bare_burst_noop", "recorded_s"),
-        "(no-op)",
+        "(threads, no-op)",
     )
-    row(
-        f"burst {n} → last run started",
-        "—",
-        started,
-        "s",
-        res.values("bare_burst_row", "started_s"),
-        "(row)",
-    )
-    row(
-        f"burst {n} → first run started",
-        "—",
-        res.values("burst", "first_start_s"),
-        "s",
-        res.values("bare_burst_row", "first_start_s"),
-        "(row)",
-    )
+    for key, label in (
+        ("bare_burst_async_row", "(asyncio, row)"),
+        ("bare_burst_row", "(threads, row)"),
+    ):
+        row(f"burst {n} → last run started", "—", started, "s", res.values(key, "started_s"), label)
+    for key, label in (
+        ("bare_burst_async_row", "(asyncio, row)"),
+        ("bare_burst_row", "(threads, row)"),
+    ):
+        row(
+            f"burst {n} → first run started",
+            "—",
+            res.values("burst", "first_start_s"),
+            "s",
+            res.values(key, "first_start_s"),
+            label,
+        )
     row(
         "CPU per run (process, all threads)",
         "≤ 2 ms",
         cpu,
         "ms",
-        res.values("bare_burst_row", "cpu_ms_per_run"),
-        "(row)",
+        res.values("bare_burst_async_row", "cpu_ms_per_run"),
+        "(asyncio, row)",
         lambda m, r: m <= 2,
     )
     row(
-        f"event-loop lag max, burst {n}",
-        "≤ 100 ms",
-        lag,
-        "ms",
-        res.values("bare_burst_row", "lag.max_ms"),
-        "(row)",
-        lambda m, r: m <= 100,
-    )
-    row(
-        "  … outside gen-2 GC pauses",
+        "CPU per run (process, all threads)",
         "—",
-        res.values("burst", "lag.max_no_gc_ms"),
+        cpu,
         "ms",
-        res.values("bare_burst_row", "lag.max_no_gc_ms"),
-        "(row)",
+        res.values("bare_burst_row", "cpu_ms_per_run"),
+        "(threads, row)",
     )
+    for key, label in (
+        ("bare_burst_async_row", "(asyncio, row)"),
+        ("bare_burst_row", "(threads, row)"),
+    ):
+        row(
+            f"event-loop lag max, burst {n}",
+            "≤ 100 ms",
+            lag,
+            "ms",
+            res.values(key, "lag.max_ms"),
+            label,
+            lambda m, r: m <= 100,
+        )
+        row(
+            "  … outside gen-2 GC pauses",
+            "—",
+            res.values("burst", "lag.max_no_gc_ms"),
+            "ms",
+            res.values(key, "lag.max_no_gc_ms"),
+            label,
+        )
     if args.big_burst:
         big = f"{args.big_burst:,}"
         row(
@@ -988,7 +1123,7 @@ def table(res: Results, args: argparse.Namespace) -> tuple[list[list[str]], list
             res.values("big_burst", "started_s"),
             "s",
             res.values("bare_big_burst_row", "started_s"),
-            "(row)",
+            "(threads, row)",
             lambda m, r: m <= 10,
         )
         row(
@@ -997,7 +1132,15 @@ def table(res: Results, args: argparse.Namespace) -> tuple[list[list[str]], list
             res.values("big_burst", "recorded_s"),
             "s",
             res.values("bare_big_burst_row", "recorded_s"),
-            "(row)",
+            "(threads, row)",
+        )
+        row(
+            f"burst {big} → last run recorded",
+            "—",
+            res.values("big_burst", "recorded_s"),
+            "s",
+            res.values("bare_big_burst_async_row", "recorded_s"),
+            "(asyncio, row)",
         )
         row(
             f"event-loop lag max, burst {big}",
@@ -1005,7 +1148,7 @@ def table(res: Results, args: argparse.Namespace) -> tuple[list[list[str]], list
             res.values("big_burst", "lag.max_ms"),
             "ms",
             res.values("bare_big_burst_row", "lag.max_ms"),
-            "(row)",
+            "(threads, row)",
             lambda m, r: m <= 100,
         )
     s = f"{args.stored:,} stored"
@@ -1015,7 +1158,7 @@ def table(res: Results, args: argparse.Namespace) -> tuple[list[list[str]], list
         res.values("fire", "p50_ms"),
         "ms",
         res.values("bare_fire", "p50_ms"),
-        "(no record)",
+        "(threads, no record)",
     )
     row(
         f"fire delay p99, {s}",
@@ -1023,8 +1166,24 @@ def table(res: Results, args: argparse.Namespace) -> tuple[list[list[str]], list
         res.values("fire", "p99_ms"),
         "ms",
         res.values("bare_fire", "p99_ms"),
-        "(no record)",
+        "(threads, no record)",
         lambda m, r: m <= 20,
+    )
+    row(
+        f"fire delay p50, {s}",
+        "—",
+        res.values("fire", "p50_ms"),
+        "ms",
+        res.values("bare_fire_async", "p50_ms"),
+        "(asyncio, no record)",
+    )
+    row(
+        f"fire delay p99, {s}",
+        "—",
+        res.values("fire", "p99_ms"),
+        "ms",
+        res.values("bare_fire_async", "p99_ms"),
+        "(asyncio, no record)",
     )
     for op in ("create", "get", "update", "delete"):
         target = "≥ bare and ≥ 1,000/s" if op == "create" else "—"
@@ -1127,7 +1286,15 @@ def table(res: Results, args: argparse.Namespace) -> tuple[list[list[str]], list
             res.values("pg_1", "recorded_s"),
             "s",
             res.values("bare_pg", "recorded_s"),
-            "(row)",
+            "(threads, row)",
+        )
+        row(
+            f"PostgreSQL burst {p}, no-op tool (CPU-bound), 1 replica → recorded",
+            "—",
+            res.values("pg_1", "recorded_s"),
+            "s",
+            res.values("bare_pg_async", "recorded_s"),
+            "(asyncio, row)",
         )
         row(
             f"PostgreSQL burst {p}, no-op tool (CPU-bound), 3 replicas → recorded",
@@ -1135,7 +1302,7 @@ def table(res: Results, args: argparse.Namespace) -> tuple[list[list[str]], list
             res.values("pg_3", "recorded_s"),
             "s",
             res.values("bare_pg", "recorded_s"),
-            "(row)",
+            "(threads, row)",
         )
         speedup_rows("pg_1", "pg_3", "no-op (CPU-bound)", None)
         if args.tool_sleep > 0:
@@ -1172,8 +1339,16 @@ def table(res: Results, args: argparse.Namespace) -> tuple[list[list[str]], list
             res.values("pg_1", "cpu_ms_per_run"),
             "ms",
             res.values("bare_pg", "cpu_ms_per_run"),
-            "(row)",
+            "(threads, row)",
             lambda m, r: m <= 2,
+        )
+        row(
+            "PostgreSQL CPU per run (replicas)",
+            "—",
+            res.values("pg_1", "cpu_ms_per_run"),
+            "ms",
+            res.values("bare_pg_async", "cpu_ms_per_run"),
+            "(asyncio, row)",
         )
     return rows, records
 
