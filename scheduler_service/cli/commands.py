@@ -105,6 +105,7 @@ TASK_COLUMNS = [
     ("schedule", "SCHEDULE"),
     ("next_run_time", "NEXT RUN"),
     ("last_status", "LAST"),
+    ("pause_note", "NOTE"),
 ]
 RUN_COLUMNS = [
     ("run_id", "RUN"),
