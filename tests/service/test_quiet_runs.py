@@ -411,3 +411,19 @@ def test_a_pause_note_round_trips_through_the_cli(
     assert run_cli(capsys, "resume", task_id, *db)[0] == 0
     code, out, _ = run_cli(capsys, "task", task_id, "--json", *db)
     assert json.loads(out)["pause_note"] is None
+
+
+# -- what the model is told -----------------------------------------------------------------
+def test_the_tool_definition_offers_notify_and_note() -> None:
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+
+    from scheduler_service.tasks.scheduler_tool import DESCRIPTION, INPUT_SCHEMA
+
+    kwargs = INPUT_SCHEMA["properties"]["kwargs"]["properties"]
+    assert kwargs["notify"]["enum"] == ["always", "on_change", "model_decides", "on_failure"]
+    assert NOTHING_TO_REPORT in kwargs["notify"]["description"]
+    assert kwargs["note"]["type"] == "string" and "pause_task" in kwargs["note"]["description"]
+    assert "tell me only if it drops below 50" in DESCRIPTION and "pause_note" in DESCRIPTION
+    validator = Draft202012Validator(INPUT_SCHEMA)
+    validator.validate({"operation": "create_task", "kwargs": {"notify": "on_change"}})
+    assert not validator.is_valid({"operation": "create_task", "kwargs": {"notify": "never"}})
