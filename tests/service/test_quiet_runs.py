@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,7 +15,14 @@ from sqlalchemy import select
 from scheduler_service import SchedulerService
 from scheduler_service.cli import commands as cli
 from scheduler_service.runs.notify_policy import NOTHING_TO_REPORT
-from scheduler_service.storage.models import ScheduledTask, TaskNotification, TaskRun
+from scheduler_service.runs.outcomes import Outcome, record_outcomes
+from scheduler_service.storage.models import (
+    ScheduledTask,
+    TaskNotification,
+    TaskRun,
+    new_id,
+    utcnow,
+)
 from scheduler_service.testing import FakeAnthropic, text_message
 from tests.conftest import ServiceFactory, next_notification
 from tools import Tool, ToolContext, ToolError
@@ -150,6 +157,53 @@ async def test_on_change_tells_only_results_that_differ_from_the_last_success(
     )
     shown = {r["run_id"]: r["details"]["notification"] for r in task["recent_runs"]}
     assert shown[runs[4].id] == "sent: on_change: the result changed"
+
+
+async def test_two_processes_recording_the_same_change_at_once_tell_it_once(
+    start_service: ServiceFactory, ctx: ToolContext
+) -> None:
+    """The change is judged under the task's row lock, in the transaction that records the
+    outcome: the second recorder sees the first one's fingerprint, whatever the timing."""
+    first = await start_service(tools=[PriceTool()])
+    second = await start_service(tools=[PriceTool()])  # another process, same database
+    daily = {"frequency": "daily", "scheduled_time": "09:00", "custom_schedule": None}
+    task_id = await create(first, ctx, **daily, notify="on_change")
+    now = utcnow()
+    runs = [
+        TaskRun(
+            id=new_id("run"),
+            task_id=task_id,
+            user_id="u1",
+            kind="scheduled",
+            fire_time=now - timedelta(minutes=minutes),
+            attempt=1,
+            status="running",
+            queued_at=now,
+            started_at=now,
+        )
+        for minutes in (2, 1)
+    ]
+    async with first.db.write() as session:
+        session.add_all(runs)
+    cfg = first.settings.scheduler
+    recorded = await asyncio.gather(
+        *(
+            record_outcomes(
+                service.db,
+                cfg,
+                [(run, Outcome("succeeded", result={"price": 48}))],
+                stopping=lambda: False,
+            )
+            for service, run in ((first, runs[0]), (second, runs[1]))
+        )
+    )
+    assert sorted(len(r[0].published) for r in recorded) == [0, 1]
+    assert len(await stored_notifications(first, task_id)) == 1
+    told = sorted([notified(await run_row(first, run.id)) for run in runs])
+    assert told == [
+        "not sent: on_change: same result as the last successful run",
+        "sent: on_change: the result changed",
+    ]
 
 
 # -- orchestrated: model_decides and on_change --------------------------------------------
