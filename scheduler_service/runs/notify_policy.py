@@ -12,8 +12,9 @@ says which successes are worth telling:
 
 Failures notify under every policy, without spamming: the first failure tells, further
 failures at most once per ``failure_alert_interval`` until a success. A task paused for
-failing too often, a manual run (the user asked for it) and the first success after a
-failure the user was told of (it works again) always tell.
+failing too often, a manual run (the user asked for it), a run that changed the user's
+tasks, and the first success after a failure the user was told of (it works again)
+always tell.
 """
 
 from __future__ import annotations
@@ -114,13 +115,17 @@ def decide(
     alert_at: datetime | None,
     now: datetime,
     interval: float,
+    changed_tasks: bool = False,
 ) -> Verdict:
     """Whether a final run of ``status`` notifies.
 
     ``changed``: the result differs from the last success's; ``nothing_to_report``: the
     model said so; ``paused``: this run paused the task; ``alert_at``: when the current
     failure streak was last told (None: no streak told); ``interval``: seconds between
-    two alerts of one streak."""
+    two alerts of one streak; ``changed_tasks``: the run changed the user's tasks through
+    scheduler_tool, which is never silent."""
+    if changed_tasks:
+        return Verdict(True, "the run changed tasks", now if status in FAILURES else None)
     if status in FAILURES:
         if paused:
             return Verdict(True, "the task was paused after repeated failures", now)

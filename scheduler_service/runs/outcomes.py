@@ -262,6 +262,7 @@ def _tells(
         alert_at=task.failure_alert_at,
         now=now,
         interval=cfg.failure_alert_interval,
+        changed_tasks=bool((outcome.details or {}).get(TASK_CHANGES)),
     )
     if mark is not None:
         task.result_fingerprint = mark

@@ -67,6 +67,12 @@ def test_the_pause_after_repeated_failures_and_manual_runs_always_notify() -> No
     assert manual_ok.notify and manual_ok.reason == "manual run"
 
 
+@pytest.mark.parametrize("status", ["succeeded", "failed"])
+def test_a_run_that_changed_the_users_tasks_is_never_silent(status: str) -> None:
+    got = verdict("on_failure", status, changed=False, alert_at=NOW, changed_tasks=True)
+    assert got.notify and got.reason == "the run changed tasks"
+
+
 def test_an_interrupted_run_counts_as_a_failure() -> None:
     assert verdict("always", "interrupted").alert_at == NOW
     assert not verdict("always", "interrupted", alert_at=NOW).notify
