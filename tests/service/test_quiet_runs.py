@@ -90,16 +90,16 @@ async def succeeded_runs(service: SchedulerService, task_id: str) -> list[TaskRu
 async def runs_between(
     service: SchedulerService, task_id: str, after: str, before: str
 ) -> list[TaskRun]:
-    """The task's runs fired after run ``after`` and before run ``before``."""
+    """The task's runs recorded after run ``after`` and before run ``before``."""
     async with service.db.read() as session:
         first, last = await session.get(TaskRun, after), await session.get(TaskRun, before)
         assert first is not None and last is not None
         query = select(TaskRun).where(
             TaskRun.task_id == task_id,
-            TaskRun.fire_time > first.fire_time,
-            TaskRun.fire_time < last.fire_time,
+            TaskRun.finished_at > first.finished_at,
+            TaskRun.finished_at < last.finished_at,
         )
-        return list((await session.scalars(query.order_by(TaskRun.fire_time))).all())
+        return list((await session.scalars(query.order_by(TaskRun.finished_at))).all())
 
 
 async def run_row(service: SchedulerService, run_id: str) -> TaskRun:
@@ -302,7 +302,7 @@ async def test_failures_alert_once_per_interval_until_a_success(
 ) -> None:
     tool = PriceTool()
     tool.failing = True
-    interval = 2.5
+    interval = 4.0  # several fires of the 1 s schedule fall within it, even on a busy machine
     service = await start_service(
         tools=[tool], min_interval=1, failure_alert_interval=interval, max_consecutive_failures=50
     )
@@ -310,12 +310,13 @@ async def test_failures_alert_once_per_interval_until_a_success(
 
     first = await next_of(service, "failed", "succeeded")
     assert first["status"] == "failed" and "the price service is down" in first["message"]
-    assert "at most once every 2.5 seconds, until it succeeds" in first["message"]
+    assert "at most once every 4 seconds, until it succeeds" in first["message"]
     second = await next_of(service, "failed", "succeeded")
     assert second["status"] == "failed"
     gap = datetime.fromisoformat(second["created_at"]) - datetime.fromisoformat(first["created_at"])
     assert gap.total_seconds() >= interval
     quiet = await runs_between(service, task_id, first["run_id"], second["run_id"])
+    quiet = [r for r in quiet if r.status != "skipped"]  # a fire overlapping a slow run
     assert quiet and {r.status for r in quiet} == {"failed"}  # recorded, not told
     assert all(notified(r).startswith("not sent: failure already reported") for r in quiet)
 
@@ -330,6 +331,7 @@ async def test_failures_alert_once_per_interval_until_a_success(
     again = await next_of(service, "failed", "succeeded")  # a new streak: told at once
     assert again["status"] == "failed"
     quiet = await runs_between(service, task_id, back["run_id"], again["run_id"])
+    quiet = [r for r in quiet if r.status != "skipped"]
     assert len(quiet) >= 1 and {r.status for r in quiet} == {"succeeded"}
     assert {notified(r) for r in quiet} == {"not sent: on_failure: the run succeeded"}
     await service.scheduler_tool.run("pause_task", {"task_id": task_id}, context=ctx)
