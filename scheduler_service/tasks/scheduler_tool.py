@@ -64,9 +64,9 @@ Operations:
   Optional notify: when the user hears of a run (every run is recorded): "always" (default),
   "on_change" (only when the result differs from the last successful run's), "model_decides"
   (orchestrated only: the run's model answers NOTHING_TO_REPORT when nothing is worth telling;
-  for "check the price every hour and tell me only if it drops below 50", write the condition
-  in task_description), or "on_failure". A failure is always told, repeats at most once per
-  alert interval (an hour by default) while it keeps failing; the first success after is told.
+  use it for "check the price every hour and tell me only if it drops below 50", with the
+  condition in task_description), or "on_failure". A failure is always told; repeats at most
+  once per alert interval (an hour by default) until a success, which is told too.
 - get_tasks: optional status, frequency, execution_mode, limit, cursor (next_cursor of the
   previous page) or offset. Ordered by next run.
 - get_task: task_id. Includes recent runs (each says whether it notified, and why not),
