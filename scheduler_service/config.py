@@ -131,6 +131,13 @@ class SchedulerConfig(BaseModel):
     max_consecutive_failures: int = Field(
         default=5, ge=1, description="Failed fire times in a row after which a task pauses"
     )
+    failure_alert_interval: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Seconds between two failure notifications of one task while it keeps "
+        "failing: the first failure notifies, later ones at most once per interval until a "
+        "success (0: every failure notifies)",
+    )
     shutdown_grace: float = Field(
         default=10.0, ge=0, description="Seconds a stop waits for running tasks"
     )

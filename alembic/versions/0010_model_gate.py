@@ -1,7 +1,7 @@
 """the model gate: its shared state and the leases of model calls in flight
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-04
 
 On PostgreSQL every process books its model calls through one row (when the API may be
@@ -16,7 +16,7 @@ from alembic import op
 
 
 revision: str = '0010'
-down_revision: str | None = '0008'
+down_revision: str | None = '0009'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

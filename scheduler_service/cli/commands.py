@@ -41,6 +41,7 @@ from scheduler_service.config import (
 )
 from scheduler_service.logs import configure_logging
 from scheduler_service.logs.escape import escape, escape_json
+from scheduler_service.tasks.inputs import PAUSE_NOTE_CHARS
 
 log = logging.getLogger("scheduler_service.cli")
 
@@ -104,6 +105,7 @@ TASK_COLUMNS = [
     ("schedule", "SCHEDULE"),
     ("next_run_time", "NEXT RUN"),
     ("last_status", "LAST"),
+    ("pause_note", "NOTE"),
 ]
 RUN_COLUMNS = [
     ("run_id", "RUN"),
@@ -202,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(action, parents=[common, listing], help=f"{words}, as operator")
         p.add_argument("task_id", type=TASK_ID)
+        if action == "pause":
+            p.add_argument(
+                "--note",
+                default=None,
+                type=identifier(PAUSE_NOTE_CHARS),
+                help="why it is paused (shown by `task` and get_task until it is resumed)",
+            )
         if action == "run-now":
             p.add_argument(
                 "--no-wait",
@@ -418,6 +427,7 @@ async def cmd_task(args: argparse.Namespace) -> int:
             "task_id", "name", "user_id", "conversation_id", "status", "schedule", "timezone",
             "execution_mode", "tool_name", "operation", "task_description", "run_count",
             "success_count", "failure_count", "last_run_time", "last_status", "last_error",
+            "notify", "last_notified_at", "pause_note",
         ]  # fmt: skip
         parts = [details(task, keys), "", "next runs:"]
         parts += [f"  {t}" for t in task["next_runs"]] or ["  (none)"]
@@ -444,7 +454,12 @@ async def cmd_notifications(args: argparse.Namespace) -> int:
 
 async def cmd_action(args: argparse.Namespace) -> int:
     async with operator_service(args) as op:
-        result = await op.act(args.command, args.task_id, wait=getattr(args, "wait", True))
+        result = await op.act(
+            args.command,
+            args.task_id,
+            wait=getattr(args, "wait", True),
+            note=getattr(args, "note", None),
+        )
     emit(args, result, lambda: str(result.get("message", result)))
     run = result.get("run")
     fine = (None, "succeeded", "skipped", "queued", "running")  # queued: --no-wait

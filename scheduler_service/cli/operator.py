@@ -108,11 +108,16 @@ class Operator:
             rows = (await session.scalars(query)).all()
         return [notification_to_dict(n) for n in rows]
 
-    async def act(self, action: str, task_id: str, *, wait: bool = True) -> dict[str, Any]:
+    async def act(
+        self, action: str, task_id: str, *, wait: bool = True, note: str | None = None
+    ) -> dict[str, Any]:
         """pause / resume / cancel / run-now, as the task's owner would. ``run-now``
-        queues the run for a worker and, with ``wait``, returns its record."""
+        queues the run for a worker and, with ``wait``, returns its record; ``pause``
+        keeps ``note``."""
         context = await self.owner(task_id)
         kwargs: dict[str, Any] = {"task_id": task_id}
         if action == "run-now":
             kwargs["wait"] = wait
+        if action == "pause" and note is not None:
+            kwargs["note"] = note
         return await self.service.scheduler_tool.run(ACTIONS[action], kwargs, context=context)

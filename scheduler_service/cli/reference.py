@@ -18,6 +18,7 @@ from scheduler_service.tasks.inputs import (
     CreateTask,
     ExecuteNow,
     ListTasks,
+    PauseTask,
     PreviewSchedule,
     TaskRef,
     UpdateTask,
@@ -36,7 +37,7 @@ INPUTS: dict[str, type[BaseModel]] = {
     "delete_task": TaskRef,
     "execute_task_now": ExecuteNow,
     "cancel_task": TaskRef,
-    "pause_task": TaskRef,
+    "pause_task": PauseTask,
     "resume_task": TaskRef,
     "preview_schedule": PreviewSchedule,
 }

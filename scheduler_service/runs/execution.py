@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from scheduler_service.config import Settings
 from scheduler_service.limits import cut, cut_json
 from scheduler_service.runs.chains import SCHEDULER_TOOL, TASK_CHANGES, journal_for
+from scheduler_service.runs.notify_policy import PROMPTS, policy_of
 from scheduler_service.runs.outcomes import Outcome
 from scheduler_service.schedules import Schedule, describe
 from scheduler_service.statuses import ExecutionMode, RunStatus
@@ -39,6 +40,13 @@ def allowed_tool_names(task: ScheduledTask, registry: ToolRegistry) -> list[str]
     if task.available_tools:
         return [name for name in task.available_tools if name in registry]
     return [name for name in registry.names() if name != SCHEDULER_TOOL]
+
+
+def notify_prompt(policy: str | None) -> str:
+    """What the system prompt tells the model about the task's notify policy (only for
+    the policies its final answer decides: on_change, model_decides)."""
+    text = PROMPTS.get(policy_of(policy))
+    return f"\n\n{text}" if text else ""
 
 
 class Execution:
@@ -182,6 +190,7 @@ class Execution:
             run_number=task.run_count + 1,
             local_now=utcnow().astimezone(zone),
         )
+        system += notify_prompt(task.notify_policy)
         result = await run_orchestration(
             self.client,
             model=self.settings.scheduler.orchestration_model,

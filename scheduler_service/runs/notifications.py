@@ -72,8 +72,12 @@ def to_dict(n: TaskNotification) -> dict[str, Any]:
 
 
 def build(task: ScheduledTask, run: TaskRun | None, status: str, message: str) -> TaskNotification:
+    """The notification row, and the task's ``last_notified_at`` set to its time: every
+    notification is built here, so get_task always says when the user last heard."""
     icon = _ICONS.get(status, "❌")
     words = status.replace("_", " ")
+    now = utcnow()
+    task.last_notified_at = now
     return TaskNotification(
         id=new_id("ntf"),
         task_id=task.id,
@@ -85,7 +89,7 @@ def build(task: ScheduledTask, run: TaskRun | None, status: str, message: str) -
         priority=PRIORITY.get(status, 3),
         title=f"{icon} Scheduled task '{task.name}' {words}",
         message=message,
-        created_at=utcnow(),
+        created_at=now,
     )
 
 

@@ -18,7 +18,8 @@ from sqlalchemy import JSON, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from scheduler_service.config import SchedulerConfig
-from scheduler_service.runs import notifications
+from scheduler_service.limits import cut
+from scheduler_service.runs import notifications, notify_policy
 from scheduler_service.runs.chains import TASK_CHANGES
 from scheduler_service.runs.notifications import summarize
 from scheduler_service.runs.policy import (
@@ -175,8 +176,9 @@ def _record(
             run.details = {**(run.details or {}), "retry_at": recorded.retry_at.isoformat()}
         else:
             recorded.job, note = update_task(cfg, task, run, outcome, now)
-            recorded.published.append(note)
-            session.add(note)
+            if note is not None:
+                recorded.published.append(note)
+                session.add(note)
     return recorded
 
 
@@ -224,9 +226,10 @@ def write_run(row: TaskRun, outcome: Outcome, now: datetime) -> None:
 
 def update_task(
     cfg: SchedulerConfig, task: ScheduledTask, row: TaskRun, outcome: Outcome, now: datetime
-) -> tuple[JobAction | None, TaskNotification]:
+) -> tuple[JobAction | None, TaskNotification | None]:
     """Counters, last result and status after a final attempt; returns the job action
-    (or None) and the notification."""
+    (or None) and the notification (None when the task's notify policy leaves it out:
+    decided here, under the task's lock, so two processes never both tell one change)."""
     ok = outcome.status == RunStatus.SUCCEEDED
     if row.kind != RunKind.MANUAL:
         task.run_count += 1
@@ -246,7 +249,51 @@ def update_task(
     status = outcome.status
     if row.kind != RunKind.MANUAL and task.status == TaskStatus.SCHEDULED:
         job, status, message = settle(cfg, task, outcome, message)
+    if not _tells(cfg, task, row, outcome, status, now):
+        return job, None
+    if outcome.status in notify_policy.FAILURES and status != TaskStatus.PAUSED:
+        message = _alert_words(cfg, task, message)
     return job, notifications.build(task, row, status, message)
+
+
+def _tells(
+    cfg: SchedulerConfig,
+    task: ScheduledTask,
+    row: TaskRun,
+    outcome: Outcome,
+    status: str,
+    now: datetime,
+) -> bool:
+    """Apply the task's notify policy to a final attempt: the task's fingerprint and
+    failure-alert time move on, and the run row says whether it notified and why."""
+    ok = outcome.status == RunStatus.SUCCEEDED
+    mark = notify_policy.fingerprint(outcome.result) if ok else None
+    verdict = notify_policy.decide(
+        notify_policy.policy_of(task.notify_policy),
+        status=outcome.status,
+        manual=row.kind == RunKind.MANUAL,
+        paused=status == TaskStatus.PAUSED,
+        changed=mark != task.result_fingerprint,
+        nothing_to_report=ok and notify_policy.reports_nothing(outcome.result),
+        alert_at=task.failure_alert_at,
+        now=now,
+        interval=cfg.failure_alert_interval,
+        changed_tasks=bool((outcome.details or {}).get(TASK_CHANGES)),
+    )
+    if mark is not None:
+        task.result_fingerprint = mark
+    task.failure_alert_at = verdict.alert_at
+    word = "sent" if verdict.notify else "not sent"
+    row.details = {**(row.details or {}), "notification": f"{word}: {verdict.reason}"}
+    return verdict.notify
+
+
+def _alert_words(cfg: SchedulerConfig, task: ScheduledTask, message: str) -> str:
+    """A failure alert of a task that goes on says when the next one can come, so the
+    silence that follows is not misread as success."""
+    if cfg.failure_alert_interval <= 0 or task.status != TaskStatus.SCHEDULED:
+        return message
+    return f"{message}\n{notify_policy.next_alert_words(cfg.failure_alert_interval)}"
 
 
 def settle(
@@ -269,9 +316,15 @@ def settle(
         return remove, outcome.status, message
     if task.consecutive_failures >= cfg.max_consecutive_failures:
         task.status, task.next_run_at = TaskStatus.PAUSED, None
+        why = f"the task failed {task.consecutive_failures} times in a row and was paused"
+        last = cut(outcome.error or outcome.status, 300)
+        task.pause_note = (
+            f"Paused automatically after {task.consecutive_failures} failed runs in a row; "
+            f"last error: {last}"
+        )
         message += (
-            f" — the task failed {task.consecutive_failures} times in a row and was paused; "
-            f"fix the cause, then resume it with resume_task (task_id {task.id})"
+            f" — {why}; it will not run again until resumed. Fix the cause (execute_task_now "
+            f"tests it), then resume it with resume_task (task_id {task.id})"
         )
         return JobAction.PAUSE, TaskStatus.PAUSED, message
     return None, outcome.status, message

@@ -127,7 +127,8 @@ async def recover_interrupted(
             recovered.interrupted += 1
             if task is not None:
                 _job, note = update_task(cfg, task, row, outcome, now)
-                published.append(note)
+                if note is not None:  # the task's notify policy may leave it out
+                    published.append(note)
         session.add_all(published)
     if published:
         await notifier.publish(published)

@@ -115,6 +115,13 @@ class ScheduledTask(Base):
     last_result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     last_error: Mapped[str | None] = mapped_column(Text)
     next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+
+    # Notifications (see runs/notify_policy.py). NULL policy: "always".
+    notify_policy: Mapped[str | None] = mapped_column(String(20))
+    last_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    result_fingerprint: Mapped[str | None] = mapped_column(String(64))  # last success's
+    failure_alert_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # streak last told
+    pause_note: Mapped[str | None] = mapped_column(Text)  # why it is paused
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

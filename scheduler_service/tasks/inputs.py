@@ -19,6 +19,7 @@ from pydantic import (
 
 from scheduler_service.config import HOST_DEPENDENT_ZONES, ZONE_FORM, Settings, iana_zone_names
 from scheduler_service.limits import max_tokens_limit
+from scheduler_service.runs.notify_policy import NOTHING_TO_REPORT, NotifyName
 from scheduler_service.statuses import FREQUENCIES, FrequencyName, ModeName, TaskStatus
 
 TASK_STATUSES = tuple(status.value for status in TaskStatus)
@@ -32,6 +33,7 @@ TIME_CHARS = 40
 CUSTOM_SCHEDULE_CHARS = 200
 ZONE_CHARS = 64
 TOOL_CHARS = 100
+PAUSE_NOTE_CHARS = 500
 LIST_ITEMS = 50  # before de-duplication; the configured max_list_items applies after
 OFFSET_MAX = 1_000_000_000
 SMALL_INT = 1_000_000  # day_of_month / day_of_week numbers: far beyond any valid value
@@ -209,7 +211,17 @@ class TaskFields(ScheduleFields):
         "schedule and next_runs show the offset. false: runs start on time (the default)",
     )
 
-    @field_validator("execution_mode", mode="before")
+    notify: NotifyName | None = Field(
+        None,
+        description="When the user is told about a run (every run is recorded anyway): "
+        "always (default, every run); on_change (only when the result differs from the last "
+        "successful run's); model_decides (orchestrated only: the model answers "
+        f"{NOTHING_TO_REPORT} when there is nothing worth telling, e.g. 'tell me only if the "
+        "price drops below 50'); on_failure (only failures). Failures always notify: the "
+        "first at once, repeats at most once per interval until a success",
+    )
+
+    @field_validator("execution_mode", "notify", mode="before")
     @classmethod
     def _lower_mode(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -308,6 +320,15 @@ class PreviewSchedule(ScheduleFields):
 
 class TaskRef(_Strict):
     task_id: str = Field(..., min_length=1, max_length=TASK_ID_CHARS)
+
+
+class PauseTask(TaskRef):
+    note: str | None = Field(
+        None,
+        min_length=1,
+        max_length=PAUSE_NOTE_CHARS,
+        description="pause_task: why it is paused (shown by get_task until it is resumed)",
+    )
 
 
 class ExecuteNow(TaskRef):

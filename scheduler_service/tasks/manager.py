@@ -32,6 +32,7 @@ from scheduler_service.runs.chains import (
     release_create,
     reserve_create,
 )
+from scheduler_service.runs.notify_policy import NotifyPolicy
 from scheduler_service.runs.runner import TaskRunner
 from scheduler_service.schedules import (
     Schedule,
@@ -292,6 +293,16 @@ class TaskManager:
             self._check_direct(fields)
         else:
             self._check_orchestrated(fields)
+        if (
+            fields.get("notify") == NotifyPolicy.MODEL_DECIDES
+            and mode != ExecutionMode.ORCHESTRATED
+        ):
+            raise ToolError(
+                "invalid_input",
+                "notify: 'model_decides' needs execution_mode 'orchestrated' (a model must "
+                "judge each result); for a direct task use 'on_change' (tell when the result "
+                "differs from the last one), 'on_failure' or 'always'",
+            )
         return str(mode)
 
     async def _refresh_workers_tools(self) -> None:
@@ -541,6 +552,8 @@ class TaskManager:
         for key in plain:
             if key in fields and fields[key] is not None:
                 setattr(task, key, fields[key])
+        if fields.get("notify") is not None:
+            task.notify_policy = fields["notify"]
         for key in ("scheduled_time", "day_of_week", "day_of_month", "custom_schedule"):
             if key in fields and fields[key] is None:  # cleared: the schedule was parsed so
                 setattr(task, key, None)
@@ -575,6 +588,7 @@ class TaskManager:
             "parameters": task.parameters,
             "task_description": task.task_description,
             "available_tools": task.available_tools,
+            "notify": task.notify_policy,
         }
         merged = {**current, **changes}
         if any(k in changes for k in SCHEDULE_FIELDS):
@@ -617,6 +631,7 @@ class TaskManager:
                 "task_description",
                 "available_tools",
                 "parameters",
+                "notify",
             )
         ):
             merged["execution_mode"] = self._check_execution(
@@ -748,9 +763,10 @@ class TaskManager:
         return task
 
     async def set_status(
-        self, task_id: str, context: ToolContext, status: str
+        self, task_id: str, context: ToolContext, status: str, note: str | None = None
     ) -> tuple[ScheduledTask, bool]:
-        """cancel / pause / resume. Returns the task and whether anything changed."""
+        """cancel / pause / resume. Returns the task and whether anything changed. A pause
+        keeps ``note`` (why) until the task is resumed."""
         task = await self.owned(task_id, context)
         if status == TaskStatus.SCHEDULED:
             self._check_run_may_start(task, context)
@@ -786,7 +802,7 @@ class TaskManager:
                     "time has passed); create a new task with a future scheduled_time",
                 )
         change = functools.partial(
-            self._change_status, task, status, allowed[status], trigger, next_run, now
+            self._change_status, task, status, allowed[status], trigger, next_run, now, note
         )
         task, changed = await self.db.write_orm(change)
         if changed:
@@ -802,6 +818,7 @@ class TaskManager:
         trigger: BaseTrigger | None,
         next_run: datetime | None,
         now: datetime,
+        note: str | None,
         session: Session,
     ) -> tuple[ScheduledTask, bool]:
         """cancel / pause / resume in one transaction with the task's job row, under the
@@ -833,8 +850,10 @@ class TaskManager:
                 trigger = build_trigger(Schedule.from_dict(row.schedule))
             self.jobs.put_job_sync(connection, row.id, trigger, next_run)
         row.status, row.next_run_at, row.updated_at = status, next_run, now
-        if status == TaskStatus.SCHEDULED:
-            row.consecutive_failures = 0
+        if status == TaskStatus.PAUSED:
+            row.pause_note = note
+        if status == TaskStatus.SCHEDULED:  # a fresh start: its first failure is told
+            row.consecutive_failures, row.pause_note, row.failure_alert_at = 0, None, None
         return row, True
 
     async def execute_now(self, task_id: str, context: ToolContext, wait: bool) -> dict[str, Any]:

@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler_service.limits import check_json
+from scheduler_service.runs.notify_policy import NOTIFY_POLICIES
 from scheduler_service.statuses import ExecutionMode, Frequency, RunStatus, TaskStatus
 from scheduler_service.tasks.inputs import (
     TASK_ID_CHARS,
     CreateTask,
     ExecuteNow,
     ListTasks,
+    PauseTask,
     PreviewSchedule,
     TaskFields,
     TaskRef,
@@ -61,13 +63,22 @@ Operations:
   Then either execution_mode "direct" with tool_name, operation, parameters (one fixed tool
   call), or "orchestrated" with task_description (plain-language instructions an assistant
   will follow at run time) and optional available_tools, task_prompt.
+  Optional notify: when the user hears of a run (every run is recorded): "always" (default),
+  "on_change" (only when the result differs from the last successful run's), "model_decides"
+  (orchestrated only: the run's model answers NOTHING_TO_REPORT when nothing is worth telling;
+  use it for "check the price every hour and tell me only if it drops below 50", with the
+  condition in task_description), or "on_failure". A failure is always told; repeats at most
+  once per alert interval (an hour by default) until a success, which is told too.
 - get_tasks: optional status, frequency, execution_mode, limit, cursor (next_cursor of the
   previous page) or offset. Ordered by next run.
-- get_task: task_id. Includes recent runs.
+- get_task: task_id. Includes recent runs (each says whether it notified, and why not),
+  notify, last_notified_at and pause_note.
 - update_task: task_id plus any create_task fields to change; the schedule is recomputed.
 - delete_task: task_id. Removes the task and its history.
 - cancel_task: task_id. Stops future runs, keeps the task and its history.
-- pause_task / resume_task: task_id.
+- pause_task: task_id, optional note (why, shown by get_task until resumed).
+- resume_task: task_id. A task paused after repeated failures (pause_note says why) needs
+  the cause fixed first; execute_task_now tests it.
 - execute_task_now: task_id, optional wait (default true). Runs it once now; the schedule is
   not changed. Use it to test a task right after creating it.
 - preview_schedule: the schedule fields of create_task (or a task_id, plus fields to change)
@@ -116,6 +127,7 @@ def _kwargs_schema() -> dict[str, Any]:
         properties[name]["type"] = "string"
     properties["frequency"]["enum"] = [f.value for f in Frequency]
     properties["execution_mode"]["enum"] = [m.value for m in ExecutionMode]
+    properties["notify"].update({"type": "string", "enum": list(NOTIFY_POLICIES)})
     for name in (
         "day_of_month",
         "max_runs",
@@ -142,6 +154,10 @@ def _kwargs_schema() -> dict[str, Any]:
         "enum": [s.value for s in TaskStatus],
     }
     properties["spread"]["type"] = "boolean"
+    properties["note"] = {
+        "type": "string",
+        "description": PauseTask.model_fields["note"].description,
+    }
     properties["wait"] = {"type": "boolean", "description": "execute_task_now: wait for result"}
     properties["count"] = {
         "type": "integer",
@@ -313,10 +329,10 @@ class SchedulerTool(Tool):
     async def _get(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
         ref = self._valid(TaskRef, kwargs)
         task = await self._tasks.get_task(ref.task_id, context)
-        return {
-            "task": task,
-            "message": f"Task '{task['name']}' is {task['status']}. {_next_run_words(task)}",
-        }
+        message = f"Task '{task['name']}' is {task['status']}. {_next_run_words(task)}"
+        if task["status"] == TaskStatus.PAUSED and task.get("pause_note"):
+            message += f" Paused: {task['pause_note']}"
+        return {"task": task, "message": message}
 
     async def _update(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
         task, changed, shown = await self._tasks.update_task(
@@ -345,8 +361,9 @@ class SchedulerTool(Tool):
     async def _status(
         self, kwargs: dict[str, Any], context: ToolContext, status: str, done: str
     ) -> dict[str, Any]:
-        ref = self._valid(TaskRef, kwargs)
-        task, changed = await self._tasks.set_status(ref.task_id, context, status)
+        ref = self._valid(PauseTask if status == TaskStatus.PAUSED else TaskRef, kwargs)
+        note = ref.note if isinstance(ref, PauseTask) else None
+        task, changed = await self._tasks.set_status(ref.task_id, context, status, note)
         state = done if changed else f"was already {task.status}"
         message = f"Task '{task.name}' {state}."
         if status == TaskStatus.SCHEDULED:
