@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -76,6 +76,12 @@ class FireClaim:
     run: TaskRun | None = None
     published: list[TaskNotification] = field(default_factory=list)
     job: JobAction | None = None  # what to do with the task's job afterwards
+
+
+def grace_start_column() -> ColumnElement[datetime]:
+    """``policy.grace_start`` in SQL: a queued run's misfire grace counts from its fire
+    time, a backfill run's from when it was queued."""
+    return case((TaskRun.kind == RunKind.BACKFILL, TaskRun.queued_at), else_=TaskRun.fire_time)
 
 
 def schedule_of(task: ScheduledTask) -> Schedule:
@@ -335,7 +341,9 @@ class Claims:
             select(TaskRun.id)
             .join(ScheduledTask, ScheduledTask.id == TaskRun.task_id)
             .where(TaskRun.status == RunStatus.QUEUED, TaskRun.worker.is_(None))
-            .where(TaskRun.fire_time >= func.now() - func.make_interval(0, 0, 0, 0, 0, 0, grace))
+            .where(
+                grace_start_column() >= func.now() - func.make_interval(0, 0, 0, 0, 0, 0, grace)
+            )
             .where(self._runnable_here())
             .order_by(TaskRun.fire_time, TaskRun.queued_at)
             .limit(limit)
@@ -355,7 +363,7 @@ class Claims:
         second), then the runs still unassigned are taken under the write lock."""
         grace = func.coalesce(ScheduledTask.misfire_grace_time, self.cfg.misfire_grace_time)
         candidates = (
-            select(TaskRun.id, TaskRun.fire_time, grace)
+            select(TaskRun.id, grace_start_column(), grace)
             .join(ScheduledTask, ScheduledTask.id == TaskRun.task_id)
             .where(TaskRun.status == RunStatus.QUEUED, TaskRun.worker.is_(None))
             .where(self._runnable_here())
@@ -364,7 +372,7 @@ class Claims:
         )
         rows = await self.db.read_sync(lambda session: session.execute(candidates).all())
         now = utcnow()
-        ids = [i for i, fire, within in rows if (now - fire).total_seconds() <= within]
+        ids = [i for i, since, within in rows if (now - since).total_seconds() <= within]
         if not ids:
             return []
         async with self.db.write() as session:

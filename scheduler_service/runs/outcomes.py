@@ -30,9 +30,9 @@ from scheduler_service.runs.policy import (
 )
 from scheduler_service.statuses import (
     ACTIVE_RUN,
+    ON_REQUEST,
     Frequency,
     JobAction,
-    RunKind,
     RunStatus,
     TaskStatus,
 )
@@ -212,7 +212,7 @@ def update_task(
     """Counters, last result and status after a final attempt; returns the job action
     (or None) and the notification."""
     ok = outcome.status == RunStatus.SUCCEEDED
-    if row.kind != RunKind.MANUAL:
+    if row.kind not in ON_REQUEST:  # a manual or backfill run is not the schedule's
         task.run_count += 1
     task.success_count += ok
     task.failure_count += not ok
@@ -228,7 +228,7 @@ def update_task(
         message += f"\nChanges this run made to your tasks: {changes}"
     job: JobAction | None = None
     status = outcome.status
-    if row.kind != RunKind.MANUAL and task.status == TaskStatus.SCHEDULED:
+    if row.kind not in ON_REQUEST and task.status == TaskStatus.SCHEDULED:
         job, status, message = settle(cfg, task, outcome, message)
     return job, notifications.build(task, row, status, message)
 

@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from scheduler_service.config import Settings
+from scheduler_service.runs.backfill import queue_backfill
 from scheduler_service.runs.batching import Batcher
 from scheduler_service.runs.claims import Claims, FireClaim
 from scheduler_service.runs.execution import Execution
@@ -45,11 +46,11 @@ from scheduler_service.runs.outcomes import (
     record_outcomes,
 )
 from scheduler_service.runs.parked import ParkedRun, park, unpark
-from scheduler_service.runs.policy import Fire
+from scheduler_service.runs.policy import BackfillPlan, Fire
 from scheduler_service.runs.queue import RunQueue
 from scheduler_service.runs.slots import SlotLine
 from scheduler_service.scheduling import JobControl
-from scheduler_service.statuses import ACTIVE_RUN, JobAction, RunKind, RunStatus
+from scheduler_service.statuses import ACTIVE_RUN, ON_REQUEST, JobAction, RunKind, RunStatus
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskNotification, TaskRun, utcnow
 from scheduler_service.storage.retry import retry_transient
@@ -221,6 +222,15 @@ class TaskRunner:
         if this process is a worker with the task's tool, else by a worker that has it.
         With ``wait``, returns its record; without, the claimed run."""
         return await self.execute(task.id, utcnow(), kind=RunKind.MANUAL, attempt=1, wait=wait)
+
+    async def backfill(self, task_id: str, times: list[datetime], max_runs: int) -> BackfillPlan:
+        """Queue past fire times no row covers as ``backfill`` runs (``runs.backfill``):
+        like a client's manual run, they wait in the run queue for a worker with the
+        task's tool, and run within its free slots."""
+        plan = await queue_backfill(self.db, self.claims.new_run, task_id, times, max_runs)
+        if plan.queued:
+            await self._queued()
+        return plan
 
     async def execute(
         self, task_id: str, fire_time: datetime, *, kind: str, attempt: int, wait: bool = True
@@ -406,7 +416,7 @@ class TaskRunner:
         return run
 
     def _count_in_flight(self, run: TaskRun, delta: int) -> None:
-        in_flight = self._manual if run.kind == RunKind.MANUAL else self._scheduled
+        in_flight = self._manual if run.kind in ON_REQUEST else self._scheduled
         in_flight[run.task_id] += delta
 
     async def _run_in_slot(self, run: TaskRun) -> Outcome | None:

@@ -7,6 +7,7 @@ what was wrong and what is accepted, so an LLM can fix its call on the next try.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -305,6 +306,56 @@ class TaskRef(_Strict):
 
 class ExecuteNow(TaskRef):
     wait: bool = Field(True, description="Wait for the run to finish and return its result")
+
+
+ISO_FORM = "an ISO 8601 date or datetime such as '2026-11-01' or '2026-11-01T09:00' (without an offset: in the task's timezone)"
+
+
+def _iso_instant(value: str | None) -> str | None:
+    """A backfill bound must read as an ISO 8601 date or datetime (zone applied later)."""
+    if value is None:
+        return value
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not {ISO_FORM}") from None
+    return value
+
+
+class Backfill(TaskRef):
+    """backfill_task: run the task's past fire times in [start, end) that never ran."""
+
+    start: str = Field(
+        ...,
+        max_length=TIME_CHARS,
+        description="backfill_task: first instant of the window (inclusive), ISO 8601; "
+        "naive = the task's timezone",
+    )
+    end: str = Field(
+        ...,
+        max_length=TIME_CHARS,
+        description="backfill_task: end of the window (exclusive), ISO 8601, not in the future",
+    )
+    max_backfill_runs: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="backfill_task: queue at most this many fire times, oldest first "
+        "(default and upper bound: the configured limit, 100 unless changed)",
+    )
+
+    _instants = field_validator("start", "end")(_iso_instant)
+
+    @field_validator("max_backfill_runs")
+    @classmethod
+    def _at_most_configured(cls, value: int | None, info: ValidationInfo) -> int | None:
+        settings = _settings(info)
+        if value is None or settings is None:
+            return value
+        limit = settings.limits.max_backfill_runs
+        if value > limit:
+            raise ValueError(f"at most {limit} a call; give 1-{limit} and backfill the rest later")
+        return value
 
 
 class ListTasks(_Strict):

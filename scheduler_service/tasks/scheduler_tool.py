@@ -17,6 +17,7 @@ from scheduler_service.limits import check_json
 from scheduler_service.statuses import ExecutionMode, Frequency, RunStatus, TaskStatus
 from scheduler_service.tasks.inputs import (
     TASK_ID_CHARS,
+    Backfill,
     CreateTask,
     ExecuteNow,
     ListTasks,
@@ -68,6 +69,11 @@ Operations:
 - pause_task / resume_task: task_id.
 - execute_task_now: task_id, optional wait (default true). Runs it once now; the schedule is
   not changed. Use it to test a task right after creating it.
+- backfill_task: task_id, start, end (ISO 8601 date or datetime; naive = the task's
+  timezone; end not in the future), optional max_backfill_runs (default 100). Runs the
+  task's past fire times in [start, end) that never ran (e.g. while it was paused) once
+  each, oldest first; a fire time that already has a run of any outcome is not run again.
+  Returns how many were queued, already done and left out by the cap (continue_from).
 - preview_schedule: the schedule fields of create_task (or a task_id, plus fields to change)
   and count (default 5, max 100). Stores nothing; returns description, next_runs and
   warnings (DST gaps/overlaps, days clamped to month end, times in the past). Use it when
@@ -91,6 +97,7 @@ OPERATIONS = (
     "pause_task",
     "resume_task",
     "preview_schedule",
+    "backfill_task",
 )
 
 
@@ -146,6 +153,10 @@ def _kwargs_schema() -> dict[str, Any]:
     }
     properties["limit"]["description"] = "get_tasks: page size (1-100, default 20)"
     properties["offset"]["description"] = "get_tasks: rows to skip"
+    for name, info in Backfill.model_fields.items():
+        if name != "task_id":
+            kind = "integer" if name == "max_backfill_runs" else "string"
+            properties[name] = {"type": kind, "description": info.description or name}
     properties["cursor"] = {
         "type": "string",
         "description": "get_tasks: next_cursor of the previous page (pages of any depth)",
@@ -225,6 +236,7 @@ class SchedulerTool(Tool):
             "pause_task": self._pause,
             "resume_task": self._resume,
             "preview_schedule": self._preview,
+            "backfill_task": self._backfill,
         }
 
     async def run(
@@ -382,3 +394,6 @@ class SchedulerTool(Tool):
         else:
             message = f"Ran task '{name}' now: {run['status']} — {run['error']}."
         return {"task_id": args.task_id, "run": run, "task": out["task"], "message": message}
+
+    async def _backfill(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        return await self._tasks.backfill_task(self._valid(Backfill, kwargs), context)
