@@ -23,7 +23,9 @@ class TaskStatus(StrEnum):
 
 
 class RunStatus(StrEnum):
-    """The state of one ``task_scheduler_runs`` row. ``queued`` and ``running`` are active."""
+    """The state of one ``task_scheduler_runs`` row. ``queued`` and ``running`` are active;
+    ``buffered`` waits for the task's running run to end (overlap ``buffer_one``), then
+    becomes ``queued``."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -33,6 +35,7 @@ class RunStatus(StrEnum):
     INTERRUPTED = "interrupted"
     MISSED = "missed"
     SKIPPED = "skipped"
+    BUFFERED = "buffered"
 
 
 class RunKind(StrEnum):

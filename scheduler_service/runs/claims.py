@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from scheduler_service.config import LimitsConfig, SchedulerConfig
-from scheduler_service.runs import notifications
+from scheduler_service.runs import buffering, notifications
 from scheduler_service.runs.notifications import Notifier
 from scheduler_service.runs.outcomes import Outcome, update_task
 from scheduler_service.runs.policy import (
@@ -44,6 +44,8 @@ from scheduler_service.runs.policy import (
     FirePlan,
     PlanInput,
     fire_plans,
+    on_overlap,
+    overlap_of,
     split_missed,
 )
 from scheduler_service.schedules import Schedule
@@ -52,6 +54,7 @@ from scheduler_service.statuses import (
     ExecutionMode,
     Frequency,
     JobAction,
+    Overlap,
     RunKind,
     RunStatus,
     TaskStatus,
@@ -82,6 +85,11 @@ def grace_start_column() -> ColumnElement[datetime]:
     """``policy.grace_start`` in SQL: a queued run's misfire grace counts from its fire
     time, a backfill run's from when it was queued."""
     return case((TaskRun.kind == RunKind.BACKFILL, TaskRun.queued_at), else_=TaskRun.fire_time)
+
+
+def allowed(task: ScheduledTask) -> bool:
+    """Whether the task's runs may overlap (overlap ``allow``)."""
+    return overlap_of(task.options) == Overlap.ALLOW
 
 
 def schedule_of(task: ScheduledTask) -> Schedule:
@@ -285,15 +293,34 @@ class Claims:
         if missed:
             claim.published.append(self._add_missed(session, task, missed, next_run))
         if due is not None:
-            if busy or self.overlaps(task.id):
-                claim.published.append(self._add_skip(session, task, due, RunKind.SCHEDULED, 1))
-            else:
+            overlapping = busy or self.overlaps(task.id) or buffering.overlapped(session, task)
+            if not overlapping or not self._held_back(session, task, due, claim):
                 # the queue assigns it (PostgreSQL, or a tool this worker lacks)
                 worker = None if self.queued or not self.assigns(task) else self.worker
                 claim.run = self.new_run(task, due, RunKind.SCHEDULED, 1, worker=worker)
                 session.add(claim.run)
         session.add_all(claim.published)
         return claim
+
+    def _held_back(
+        self, session: Session, task: ScheduledTask, due: datetime, claim: FireClaim
+    ) -> bool:
+        """A due fire while a run of its task is in flight, by the task's overlap policy:
+        recorded skipped, or buffered until the running one ends (True); or run
+        alongside (False: ``allow``)."""
+        policy = overlap_of(task.options)
+        waiting = policy == Overlap.BUFFER_ONE and buffering.has_buffered(session, task.id)
+        action = on_overlap(policy, waiting)
+        if action == "run":
+            return False
+        if action == "buffer":
+            status = RunStatus.BUFFERED
+            session.add(self.new_run(task, due, RunKind.SCHEDULED, 1, status=status, worker=None))
+        else:
+            claim.published.append(
+                self._add_skip(session, task, due, RunKind.SCHEDULED, 1, also_waiting=waiting)
+            )
+        return True
 
     def new_run(
         self, task: ScheduledTask, fire_time: datetime, kind: str, attempt: int, **fields: Any
@@ -417,7 +444,7 @@ class Claims:
                     published.extend([note] if note else [])
                     session.add_all(published)
                     run = None
-                elif kind != RunKind.MANUAL and self.overlaps(task_id):
+                elif kind == RunKind.RETRY and self.overlaps(task_id) and not allowed(task):
                     published.append(self._add_skip(session, task, fire_time, kind, attempt))
                     session.add_all(published)
                     run = None
@@ -564,9 +591,12 @@ class Claims:
         fire_time: datetime,
         kind: str,
         attempt: int,
+        also_waiting: bool = False,
     ) -> TaskNotification:
         now = utcnow()
         error = "the previous run of this task was still running"
+        if also_waiting:  # overlap buffer_one: one fire waits already
+            error += " and another run was already waiting to start after it"
         row = self.new_run(
             task,
             fire_time,

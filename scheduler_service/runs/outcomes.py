@@ -18,7 +18,7 @@ from sqlalchemy import JSON, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from scheduler_service.config import SchedulerConfig
-from scheduler_service.runs import notifications
+from scheduler_service.runs import buffering, notifications
 from scheduler_service.runs.chains import TASK_CHANGES
 from scheduler_service.runs.notifications import summarize
 from scheduler_service.runs.policy import (
@@ -62,6 +62,7 @@ class Recorded:
     retry_at: datetime | None = None
     job: JobAction | None = None  # what to do with the task's job afterwards
     published: list[TaskNotification] = field(default_factory=list)
+    released: bool = False  # a buffered fire of the task went to the run queue
 
 
 async def record_outcomes(
@@ -119,7 +120,28 @@ def _record_all(
             for run in written
         ]
         session.execute(WRITE_OUTCOME, rows)
+        _release_buffered(session, tasks, written, recorded, now)
     return recorded
+
+
+def _release_buffered(
+    session: Session,
+    tasks: dict[str, ScheduledTask],
+    written: list[TaskRun],
+    recorded: list[Recorded],
+    now: datetime,
+) -> None:
+    """The fire waiting for a run just ended (overlap ``buffer_one``) is queued now, in
+    the transaction that ended the run (``runs.buffering``)."""
+    ended = {
+        run.task_id
+        for run in written
+        if run.kind in buffering.SCHEDULED_KINDS and buffering.buffers(tasks.get(run.task_id))
+    }
+    if not ended or not session.scalars(buffering.release(ended, now)).all():
+        return
+    for item in recorded:
+        item.released = item.run.task_id in ended
 
 
 def _run_states(session: Session, run_ids: list[str]) -> dict[str, tuple[str, datetime | None]]:

@@ -12,6 +12,7 @@
 * ``split_missed``: which of them are too late to run (beyond the misfire grace time).
 * ``fire_times_between`` / ``backfill_plan``: which past fire times a backfill runs.
 * ``grace_start``: the instant a queued run's misfire grace counts from.
+* ``on_overlap``: what a fire does while a run of its task is in flight.
 
 The run path (``claims``, ``outcomes``, ``runner``) stores what these decide.
 """
@@ -29,7 +30,7 @@ from apscheduler.triggers.base import BaseTrigger
 from scheduler_service.config import SchedulerConfig
 from scheduler_service.runs.chains import TASK_CHANGES
 from scheduler_service.schedules import Schedule, build_trigger
-from scheduler_service.statuses import ON_REQUEST, RunKind, RunStatus
+from scheduler_service.statuses import ON_REQUEST, Overlap, RunKind, RunStatus
 from scheduler_service.storage.models import ScheduledTask, TaskRun
 
 MAX_BACKFILL = 1000  # at most this many earlier fire times recovered by one claim
@@ -209,3 +210,19 @@ def backfill_plan(
     pending = [t for t in open_times if horizon is not None and t >= horizon]
     runnable = [t for t in open_times if horizon is None or t < horizon]
     return BackfillPlan(runnable[:max_runs], done, pending, runnable[max_runs:])
+
+
+def overlap_of(options: dict[str, Any] | None) -> str:
+    """A task's overlap policy (stored with its options; ``skip`` unless set)."""
+    return str((options or {}).get("overlap") or Overlap.SKIP)
+
+
+def on_overlap(policy: str, one_waiting: bool) -> str:
+    """What a due scheduled fire does while a run of its task is in flight: ``run``
+    (alongside, ``allow``), ``buffer`` (wait for it, ``buffer_one``, when no fire waits
+    yet) or ``skip`` (recorded skipped: ``skip``, or a fire already waits)."""
+    if policy == Overlap.ALLOW:
+        return "run"
+    if policy == Overlap.BUFFER_ONE and not one_waiting:
+        return "buffer"
+    return "skip"

@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
 from scheduler_service.config import SchedulerConfig
+from scheduler_service.runs import buffering
 from scheduler_service.runs.claims import schedule_of
 from scheduler_service.runs.notifications import Notifier
 from scheduler_service.runs.outcomes import (
@@ -99,6 +100,7 @@ async def recover_interrupted(
         return Recovered()
     recovered = Recovered()
     published: list[TaskNotification] = []
+    ended: set[str] = set()  # tasks whose scheduled run was interrupted
     now = utcnow()
     async with db.write() as session:
         await db.lock_tasks(session, [task_id for _, task_id, _ in orphans])  # the lock order
@@ -128,6 +130,10 @@ async def recover_interrupted(
             if task is not None:
                 _job, note = update_task(cfg, task, row, outcome, now)
                 published.append(note)
+                if row.kind in buffering.SCHEDULED_KINDS and buffering.buffers(task):
+                    ended.add(task.id)
+        if ended:  # the fire that waited for an interrupted run goes to the run queue
+            await session.execute(buffering.release(ended, now))
         session.add_all(published)
     if published:
         await notifier.publish(published)

@@ -488,6 +488,8 @@ class TaskRunner:
             )
         await self._apply_job_action(run.task_id, recorded.job)
         await self._publish(recorded.published)
+        if recorded.released:  # a fire that waited for this run is queued now
+            await self._queued()
 
     async def _job_store_call(self, call: Callable[[], Awaitable[None]], what: str) -> None:
         """A job-store change after a commit, retried while the service runs. If it still

@@ -20,7 +20,13 @@ from pydantic import (
 
 from scheduler_service.config import HOST_DEPENDENT_ZONES, ZONE_FORM, Settings, iana_zone_names
 from scheduler_service.limits import max_tokens_limit
-from scheduler_service.statuses import FREQUENCIES, FrequencyName, ModeName, TaskStatus
+from scheduler_service.statuses import (
+    FREQUENCIES,
+    FrequencyName,
+    ModeName,
+    OverlapName,
+    TaskStatus,
+)
 
 TASK_STATUSES = tuple(status.value for status in TaskStatus)
 Frequency = FrequencyName
@@ -197,13 +203,20 @@ class TaskFields(ScheduleFields):
         le=31_622_400,
         description="Seconds within which a run missed during downtime still runs (≤ 1 year)",
     )
+    overlap: OverlapName | None = Field(
+        None,
+        description="When a run is due while the previous run of this task is still going: "
+        "'skip' (default: that run is recorded skipped), 'buffer_one' (it waits and starts "
+        "when the previous one ends; further ones meanwhile are skipped) or 'allow' (it "
+        "runs at the same time)",
+    )
     max_iterations: int | None = Field(None, ge=1, le=50, description="orchestrated: model calls")
     max_tokens: int | None = Field(None, ge=1, le=64_000, description="orchestrated: per call")
     token_budget: int | None = Field(
         None, ge=1, le=100_000_000, description="orchestrated: tokens per run"
     )
 
-    @field_validator("execution_mode", mode="before")
+    @field_validator("execution_mode", "overlap", mode="before")
     @classmethod
     def _lower_mode(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -371,7 +384,7 @@ class ListTasks(_Strict):
     cursor: str | None = Field(None, max_length=1000)
 
 
-OPTION_FIELDS = ("max_iterations", "max_tokens", "token_budget")
+OPTION_FIELDS = ("max_iterations", "max_tokens", "token_budget", "overlap")
 SCHEDULE_FIELDS = (
     "frequency",
     "scheduled_time",

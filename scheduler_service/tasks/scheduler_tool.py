@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler_service.limits import check_json
-from scheduler_service.statuses import ExecutionMode, Frequency, RunStatus, TaskStatus
+from scheduler_service.statuses import ExecutionMode, Frequency, Overlap, RunStatus, TaskStatus
 from scheduler_service.tasks.inputs import (
     TASK_ID_CHARS,
     Backfill,
@@ -59,7 +59,9 @@ Operations:
   max_runs. One schedule per task: "weekdays at 8 and weekends at 10" is two tasks.
   Then either execution_mode "direct" with tool_name, operation, parameters (one fixed tool
   call), or "orchestrated" with task_description (plain-language instructions an assistant
-  will follow at run time) and optional available_tools, task_prompt.
+  will follow at run time) and optional available_tools, task_prompt. Optional overlap
+  (skip|buffer_one|allow, default skip): what a run due while the task's previous run is
+  still going does (skipped, waits for it, or runs alongside).
 - get_tasks: optional status, frequency, execution_mode, limit, cursor (next_cursor of the
   previous page) or offset. Ordered by next run.
 - get_task: task_id. Includes recent runs.
@@ -121,6 +123,7 @@ def _kwargs_schema() -> dict[str, Any]:
         properties[name]["type"] = "string"
     properties["frequency"]["enum"] = [f.value for f in Frequency]
     properties["execution_mode"]["enum"] = [m.value for m in ExecutionMode]
+    properties["overlap"]["enum"] = [o.value for o in Overlap]
     for name in (
         "day_of_month",
         "max_runs",
