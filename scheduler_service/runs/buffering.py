@@ -31,9 +31,7 @@ def buffers(task: ScheduledTask | None) -> bool:
 
 def has_buffered(session: Session, task_id: str) -> bool:
     """Whether a fire of the task is already waiting."""
-    query = select(
-        exists().where(TaskRun.task_id == task_id, TaskRun.status == RunStatus.BUFFERED)
-    )
+    query = select(exists().where(TaskRun.task_id == task_id, TaskRun.status == RunStatus.BUFFERED))
     return bool(session.scalar(query))
 
 

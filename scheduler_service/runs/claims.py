@@ -368,9 +368,7 @@ class Claims:
             select(TaskRun.id)
             .join(ScheduledTask, ScheduledTask.id == TaskRun.task_id)
             .where(TaskRun.status == RunStatus.QUEUED, TaskRun.worker.is_(None))
-            .where(
-                grace_start_column() >= func.now() - func.make_interval(0, 0, 0, 0, 0, 0, grace)
-            )
+            .where(grace_start_column() >= func.now() - func.make_interval(0, 0, 0, 0, 0, 0, grace))
             .where(self._runnable_here())
             .order_by(TaskRun.fire_time, TaskRun.queued_at)
             .limit(limit)

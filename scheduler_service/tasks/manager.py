@@ -856,8 +856,9 @@ class TaskManager:
                 "create a new task instead",
             )
         self._check_run_may_start(task, context)
-        start, end = backfill.instant(data.start, task.timezone), backfill.instant(
-            data.end, task.timezone
+        start, end = (
+            backfill.instant(data.start, task.timezone),
+            backfill.instant(data.end, task.timezone),
         )
         backfill.check_window(start, end, utcnow(), task.timezone)
         times = await self._evaluate(

@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from scheduler_service import SchedulerService
 from scheduler_service.storage.models import ScheduledTask, TaskRun, utcnow
+from scheduler_service.testing import FakeAnthropic, text_message
 from scheduler_service.threaded import ThreadedScheduler
 from tests.conftest import (
     RecordingTool,
@@ -114,9 +115,7 @@ async def test_each_past_fire_time_runs_once_and_the_cap_says_where_to_go_on(
         (t, "backfill", "succeeded") for t in times
     ]
     assert len(tool.calls) == DAYS  # days past the misfire grace time, and still run
-    task = (await service.scheduler_tool.run("get_task", {"task_id": task_id}, context=CTX))[
-        "task"
-    ]
+    task = (await service.scheduler_tool.run("get_task", {"task_id": task_id}, context=CTX))["task"]
     assert (task["status"], task["run_count"], task["success_count"]) == ("paused", 0, DAYS)
 
 
@@ -214,6 +213,30 @@ async def test_too_many_fire_times_and_finished_tasks_are_refused(
         await backfill(service, task_id, start, end)
     assert refused.value.code == "conflict" and "is cancelled" in refused.value.message
     assert await runs_of(service, task_id) == [] and await runs_of(service, minutely) == []
+
+
+async def test_an_orchestrated_backfill_run_is_told_its_fire_time(
+    start_service: ServiceFactory,
+) -> None:
+    """The real anthropic client over the scripted transport: the model's system prompt
+    names the past time the run stands for, next to the current time."""
+    fake = FakeAnthropic(text_message("Reported for that day."))
+    service = await start_service(tools=[RecordingTool()], anthropic_client=fake.client())
+    task_id = await create_aged(
+        service,
+        execution_mode="orchestrated",
+        tool_name=None,
+        operation=None,
+        task_description="Report the day's orders",
+    )
+    start, end, times = window()
+    out = await backfill(service, task_id, start, end, max_backfill_runs=1)
+    assert out["queued_times"] == [times[0].isoformat()]
+    assert (await next_notification(service))["status"] == "succeeded"
+    system = str(fake.requests[0]["system"])
+    assert f"Backfill: this run stands for the scheduled time {times[0].isoformat()}" in system
+    assert "Current local time" in system
+    await fake.aclose()
 
 
 async def test_a_window_before_the_schedule_began_says_so(service: SchedulerService) -> None:
