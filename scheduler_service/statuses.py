@@ -56,6 +56,7 @@ class Overlap(StrEnum):
     SKIP = "skip"  # recorded skipped (the default)
     BUFFER_ONE = "buffer_one"  # one fire waits and starts when the running one ends
     ALLOW = "allow"  # runs alongside
+    CANCEL_PREVIOUS = "cancel_previous"  # the running one is stopped, then this one starts
 
 
 class Frequency(StrEnum):
@@ -92,4 +93,4 @@ ON_REQUEST = (RunKind.MANUAL, RunKind.BACKFILL)
 # the plain strings). Keep them equal to the enums above.
 FrequencyName = Literal["once", "minutely", "hourly", "daily", "weekly", "monthly", "custom"]
 ModeName = Literal["direct", "orchestrated"]
-OverlapName = Literal["skip", "buffer_one", "allow"]
+OverlapName = Literal["skip", "buffer_one", "allow", "cancel_previous"]

@@ -1,4 +1,5 @@
-"""Buffered runs: a fire held back by the overlap policy ``buffer_one``.
+"""Buffered runs: a fire held back by the overlap policy ``buffer_one`` (or by
+``cancel_previous`` until the run it stops has ended).
 
 A scheduled fire that finds a run of its task in flight is, under ``buffer_one``, stored
 as a run row with status ``buffered`` (worker NULL) in the claim's transaction, under
@@ -24,9 +25,13 @@ from scheduler_service.storage.models import ScheduledTask, TaskRun
 SCHEDULED_KINDS = (RunKind.SCHEDULED, RunKind.RETRY)  # the runs the overlap policy is about
 
 
+WAITING_POLICIES = (Overlap.BUFFER_ONE, Overlap.CANCEL_PREVIOUS)
+
+
 def buffers(task: ScheduledTask | None) -> bool:
-    """Whether the task's overlap policy keeps a fire waiting (``buffer_one``)."""
-    return task is not None and overlap_of(task.options) == Overlap.BUFFER_ONE
+    """Whether the task's overlap policy keeps a fire waiting for the run in flight
+    (``buffer_one``; ``cancel_previous`` while the run it stopped ends)."""
+    return task is not None and overlap_of(task.options) in WAITING_POLICIES
 
 
 def has_buffered(session: Session, task_id: str) -> bool:
@@ -49,7 +54,7 @@ def has_active(session: Session, task_id: str) -> bool:
 
 
 def overlapped(session: Session, task: ScheduledTask) -> bool:
-    """Under ``buffer_one``, whether a scheduled or retry run of the task is active in
+    """Under a waiting policy, whether a scheduled or retry run of the task is active in
     the database (the process's own count misses a released fire no worker took yet)."""
     return buffers(task) and has_active(session, task.id)
 

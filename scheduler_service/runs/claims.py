@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from scheduler_service.config import LimitsConfig, SchedulerConfig
-from scheduler_service.runs import buffering, notifications
+from scheduler_service.runs import buffering, cancelling, notifications
 from scheduler_service.runs.notifications import Notifier
 from scheduler_service.runs.outcomes import Outcome, update_task
 from scheduler_service.runs.policy import (
@@ -306,14 +306,18 @@ class Claims:
         self, session: Session, task: ScheduledTask, due: datetime, claim: FireClaim
     ) -> bool:
         """A due fire while a run of its task is in flight, by the task's overlap policy:
-        recorded skipped, or buffered until the running one ends (True); or run
-        alongside (False: ``allow``)."""
-        policy = overlap_of(task.options)
-        waiting = policy == Overlap.BUFFER_ONE and buffering.has_buffered(session, task.id)
-        action = on_overlap(policy, waiting)
+        recorded skipped, or buffered until the running one ends (True); or run now
+        (False: ``allow``, or ``cancel_previous`` with nothing left running)."""
+        waiting = buffering.buffers(task) and buffering.has_buffered(session, task.id)
+        action = on_overlap(overlap_of(task.options), waiting)
+        if action == "cancel":
+            published, running = cancelling.stop_previous(session, task, utcnow())
+            claim.published.extend(published)
+            if not running:
+                return False
         if action == "run":
             return False
-        if action == "buffer":
+        if action in ("buffer", "cancel"):
             status = RunStatus.BUFFERED
             session.add(self.new_run(task, due, RunKind.SCHEDULED, 1, status=status, worker=None))
         else:

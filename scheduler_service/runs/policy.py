@@ -220,9 +220,14 @@ def overlap_of(options: dict[str, Any] | None) -> str:
 def on_overlap(policy: str, one_waiting: bool) -> str:
     """What a due scheduled fire does while a run of its task is in flight: ``run``
     (alongside, ``allow``), ``buffer`` (wait for it, ``buffer_one``, when no fire waits
-    yet) or ``skip`` (recorded skipped: ``skip``, or a fire already waits)."""
+    yet), ``cancel`` (stop it and wait until it has stopped, ``cancel_previous``, when no
+    fire waits yet) or ``skip`` (recorded skipped: ``skip``, or a fire already waits)."""
     if policy == Overlap.ALLOW:
         return "run"
-    if policy == Overlap.BUFFER_ONE and not one_waiting:
+    if one_waiting:
+        return "skip"
+    if policy == Overlap.BUFFER_ONE:
         return "buffer"
+    if policy == Overlap.CANCEL_PREVIOUS:
+        return "cancel"
     return "skip"

@@ -5,6 +5,9 @@ run is still going does.
 * ``buffer_one``: the first such fire waits (a ``buffered`` row) and starts once the
   running run has ended; any further one is skipped, saying that one already waits.
 * ``allow``: it runs at the same time.
+* ``cancel_previous``: the running run is stopped (recorded interrupted, error kind
+  ``cancelled``) by whichever process executes it, then the new one starts; a queued run
+  no worker took is recorded skipped at once.
 * Two services firing the same task at one instant buffer one fire between them.
 * The field is validated, stored, shown and changed like any other.
 """
@@ -141,9 +144,10 @@ async def test_allow_runs_alongside(start_service: ServiceFactory) -> None:
 async def test_two_services_firing_at_one_instant_buffer_one_fire(
     start_service: ServiceFactory,
 ) -> None:
-    """Two processes (two services on one database) claim the next two fires while the
-    first runs: the task's lock orders the claims, so one fire waits, the other is
-    skipped, and the waiting one starts once."""
+    """Two processes (two services on one database) both claim the next fire while the
+    first runs: one buffers it, the other finds it claimed; the fire after it, claimed
+    in the other process, sees the waiting one and is skipped; the waiting one starts
+    once."""
     tool = BlockingTool()
     one = await start_service(tools=[tool])
     two = await start_service(tools=[tool])
@@ -152,10 +156,14 @@ async def test_two_services_firing_at_one_instant_buffer_one_fire(
     await tool.started(1)
 
     await asyncio.gather(
-        one.runner.on_fire(task_id, [times[1]]), two.runner.on_fire(task_id, [times[2]])
+        one.runner.on_fire(task_id, [times[1]]), two.runner.on_fire(task_id, [times[1]])
     )
-    statuses = sorted(r.status for r in (await runs_of(one, task_id))[1:])
-    assert statuses == ["buffered", "skipped"]
+    await two.runner.on_fire(task_id, [times[2]])
+    runs = await runs_of(one, task_id)
+    assert [(r.fire_time, r.status) for r in runs[1:]] == [
+        (times[1], "buffered"),
+        (times[2], "skipped"),
+    ]
 
     tool.release.set()
 
@@ -165,6 +173,76 @@ async def test_two_services_firing_at_one_instant_buffer_one_fire(
 
     await wait_for(settled)  # executed by either service
     assert len(tool.calls) == 2
+
+
+async def test_cancel_previous_stops_the_running_run_then_starts_the_new_one(
+    start_service: ServiceFactory,
+) -> None:
+    tool = BlockingTool()
+    service = await start_service(tools=[tool])
+    task_id, times = await create(service, overlap="cancel_previous")
+    await service.runner.on_fire(task_id, [times[0]])
+    await tool.started(1)
+
+    await service.runner.on_fire(task_id, [times[1]])  # asks the first to stop, waits
+    stopped = await next_notification(service)
+    assert stopped["status"] == "interrupted" and "a newer run of this task" in stopped["message"]
+    await tool.started(2)  # the new run started once the first had stopped
+    tool.release.set()
+    assert (await next_notification(service))["status"] == "succeeded"
+    first, second = await runs_of(service, task_id)
+    assert (first.status, first.error_kind) == ("interrupted", "cancelled")
+    assert (second.status, second.kind) == ("succeeded", "scheduled")
+    assert second.started_at is not None and first.finished_at is not None
+    assert second.started_at >= first.finished_at
+
+
+async def test_cancel_previous_reaches_a_run_in_another_process(
+    start_service: ServiceFactory,
+) -> None:
+    """The run executes in one service; the newer fire is claimed in another: the stop
+    request is a stamp on the run's row, and the worker executing it acts on it."""
+    tool = BlockingTool()
+    one = await start_service(tools=[tool])
+    two = await start_service(tools=[tool])
+    task_id, times = await create(one, overlap="cancel_previous")
+    await one.runner.on_fire(task_id, [times[0]])
+    await tool.started(1)
+    [running] = await runs_of(one, task_id)
+
+    await two.runner.on_fire(task_id, [times[1]])
+    await tool.started(2)
+    tool.release.set()
+
+    async def settled() -> bool:
+        runs = await runs_of(one, task_id)
+        return [(r.status, r.error_kind) for r in runs] == [
+            ("interrupted", "cancelled"),
+            ("succeeded", None),
+        ]
+
+    await wait_for(settled)
+    assert running.worker is not None  # it was a worker's, stopped by that worker
+
+
+async def test_cancel_previous_skips_a_queued_run_no_worker_took(
+    start_service: ServiceFactory,
+) -> None:
+    """A run waiting in the queue (no live worker has its tool) never started: it is
+    recorded skipped in the new fire's claim, and the new fire is queued at once."""
+    owner = await start_service(tools=[BlockingTool()])
+    task_id, times = await create(owner, overlap="cancel_previous")
+    await owner.stop()
+    other = await start_service()  # without the task's tool: its runs wait in the queue
+    await other.runner.on_fire(task_id, [times[0]])
+    await other.runner.on_fire(task_id, [times[1]])
+    skipped = await next_notification(other)
+    assert skipped["status"] == "skipped" and "a newer run of this task" in skipped["message"]
+    runs = await runs_of(other, task_id)
+    assert [(r.status, r.error_kind, r.worker) for r in runs] == [
+        ("skipped", "cancelled", None),
+        ("queued", None, None),
+    ]
 
 
 async def test_overlap_is_validated_stored_shown_and_changed(service: SchedulerService) -> None:
@@ -183,4 +261,4 @@ async def test_overlap_is_validated_stored_shown_and_changed(service: SchedulerS
     updated = await tool.run("update_task", {"task_id": task_id, "overlap": "ALLOW"}, context=CTX)
     assert updated["task"]["overlap"] == "allow" and "overlap" in updated["message"]
     schema = tool.definition()["input_schema"]["properties"]["kwargs"]["properties"]
-    assert schema["overlap"]["enum"] == ["skip", "buffer_one", "allow"]
+    assert schema["overlap"]["enum"] == ["skip", "buffer_one", "allow", "cancel_previous"]
