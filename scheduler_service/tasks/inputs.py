@@ -207,8 +207,9 @@ class TaskFields(ScheduleFields):
         None,
         description="When a run is due while the previous run of this task is still going: "
         "'skip' (default: that run is recorded skipped), 'buffer_one' (it waits and starts "
-        "when the previous one ends; further ones meanwhile are skipped) or 'allow' (it "
-        "runs at the same time)",
+        "when the previous one ends; further ones meanwhile are skipped), 'allow' (it "
+        "runs at the same time) or 'cancel_previous' (the previous run is stopped, then "
+        "this one starts)",
     )
     max_iterations: int | None = Field(None, ge=1, le=50, description="orchestrated: model calls")
     max_tokens: int | None = Field(None, ge=1, le=64_000, description="orchestrated: per call")

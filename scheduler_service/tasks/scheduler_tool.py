@@ -60,8 +60,9 @@ Operations:
   Then either execution_mode "direct" with tool_name, operation, parameters (one fixed tool
   call), or "orchestrated" with task_description (plain-language instructions an assistant
   will follow at run time) and optional available_tools, task_prompt. Optional overlap
-  (skip|buffer_one|allow, default skip): what a run due while the task's previous run is
-  still going does (skipped, waits for it, or runs alongside).
+  (skip|buffer_one|allow|cancel_previous, default skip): what a run due while the task's
+  previous run is still going does (skipped, waits for it, runs alongside, or stops it
+  and then runs).
 - get_tasks: optional status, frequency, execution_mode, limit, cursor (next_cursor of the
   previous page) or offset. Ordered by next run.
 - get_task: task_id. Includes recent runs.
