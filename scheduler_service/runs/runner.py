@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from scheduler_service.config import Settings
+from scheduler_service.logs.failures import FailureLog
 from scheduler_service.runs import cancelling
 from scheduler_service.runs.backfill import queue_backfill
 from scheduler_service.runs.batching import Batcher
@@ -138,6 +139,7 @@ class TaskRunner:
         self._executing: dict[str, asyncio.Task[Any]] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._watch_stop = asyncio.Event()
+        self._stop_failures = FailureLog(log, "looking for stop requests")  # per state change
         # The tools of each live worker (the service reads the workers table): None
         # while nobody asked, [] when no worker is alive.
         self.live_workers: Callable[[], Awaitable[list[list[str]]]] | None = None
@@ -464,9 +466,10 @@ class TaskRunner:
         while self._in_flight and not await pause(self._watch_stop, cancelling.STOP_POLL_S):
             try:
                 asked = await self.db.read_sync(lambda session: session.scalars(query).all())
-            except Exception:
-                log.warning("could not read stop requests; trying again", exc_info=True)
+            except Exception as exc:
+                self._stop_failures.failed(exc, retry_in=cancelling.STOP_POLL_S)
                 continue
+            self._stop_failures.succeeded()
             for run_id in asked:
                 if run_id in self._in_flight and run_id not in self._stop_requested:
                     log.info("stopping run %s: a newer run of its task is due", run_id)
