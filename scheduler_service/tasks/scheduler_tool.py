@@ -75,8 +75,10 @@ Operations:
 - backfill_task: task_id, start, end (ISO 8601 date or datetime; naive = the task's
   timezone; end not in the future), optional max_backfill_runs (default 100). Runs the
   task's past fire times in [start, end) that never ran (e.g. while it was paused) once
-  each, oldest first; a fire time that already has a run of any outcome is not run again.
-  Returns how many were queued, already done and left out by the cap (continue_from).
+  each, oldest first; a fire time that already has a run of any outcome is not run again,
+  and there are none before the task's schedule began (its creation or last schedule
+  change). Returns how many were queued, already done and left out by the cap (then call
+  again with start=continue_from).
 - preview_schedule: the schedule fields of create_task (or a task_id, plus fields to change)
   and count (default 5, max 100). Stores nothing; returns description, next_runs and
   warnings (DST gaps/overlaps, days clamped to month end, times in the past). Use it when
