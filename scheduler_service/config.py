@@ -251,6 +251,13 @@ class LimitsConfig(BaseModel):
         description="execute_task_now calls a user may make in any minute, over all of the "
         "user's tasks (0: no limit)",
     )
+    max_backfill_runs: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Past fire times one backfill_task call queues at most (its max_runs "
+        "may ask for fewer); the rest are reported, to backfill in a later call",
+    )
 
 
 class Settings(BaseSettings):

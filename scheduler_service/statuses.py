@@ -23,7 +23,9 @@ class TaskStatus(StrEnum):
 
 
 class RunStatus(StrEnum):
-    """The state of one ``task_scheduler_runs`` row. ``queued`` and ``running`` are active."""
+    """The state of one ``task_scheduler_runs`` row. ``queued`` and ``running`` are active;
+    ``buffered`` waits for the task's running run to end (overlap ``buffer_one``), then
+    becomes ``queued``."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -33,16 +35,28 @@ class RunStatus(StrEnum):
     INTERRUPTED = "interrupted"
     MISSED = "missed"
     SKIPPED = "skipped"
+    BUFFERED = "buffered"
 
 
 class RunKind(StrEnum):
-    """Why a run row exists: a scheduled fire time, a retry of one, a manual run, or a
-    record of fire times that were missed."""
+    """Why a run row exists: a scheduled fire time, a retry of one, a manual run, a
+    record of fire times that were missed, or a past fire time run on request
+    (``backfill_task``)."""
 
     SCHEDULED = "scheduled"
     RETRY = "retry"
     MANUAL = "manual"
     MISSED = "missed"
+    BACKFILL = "backfill"
+
+
+class Overlap(StrEnum):
+    """What a task's scheduled fire does while an earlier run of the task is in flight."""
+
+    SKIP = "skip"  # recorded skipped (the default)
+    BUFFER_ONE = "buffer_one"  # one fire waits and starts when the running one ends
+    ALLOW = "allow"  # runs alongside
+    CANCEL_PREVIOUS = "cancel_previous"  # the running one is stopped, then this one starts
 
 
 class Frequency(StrEnum):
@@ -71,8 +85,12 @@ ACTIVE_RUN = (RunStatus.QUEUED, RunStatus.RUNNING)  # a run in progress somewher
 LIVE_TASK = (TaskStatus.SCHEDULED, TaskStatus.PAUSED)  # a task that keeps its job
 FINISHED_TASK = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.MISSED)
 FREQUENCIES = tuple(Frequency)
+# Runs asked for by a user, not the schedule's own: they neither count toward run_count /
+# max_runs nor settle the task, and are not retried.
+ON_REQUEST = (RunKind.MANUAL, RunKind.BACKFILL)
 
 # The same values as ``Literal`` types, for pydantic input models (their JSON schema lists
 # the plain strings). Keep them equal to the enums above.
 FrequencyName = Literal["once", "minutely", "hourly", "daily", "weekly", "monthly", "custom"]
 ModeName = Literal["direct", "orchestrated"]
+OverlapName = Literal["skip", "buffer_one", "allow", "cancel_previous"]

@@ -1,7 +1,7 @@
 """the run queue's index covers its whole order (fire time, then queue time)
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-04
 
 Workers take queued runs ordered by (fire_time, queued_at). The queue's partial index had
@@ -18,7 +18,7 @@ from alembic import op
 
 
 revision: str = '0012'
-down_revision: str | None = '0010'
+down_revision: str | None = '0011'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

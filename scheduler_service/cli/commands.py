@@ -220,6 +220,26 @@ def build_parser() -> argparse.ArgumentParser:
                 "notification)",
             )
 
+    backfill = sub.add_parser(
+        "backfill",
+        parents=[common, listing],
+        help="run a task's past fire times that never ran, once each, as operator",
+        description="Queue the task's fire times in [--from, --to) that have no run yet "
+        "(e.g. while it was paused); workers run them. Times without an offset are in the "
+        "task's timezone.",
+    )
+    backfill.add_argument("task_id", type=TASK_ID)
+    backfill.add_argument(
+        "--from", dest="start", required=True, help="start of the window (ISO 8601, included)"
+    )
+    backfill.add_argument(
+        "--to", dest="end", required=True, help="end of the window (ISO 8601, excluded; not future)"
+    )
+    backfill.add_argument(
+        "--max", dest="max_runs", type=bounded_int(1, 10_000), default=None,
+        help="queue at most this many (default: the LIMITS__MAX_BACKFILL_RUNS setting, 100)",
+    )  # fmt: skip
+
     db = sub.add_parser("db", help="database schema: upgrade, current")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     db_sub.add_parser("upgrade", parents=[common], help="migrate the schema to head")
@@ -467,6 +487,13 @@ async def cmd_action(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+async def cmd_backfill(args: argparse.Namespace) -> int:
+    async with operator_service(args) as op:
+        result = await op.backfill(args.task_id, args.start, args.end, args.max_runs)
+    emit(args, result, lambda: str(result["message"]))
+    return EXIT_OK
+
+
 async def cmd_db(args: argparse.Namespace) -> int:
     from scheduler_service.cluster.health import schema_revision
     from scheduler_service.cluster.leadership import leadership_for
@@ -624,6 +651,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "resume": cmd_action,
     "run-now": cmd_action,
     "cancel": cmd_action,
+    "backfill": cmd_backfill,
     "db": cmd_db,
     "health": cmd_health,
     "mcp": cmd_mcp,

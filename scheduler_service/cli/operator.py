@@ -2,7 +2,7 @@
 
 ``scheduler_tool`` scopes everything to the user in its ``ToolContext``, as an LLM-facing
 tool must. An operator works across users, so listings here query the tables directly,
-and actions on one task (pause, resume, cancel, run now) are carried out through
+and actions on one task (pause, resume, cancel, run now, backfill) are carried out through
 ``scheduler_tool`` on behalf of the task's owner — the same validation, job updates and
 notifications as when the user asks, with no second code path to keep in step.
 """
@@ -121,3 +121,14 @@ class Operator:
         if action == "pause" and note is not None:
             kwargs["note"] = note
         return await self.service.scheduler_tool.run(ACTIONS[action], kwargs, context=context)
+
+    async def backfill(
+        self, task_id: str, start: str, end: str, max_runs: int | None = None
+    ) -> dict[str, Any]:
+        """backfill_task as the task's owner: the task's past fire times in [start, end)
+        that never ran are queued for the workers."""
+        context = await self.owner(task_id)
+        kwargs: dict[str, Any] = {"task_id": task_id, "start": start, "end": end}
+        if max_runs is not None:
+            kwargs["max_backfill_runs"] = max_runs
+        return await self.service.scheduler_tool.run("backfill_task", kwargs, context=context)

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from scheduler_service.tasks.inputs import (
+    Backfill,
     CreateTask,
     ExecuteNow,
     ListTasks,
@@ -40,6 +41,7 @@ INPUTS: dict[str, type[BaseModel]] = {
     "pause_task": PauseTask,
     "resume_task": TaskRef,
     "preview_schedule": PreviewSchedule,
+    "backfill_task": Backfill,
 }
 RETURNS: dict[str, str] = {
     "create_task": '`{"task", "message"}` (+ `warnings`)',
@@ -55,6 +57,9 @@ RETURNS: dict[str, str] = {
     "pause_task": '`{"task_id", "status", "message"}`',
     "resume_task": '`{"task_id", "status", "message"}`',
     "preview_schedule": '`{"description", "next_runs", "warnings", "message"}`; stores nothing',
+    "backfill_task": '`{"task_id", "fire_times", "queued", "queued_times", "already_done", '
+    '"left_to_schedule", "capped", "continue_from", "message"}`; past fire times that never '
+    "ran, queued once each",
 }
 
 

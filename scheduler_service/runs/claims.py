@@ -37,6 +37,7 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    case,
     func,
     or_,
     select,
@@ -47,7 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, aliased
 
 from scheduler_service.config import LimitsConfig, SchedulerConfig
-from scheduler_service.runs import notifications
+from scheduler_service.runs import buffering, cancelling, notifications
 from scheduler_service.runs.notifications import Notifier
 from scheduler_service.runs.outcomes import Outcome, update_task
 from scheduler_service.runs.policy import (
@@ -55,6 +56,8 @@ from scheduler_service.runs.policy import (
     FirePlan,
     PlanInput,
     fire_plans,
+    on_overlap,
+    overlap_of,
     split_missed,
 )
 from scheduler_service.schedules import Schedule
@@ -63,6 +66,7 @@ from scheduler_service.statuses import (
     ExecutionMode,
     Frequency,
     JobAction,
+    Overlap,
     RunKind,
     RunStatus,
     TaskStatus,
@@ -92,6 +96,17 @@ class FireClaim:
     run: TaskRun | None = None
     published: list[TaskNotification] = field(default_factory=list)
     job: JobAction | None = None  # what to do with the task's job afterwards
+
+
+def grace_start_column() -> ColumnElement[datetime]:
+    """``policy.grace_start`` in SQL: a queued run's misfire grace counts from its fire
+    time, a backfill run's from when it was queued."""
+    return case((TaskRun.kind == RunKind.BACKFILL, TaskRun.queued_at), else_=TaskRun.fire_time)
+
+
+def allowed(task: ScheduledTask) -> bool:
+    """Whether the task's runs may overlap (overlap ``allow``)."""
+    return overlap_of(task.options) == Overlap.ALLOW
 
 
 def schedule_of(task: ScheduledTask) -> Schedule:
@@ -296,15 +311,38 @@ class Claims:
         if missed:
             claim.published.append(self._add_missed(session, task, missed, next_run))
         if due is not None:
-            if busy or self.overlaps(task.id):
-                claim.published.append(self._add_skip(session, task, due, RunKind.SCHEDULED, 1))
-            else:
+            overlapping = busy or self.overlaps(task.id) or buffering.overlapped(session, task)
+            if not overlapping or not self._held_back(session, task, due, claim):
                 # the queue assigns it (PostgreSQL, or a tool this worker lacks)
                 worker = None if self.queued or not self.assigns(task) else self.worker
                 claim.run = self.new_run(task, due, RunKind.SCHEDULED, 1, worker=worker)
                 session.add(claim.run)
         session.add_all(claim.published)
         return claim
+
+    def _held_back(
+        self, session: Session, task: ScheduledTask, due: datetime, claim: FireClaim
+    ) -> bool:
+        """A due fire while a run of its task is in flight, by the task's overlap policy:
+        recorded skipped, or buffered until the running one ends (True); or run now
+        (False: ``allow``, or ``cancel_previous`` with nothing left running)."""
+        waiting = buffering.buffers(task) and buffering.has_buffered(session, task.id)
+        action = on_overlap(overlap_of(task.options), waiting)
+        if action == "cancel":
+            published, running = cancelling.stop_previous(session, task, utcnow())
+            claim.published.extend(published)
+            if not running:
+                return False
+        if action == "run":
+            return False
+        if action in ("buffer", "cancel"):
+            status = RunStatus.BUFFERED
+            session.add(self.new_run(task, due, RunKind.SCHEDULED, 1, status=status, worker=None))
+        else:
+            claim.published.append(
+                self._add_skip(session, task, due, RunKind.SCHEDULED, 1, also_waiting=waiting)
+            )
+        return True
 
     def new_run(
         self, task: ScheduledTask, fire_time: datetime, kind: str, attempt: int, **fields: Any
@@ -371,7 +409,7 @@ class Claims:
             select(TaskRun.id)
             .join(ScheduledTask, ScheduledTask.id == TaskRun.task_id)
             .where(TaskRun.status == RunStatus.QUEUED, TaskRun.worker.is_(None))
-            .where(TaskRun.fire_time >= func.now() - func.make_interval(0, 0, 0, 0, 0, 0, grace))
+            .where(grace_start_column() >= func.now() - func.make_interval(0, 0, 0, 0, 0, 0, grace))
             .where(self._runnable_here())
             .order_by(TaskRun.fire_time, TaskRun.queued_at)
             .limit(bindparam("take_limit", type_=Integer))
@@ -398,7 +436,7 @@ class Claims:
         second), then the runs still unassigned are taken under the write lock."""
         grace = func.coalesce(ScheduledTask.misfire_grace_time, self.cfg.misfire_grace_time)
         candidates = (
-            select(TaskRun.id, TaskRun.fire_time, grace)
+            select(TaskRun.id, grace_start_column(), grace)
             .join(ScheduledTask, ScheduledTask.id == TaskRun.task_id)
             .where(TaskRun.status == RunStatus.QUEUED, TaskRun.worker.is_(None))
             .where(self._runnable_here())
@@ -407,7 +445,7 @@ class Claims:
         )
         rows = await self.db.read_sync(lambda session: session.execute(candidates).all())
         now = utcnow()
-        ids = [i for i, fire, within in rows if (now - fire).total_seconds() <= within]
+        ids = [i for i, since, within in rows if (now - since).total_seconds() <= within]
         if not ids:
             return []
         async with self.db.write() as session:
@@ -453,7 +491,7 @@ class Claims:
                     published.extend([note] if note else [])
                     session.add_all(published)
                     run = None
-                elif kind != RunKind.MANUAL and self.overlaps(task_id):
+                elif kind == RunKind.RETRY and self.overlaps(task_id) and not allowed(task):
                     published.append(self._add_skip(session, task, fire_time, kind, attempt))
                     session.add_all(published)
                     run = None
@@ -600,9 +638,12 @@ class Claims:
         fire_time: datetime,
         kind: str,
         attempt: int,
+        also_waiting: bool = False,
     ) -> TaskNotification:
         now = utcnow()
         error = "the previous run of this task was still running"
+        if also_waiting:  # overlap buffer_one: one fire waits already
+            error += " and another run was already waiting to start after it"
         row = self.new_run(
             task,
             fire_time,

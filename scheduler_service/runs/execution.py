@@ -12,6 +12,7 @@ import asyncio
 import inspect
 import json
 import logging
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -21,7 +22,7 @@ from scheduler_service.runs.chains import SCHEDULER_TOOL, TASK_CHANGES, journal_
 from scheduler_service.runs.notify_policy import PROMPTS, policy_of
 from scheduler_service.runs.outcomes import Outcome
 from scheduler_service.schedules import Schedule, describe
-from scheduler_service.statuses import ExecutionMode, RunStatus
+from scheduler_service.statuses import ExecutionMode, RunKind, RunStatus
 from scheduler_service.storage.models import ScheduledTask, TaskRun, utcnow
 from scheduler_service.tools import ToolContext, ToolError, ToolRegistry
 
@@ -89,7 +90,8 @@ class Execution:
         timeout = float(task.timeout or self.settings.scheduler.task_timeout)
         with journal_for(run.id, self.tools_held(task)) as journal:
             if task.execution_mode == ExecutionMode.ORCHESTRATED:
-                outcome = await self.orchestrated(task, context, timeout)
+                past = run.fire_time if run.kind == RunKind.BACKFILL else None
+                outcome = await self.orchestrated(task, context, timeout, backfill_of=past)
             else:
                 outcome = await self.direct(task, context, timeout)
         return self.bounded(outcome, journal.changes)
@@ -162,9 +164,15 @@ class Execution:
         )
 
     async def orchestrated(
-        self, task: ScheduledTask, context: ToolContext, timeout: float
+        self,
+        task: ScheduledTask,
+        context: ToolContext,
+        timeout: float,
+        *,
+        backfill_of: datetime | None = None,
     ) -> Outcome:
-        """Claude works through the task with the tools it allows (see ``orchestration``)."""
+        """Claude works through the task with the tools it allows (see ``orchestration``);
+        ``backfill_of``: the past fire time a backfill run stands for."""
         names = allowed_tool_names(task, self.registry)
         definitions = [self.registry.get(name).definition() for name in names]
 
@@ -189,6 +197,7 @@ class Execution:
             schedule=describe(Schedule.from_dict(task.schedule)),
             run_number=task.run_count + 1,
             local_now=utcnow().astimezone(zone),
+            backfill_of=backfill_of.astimezone(zone) if backfill_of else None,
         )
         system += notify_prompt(task.notify_policy)
         result = await run_orchestration(

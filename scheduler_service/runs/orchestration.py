@@ -665,12 +665,15 @@ def build_system_prompt(
     schedule: str,
     run_number: int,
     local_now: datetime,
+    backfill_of: datetime | None = None,
 ) -> str:
     """``base_prompt`` plus a short block of facts about this run.
 
     The model has no clock and no memory of earlier runs; telling it the current local
     time (with offset and zone name, so "tomorrow at 9" is resolved in the user's zone),
     the schedule and which run this is lets it phrase and date its work correctly.
+    ``backfill_of``: the past fire time a backfill run stands for, so the model does the
+    work as of then, not as of now.
 
     ``local_now`` must be timezone-aware: a naive time would give the model a wrong
     offset, so it raises ``ValueError``.
@@ -690,5 +693,11 @@ def build_system_prompt(
             f"- Current local time: {when}",
         ]
     )
+    if backfill_of is not None:
+        context += (
+            f"\n- Backfill: this run stands for the scheduled time "
+            f"{backfill_of.isoformat(timespec='seconds')}, which has passed (it did not run "
+            "then); do the task as of that time"
+        )
     base = base_prompt.rstrip()
     return f"{base}\n\n{context}" if base else context

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from scheduler_service.config import SchedulerConfig
 from scheduler_service.limits import cut
-from scheduler_service.runs import notifications, notify_policy
+from scheduler_service.runs import buffering, notifications, notify_policy
 from scheduler_service.runs.chains import TASK_CHANGES
 from scheduler_service.runs.notifications import summarize
 from scheduler_service.runs.policy import (
@@ -31,9 +31,9 @@ from scheduler_service.runs.policy import (
 )
 from scheduler_service.statuses import (
     ACTIVE_RUN,
+    ON_REQUEST,
     Frequency,
     JobAction,
-    RunKind,
     RunStatus,
     TaskStatus,
 )
@@ -63,6 +63,7 @@ class Recorded:
     retry_at: datetime | None = None
     job: JobAction | None = None  # what to do with the task's job afterwards
     published: list[TaskNotification] = field(default_factory=list)
+    released: bool = False  # a buffered fire of the task went to the run queue
 
 
 async def record_outcomes(
@@ -119,6 +120,7 @@ def _record_all(
             for run in written
         ]
         session.execute(WRITE_OUTCOME, rows)
+        _release_buffered(session, tasks, written, recorded, now)
     return recorded
 
 
@@ -144,6 +146,26 @@ def _lock_with_states(
         tasks[task.id] = task
         states[run_id] = (status, started)
     return tasks, states
+
+
+def _release_buffered(
+    session: Session,
+    tasks: dict[str, ScheduledTask],
+    written: list[TaskRun],
+    recorded: list[Recorded],
+    now: datetime,
+) -> None:
+    """The fire waiting for a run just ended (overlap ``buffer_one``) is queued now, in
+    the transaction that ended the run (``runs.buffering``)."""
+    ended = {
+        run.task_id
+        for run in written
+        if run.kind in buffering.SCHEDULED_KINDS and buffering.buffers(tasks.get(run.task_id))
+    }
+    if not ended or not session.scalars(buffering.release(ended, now)).all():
+        return
+    for item in recorded:
+        item.released = item.run.task_id in ended
 
 
 def _record(
@@ -231,7 +253,7 @@ def update_task(
     (or None) and the notification (None when the task's notify policy leaves it out:
     decided here, under the task's lock, so two processes never both tell one change)."""
     ok = outcome.status == RunStatus.SUCCEEDED
-    if row.kind != RunKind.MANUAL:
+    if row.kind not in ON_REQUEST:  # a manual or backfill run is not the schedule's
         task.run_count += 1
     task.success_count += ok
     task.failure_count += not ok
@@ -247,7 +269,7 @@ def update_task(
         message += f"\nChanges this run made to your tasks: {changes}"
     job: JobAction | None = None
     status = outcome.status
-    if row.kind != RunKind.MANUAL and task.status == TaskStatus.SCHEDULED:
+    if row.kind not in ON_REQUEST and task.status == TaskStatus.SCHEDULED:
         job, status, message = settle(cfg, task, outcome, message)
     if not _tells(cfg, task, row, outcome, status, now):
         return job, None
@@ -271,7 +293,7 @@ def _tells(
     verdict = notify_policy.decide(
         notify_policy.policy_of(task.notify_policy),
         status=outcome.status,
-        manual=row.kind == RunKind.MANUAL,
+        manual=row.kind in ON_REQUEST,  # runs the user asked for (manual, backfill)
         paused=status == TaskStatus.PAUSED,
         changed=mark != task.result_fingerprint,
         nothing_to_report=ok and notify_policy.reports_nothing(outcome.result),

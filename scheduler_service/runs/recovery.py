@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
 from scheduler_service.config import SchedulerConfig
+from scheduler_service.runs import buffering
 from scheduler_service.runs.claims import schedule_of
 from scheduler_service.runs.notifications import Notifier
 from scheduler_service.runs.outcomes import (
@@ -35,7 +36,7 @@ from scheduler_service.runs.outcomes import (
     update_task,
     write_run,
 )
-from scheduler_service.runs.policy import SAME_INSTANT
+from scheduler_service.runs.policy import SAME_INSTANT, grace_start
 from scheduler_service.schedules import Schedule, build_trigger
 from scheduler_service.scheduling import JobControl, retry_job_id, task_of_job
 from scheduler_service.statuses import (
@@ -99,6 +100,7 @@ async def recover_interrupted(
         return Recovered()
     recovered = Recovered()
     published: list[TaskNotification] = []
+    ended: set[str] = set()  # tasks whose scheduled run was interrupted
     now = utcnow()
     async with db.write() as session:
         await db.lock_tasks(session, [task_id for _, task_id, _ in orphans])  # the lock order
@@ -129,6 +131,10 @@ async def recover_interrupted(
                 _job, note = update_task(cfg, task, row, outcome, now)
                 if note is not None:  # the task's notify policy may leave it out
                     published.append(note)
+                if row.kind in buffering.SCHEDULED_KINDS and buffering.buffers(task):
+                    ended.add(task.id)
+        if ended:  # the fire that waited for an interrupted run goes to the run queue
+            await session.execute(buffering.release(ended, now))
         session.add_all(published)
     if published:
         await notifier.publish(published)
@@ -148,13 +154,21 @@ def _not_taken(task: ScheduledTask | None) -> str:
 
 
 def _may_run_late(cfg: SchedulerConfig, task: ScheduledTask, row: TaskRun, now: datetime) -> bool:
-    """A claimed fire time that never started, of a task still scheduled, within grace."""
-    if row.status != RunStatus.QUEUED or row.kind not in (RunKind.SCHEDULED, RunKind.RETRY):
+    """A claimed fire time that never started, of a task still scheduled (a backfill run:
+    still live, as when it was asked for), within grace."""
+    if row.status != RunStatus.QUEUED:
         return False
-    if task.status != TaskStatus.SCHEDULED:
+    if row.kind in (RunKind.SCHEDULED, RunKind.RETRY):
+        runs_while: tuple[str, ...] = (TaskStatus.SCHEDULED,)
+    elif row.kind == RunKind.BACKFILL:
+        runs_while = LIVE_TASK
+    else:
+        return False
+    if task.status not in runs_while:
         return False
     grace = cfg.misfire_grace_time if task.misfire_grace_time is None else task.misfire_grace_time
-    return (now - row.fire_time).total_seconds() <= grace
+    since = grace_start(row.kind, row.fire_time, row.queued_at)
+    return (now - since).total_seconds() <= grace
 
 
 async def _orphaned_runs(
@@ -178,11 +192,12 @@ async def _orphaned_runs(
                     TaskRun.queued_at,
                     TaskRun.fire_time,
                     TaskRun.status,
+                    TaskRun.kind,
                 ).where(TaskRun.status.in_(ACTIVE_RUN))
             )
         ).all()
     alive: dict[str | None, bool] = {}
-    for _run_id, _task_id, owner, _queued, _fire, _status in active:
+    for _run_id, _task_id, owner, _queued, _fire, _status, _kind in active:
         if owner not in alive:
             alive[owner] = is_alive is not None and await is_alive(owner)
     for owner in (w for w, live in alive.items() if live and w != worker):
@@ -190,12 +205,12 @@ async def _orphaned_runs(
     now = utcnow()
     settled_before = now - ORPHAN_AGE
     orphans = []
-    for run_id, task_id, owner, queued_at, fire_time, status in active:
+    for run_id, task_id, owner, queued_at, fire_time, status, kind in active:
         mine = worker is not None and owner == worker
         if mine and (claimed_here(run_id) or (queued_at or settled_before) > settled_before):
             continue
         waiting = owner is None and queue and status == RunStatus.QUEUED
-        if waiting and (now - fire_time).total_seconds() <= grace:
+        if waiting and (now - grace_start(kind, fire_time, queued_at)).total_seconds() <= grace:
             continue
         if mine or not alive[owner]:
             orphans.append((run_id, task_id, owner))

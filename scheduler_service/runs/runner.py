@@ -32,6 +32,9 @@ from datetime import datetime
 from typing import Any
 
 from scheduler_service.config import Settings
+from scheduler_service.logs.failures import FailureLog
+from scheduler_service.runs import cancelling
+from scheduler_service.runs.backfill import queue_backfill
 from scheduler_service.runs.batching import Batcher
 from scheduler_service.runs.claims import Claims, FireClaim, Taken
 from scheduler_service.runs.execution import Execution
@@ -45,11 +48,12 @@ from scheduler_service.runs.outcomes import (
     record_outcomes,
 )
 from scheduler_service.runs.parked import ParkedRun, park, unpark
-from scheduler_service.runs.policy import Fire
+from scheduler_service.runs.policy import BackfillPlan, Fire
 from scheduler_service.runs.queue import RunQueue
 from scheduler_service.runs.slots import SlotLine
 from scheduler_service.scheduling import JobControl
-from scheduler_service.statuses import ACTIVE_RUN, JobAction, RunKind, RunStatus
+from scheduler_service.statuses import ACTIVE_RUN, ON_REQUEST, JobAction, RunKind, RunStatus
+from scheduler_service.stopping import pause, stop_loop
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskNotification, TaskRun, utcnow
 from scheduler_service.storage.retry import retry_transient
@@ -131,6 +135,13 @@ class TaskRunner:
         self._scheduled: Counter[str] = Counter()  # task id → scheduled/retry runs in flight
         self._manual: Counter[str] = Counter()  # task id → manual runs in flight
         self._stopping = False
+        # overlap cancel_previous: runs asked to stop, the tasks executing runs, and the
+        # loop that looks for stop requests while runs are in flight (runs.cancelling)
+        self._stop_requested: set[str] = set()
+        self._executing: dict[str, asyncio.Task[Any]] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        self._watch_stop = asyncio.Event()
+        self._stop_failures = FailureLog(log, "looking for stop requests")  # per state change
         # The tools of each live worker (the service reads the workers table): None
         # while nobody asked, [] when no worker is alive.
         self.live_workers: Callable[[], Awaitable[list[list[str]]]] | None = None
@@ -226,6 +237,15 @@ class TaskRunner:
         if this process is a worker with the task's tool, else by a worker that has it.
         With ``wait``, returns its record; without, the claimed run."""
         return await self.execute(task.id, utcnow(), kind=RunKind.MANUAL, attempt=1, wait=wait)
+
+    async def backfill(self, task_id: str, times: list[datetime], max_runs: int) -> BackfillPlan:
+        """Queue past fire times no row covers as ``backfill`` runs (``runs.backfill``):
+        like a client's manual run, they wait in the run queue for a worker with the
+        task's tool, and run within its free slots."""
+        plan = await queue_backfill(self.db, self.claims.new_run, task_id, times, max_runs)
+        if plan.queued:
+            await self._queued()
+        return plan
 
     async def execute(
         self, task_id: str, fire_time: datetime, *, kind: str, attempt: int, wait: bool = True
@@ -335,6 +355,7 @@ class TaskRunner:
         has it run in a copy of its context, as if in its own task; any other run starts
         in a fresh one (a job's context holds nothing the run needs)."""
         self._count_in_flight(run, +1)
+        self._watch_stop_requests()
         if done is not None:
             self._waiters[run.id] = _Waiter(contextvars.copy_context(), done)
         if self._stopping:
@@ -417,19 +438,56 @@ class TaskRunner:
         return run
 
     def _count_in_flight(self, run: TaskRun, delta: int) -> None:
-        in_flight = self._manual if run.kind == RunKind.MANUAL else self._scheduled
+        in_flight = self._manual if run.kind in ON_REQUEST else self._scheduled
         in_flight[run.task_id] += delta
 
     async def _run_in_slot(self, run: TaskRun) -> Outcome | None:
-        """The run's outcome; None if it never started (handed back to the queue)."""
+        """The run's outcome; None if it never started (handed back to the queue). A
+        run a newer fire asked to stop (overlap cancel_previous) is stopped here."""
         try:
             if self._stopping:
                 return None
+            if run.id in self._stop_requested:
+                self._started.pop(run.id, None)
+                return cancelling.stopped()
+            task = asyncio.current_task()
+            assert task is not None
+            self._executing[run.id] = task
             return await self._run_started(run)
         except asyncio.CancelledError:
+            if not self._stopping and run.id in self._stop_requested:
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                return cancelling.stopped()
             if not self._stopping:
                 raise
             return interrupted(INTERRUPTED)
+        finally:
+            self._executing.pop(run.id, None)
+
+    def _watch_stop_requests(self) -> None:
+        """Look for stop requests while runs are in flight here (one loop at most)."""
+        idle = self._watcher is None or self._watcher.done()
+        if idle and not self._stopping and self.worker is not None:
+            self._watcher = asyncio.get_running_loop().create_task(self._stop_requests())
+
+    async def _stop_requests(self) -> None:
+        """Every ``cancelling.STOP_POLL_S`` while this worker has runs in flight: its runs
+        a newer fire asked to stop are stopped (cancelled if executing; a run still
+        waiting for its slot is recorded without starting)."""
+        query = cancelling.stop_requests(self.worker)
+        while self._in_flight and not await pause(self._watch_stop, cancelling.STOP_POLL_S):
+            try:
+                asked = await self.db.read_sync(lambda session: session.scalars(query).all())
+            except Exception as exc:
+                self._stop_failures.failed(exc, retry_in=cancelling.STOP_POLL_S)
+                continue
+            self._stop_failures.succeeded()
+            for run_id in asked:
+                if run_id in self._in_flight and run_id not in self._stop_requested:
+                    log.info("stopping run %s: a newer run of its task is due", run_id)
+                    self._stop_requested.add(run_id)
+                    if (task := self._executing.get(run_id)) is not None:
+                        task.cancel()
 
     async def _run_started(self, run: TaskRun) -> Outcome | None:
         task = self._started.pop(run.id, None)
@@ -468,6 +526,7 @@ class TaskRunner:
             return run
         finally:
             self._in_flight.discard(run.id)
+            self._stop_requested.discard(run.id)
             if self.queue is not None:
                 self.queue.poke()  # a slot is free
         await self._carry_out(recorded)
@@ -491,6 +550,8 @@ class TaskRunner:
             )
         await self._apply_job_action(run.task_id, recorded.job)
         await self._publish(recorded.published)
+        if recorded.released:  # a fire that waited for this run is queued now
+            await self._queued()
 
     async def _job_store_call(self, call: Callable[[], Awaitable[None]], what: str) -> None:
         """A job-store change after a commit, retried while the service runs. If it still
@@ -545,6 +606,7 @@ class TaskRunner:
         self._stopping = True
         for parked in self._line.drop_waiting():
             self._spawn(unpark(parked), in_slot=False)
+        await stop_loop(self._watcher, self._watch_stop)
         pending = [t for t in (*self._entries, *self._runs) if not t.done()]
         if not pending:
             return

@@ -150,6 +150,13 @@ class TaskRun(Base):
             postgresql_where=text("kind = 'manual'"),
             sqlite_where=text("kind = 'manual'"),
         ),
+        # Runs asked to stop (overlap cancel_previous), by the worker executing them.
+        Index(
+            "ix_task_scheduler_runs_cancel",
+            "worker",
+            postgresql_where=text("cancel_requested_at IS NOT NULL"),
+            sqlite_where=text("cancel_requested_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -171,6 +178,8 @@ class TaskRun(Base):
     # host:pid:instance of the service that claimed the run; recovery interrupts a
     # queued/running run only if this worker is dead (NULL: from before 0002, dead).
     worker: Mapped[str | None] = mapped_column(String(300))
+    # Set when a newer fire of the task asked this run to stop (overlap cancel_previous).
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class TaskNotification(Base):

@@ -7,6 +7,7 @@ what was wrong and what is accepted, so an LLM can fix its call on the next try.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -20,7 +21,13 @@ from pydantic import (
 from scheduler_service.config import HOST_DEPENDENT_ZONES, ZONE_FORM, Settings, iana_zone_names
 from scheduler_service.limits import max_tokens_limit
 from scheduler_service.runs.notify_policy import NOTHING_TO_REPORT, NotifyName
-from scheduler_service.statuses import FREQUENCIES, FrequencyName, ModeName, TaskStatus
+from scheduler_service.statuses import (
+    FREQUENCIES,
+    FrequencyName,
+    ModeName,
+    OverlapName,
+    TaskStatus,
+)
 
 TASK_STATUSES = tuple(status.value for status in TaskStatus)
 Frequency = FrequencyName
@@ -198,6 +205,14 @@ class TaskFields(ScheduleFields):
         le=31_622_400,
         description="Seconds within which a run missed during downtime still runs (≤ 1 year)",
     )
+    overlap: OverlapName | None = Field(
+        None,
+        description="When a run is due while the previous run of this task is still going: "
+        "'skip' (default: that run is recorded skipped), 'buffer_one' (it waits and starts "
+        "when the previous one ends; further ones meanwhile are skipped), 'allow' (it "
+        "runs at the same time) or 'cancel_previous' (the previous run is stopped, then "
+        "this one starts)",
+    )
     max_iterations: int | None = Field(None, ge=1, le=50, description="orchestrated: model calls")
     max_tokens: int | None = Field(None, ge=1, le=64_000, description="orchestrated: per call")
     token_budget: int | None = Field(
@@ -210,7 +225,6 @@ class TaskFields(ScheduleFields):
         "many tasks on one schedule do not all start in the same second; the answer's "
         "schedule and next_runs show the offset. false: runs start on time (the default)",
     )
-
     notify: NotifyName | None = Field(
         None,
         description="When the user is told about a run (every run is recorded anyway): "
@@ -221,7 +235,7 @@ class TaskFields(ScheduleFields):
         "first at once, repeats at most once per interval until a success",
     )
 
-    @field_validator("execution_mode", "notify", mode="before")
+    @field_validator("execution_mode", "notify", "overlap", mode="before")
     @classmethod
     def _lower_mode(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -335,6 +349,56 @@ class ExecuteNow(TaskRef):
     wait: bool = Field(True, description="Wait for the run to finish and return its result")
 
 
+ISO_FORM = "an ISO 8601 date or datetime such as '2026-11-01' or '2026-11-01T09:00' (without an offset: in the task's timezone)"
+
+
+def _iso_instant(value: str | None) -> str | None:
+    """A backfill bound must read as an ISO 8601 date or datetime (zone applied later)."""
+    if value is None:
+        return value
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not {ISO_FORM}") from None
+    return value
+
+
+class Backfill(TaskRef):
+    """backfill_task: run the task's past fire times in [start, end) that never ran."""
+
+    start: str = Field(
+        ...,
+        max_length=TIME_CHARS,
+        description="backfill_task: first instant of the window (inclusive), ISO 8601; "
+        "naive = the task's timezone",
+    )
+    end: str = Field(
+        ...,
+        max_length=TIME_CHARS,
+        description="backfill_task: end of the window (exclusive), ISO 8601, not in the future",
+    )
+    max_backfill_runs: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="backfill_task: queue at most this many fire times, oldest first "
+        "(default and upper bound: the configured limit, 100 unless changed)",
+    )
+
+    _instants = field_validator("start", "end")(_iso_instant)
+
+    @field_validator("max_backfill_runs")
+    @classmethod
+    def _at_most_configured(cls, value: int | None, info: ValidationInfo) -> int | None:
+        settings = _settings(info)
+        if value is None or settings is None:
+            return value
+        limit = settings.limits.max_backfill_runs
+        if value > limit:
+            raise ValueError(f"at most {limit} a call; give 1-{limit} and backfill the rest later")
+        return value
+
+
 class ListTasks(_Strict):
     status: (
         Literal[TASK_STATUSES]  # type: ignore[valid-type]
@@ -348,7 +412,7 @@ class ListTasks(_Strict):
     cursor: str | None = Field(None, max_length=1000)
 
 
-OPTION_FIELDS = ("max_iterations", "max_tokens", "token_budget")
+OPTION_FIELDS = ("max_iterations", "max_tokens", "token_budget", "overlap")
 SCHEDULE_FIELDS = (
     "frequency",
     "scheduled_time",

@@ -56,12 +56,13 @@ from scheduler_service.statuses import (
 )
 from scheduler_service.storage.db import Database
 from scheduler_service.storage.models import ScheduledTask, TaskRun, new_id, utcnow
-from scheduler_service.tasks import paging
+from scheduler_service.tasks import backfill, paging
 from scheduler_service.tasks.admission import admission, draft_task, insert_task
 from scheduler_service.tasks.evaluation import BudgetExceeded, Evaluator
 from scheduler_service.tasks.inputs import (
     OPTION_FIELDS,
     SCHEDULE_FIELDS,
+    Backfill,
     CreateTask,
     ListTasks,
     PreviewSchedule,
@@ -895,6 +896,34 @@ class TaskManager:
             "task": task_to_dict(fresh),
             "run": run_to_dict(run, task.timezone) if run else None,
         }
+
+    async def backfill_task(self, data: Backfill, context: ToolContext) -> dict[str, Any]:
+        """Queue the task's past fire times in [start, end) that no run row covers, at
+        most ``max_backfill_runs`` (``runs.backfill``: exactly once, across processes)."""
+        task = await self.owned(data.task_id, context)
+        if task.status in FINISHED_TASK:
+            raise ToolError(
+                "conflict",
+                f"task_id: task {task.id!r} is {task.status} and does not run any more; "
+                "create a new task instead",
+            )
+        self._check_run_may_start(task, context)
+        start, end = (
+            backfill.instant(data.start, task.timezone),
+            backfill.instant(data.end, task.timezone),
+        )
+        backfill.check_window(start, end, utcnow(), task.timezone)
+        times = await self._evaluate(
+            context.user_id, backfill.window_times, task.schedule, start, end
+        )
+        max_runs = data.max_backfill_runs or self.settings.limits.max_backfill_runs
+        plan = await self.runner.backfill(task.id, times, max_runs)
+        if plan.queued:
+            self._journal(
+                context, f"backfilled {len(plan.queued)} run(s) of task '{task.name}' ({task.id})"
+            )
+        answer = backfill.report(task.name, task.timezone, plan, task.start_at, max_runs)
+        return {"task_id": task.id, **answer}
 
     def close(self) -> None:
         self.evaluator.close()

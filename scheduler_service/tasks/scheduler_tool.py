@@ -15,9 +15,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler_service.limits import check_json
 from scheduler_service.runs.notify_policy import NOTIFY_POLICIES
-from scheduler_service.statuses import ExecutionMode, Frequency, RunStatus, TaskStatus
+from scheduler_service.statuses import ExecutionMode, Frequency, Overlap, RunStatus, TaskStatus
 from scheduler_service.tasks.inputs import (
     TASK_ID_CHARS,
+    Backfill,
     CreateTask,
     ExecuteNow,
     ListTasks,
@@ -69,6 +70,10 @@ Operations:
   use it for "check the price every hour and tell me only if it drops below 50", with the
   condition in task_description), or "on_failure". A failure is always told; repeats at most
   once per alert interval (an hour by default) until a success, which is told too.
+  Optional overlap
+  (skip|buffer_one|allow|cancel_previous, default skip): what a run due while the task's
+  previous run is still going does (skipped, waits for it, runs alongside, or stops it
+  and then runs).
 - get_tasks: optional status, frequency, execution_mode, limit, cursor (next_cursor of the
   previous page) or offset. Ordered by next run.
 - get_task: task_id. Includes recent runs (each says whether it notified, and why not),
@@ -81,6 +86,13 @@ Operations:
   the cause fixed first; execute_task_now tests it.
 - execute_task_now: task_id, optional wait (default true). Runs it once now; the schedule is
   not changed. Use it to test a task right after creating it.
+- backfill_task: task_id, start, end (ISO 8601 date or datetime; naive = the task's
+  timezone; end not in the future), optional max_backfill_runs (default 100). Runs the
+  task's past fire times in [start, end) that never ran (e.g. while it was paused) once
+  each, oldest first; a fire time that already has a run of any outcome is not run again,
+  and there are none before the task's schedule began (its creation or last schedule
+  change). Returns how many were queued, already done and left out by the cap (then call
+  again with start=continue_from).
 - preview_schedule: the schedule fields of create_task (or a task_id, plus fields to change)
   and count (default 5, max 100). Stores nothing; returns description, next_runs and
   warnings (DST gaps/overlaps, days clamped to month end, times in the past). Use it when
@@ -104,6 +116,7 @@ OPERATIONS = (
     "pause_task",
     "resume_task",
     "preview_schedule",
+    "backfill_task",
 )
 
 
@@ -128,6 +141,7 @@ def _kwargs_schema() -> dict[str, Any]:
     properties["frequency"]["enum"] = [f.value for f in Frequency]
     properties["execution_mode"]["enum"] = [m.value for m in ExecutionMode]
     properties["notify"].update({"type": "string", "enum": list(NOTIFY_POLICIES)})
+    properties["overlap"]["enum"] = [o.value for o in Overlap]
     for name in (
         "day_of_month",
         "max_runs",
@@ -165,6 +179,10 @@ def _kwargs_schema() -> dict[str, Any]:
     }
     properties["limit"]["description"] = "get_tasks: page size (1-100, default 20)"
     properties["offset"]["description"] = "get_tasks: rows to skip"
+    for name, info in Backfill.model_fields.items():
+        if name != "task_id":
+            kind = "integer" if name == "max_backfill_runs" else "string"
+            properties[name] = {"type": kind, "description": info.description or name}
     properties["cursor"] = {
         "type": "string",
         "description": "get_tasks: next_cursor of the previous page (pages of any depth)",
@@ -244,6 +262,7 @@ class SchedulerTool(Tool):
             "pause_task": self._pause,
             "resume_task": self._resume,
             "preview_schedule": self._preview,
+            "backfill_task": self._backfill,
         }
 
     async def run(
@@ -402,3 +421,6 @@ class SchedulerTool(Tool):
         else:
             message = f"Ran task '{name}' now: {run['status']} — {run['error']}."
         return {"task_id": args.task_id, "run": run, "task": out["task"], "message": message}
+
+    async def _backfill(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        return await self._tasks.backfill_task(self._valid(Backfill, kwargs), context)

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from scheduler_service.runs.policy import overlap_of
 from scheduler_service.schedules import Schedule, describe
 from scheduler_service.statuses import TaskStatus
 from scheduler_service.storage.models import ScheduledTask, TaskRun
@@ -53,6 +54,7 @@ def task_to_dict(task: ScheduledTask | SimpleNamespace) -> dict[str, Any]:
         "available_tools": task.available_tools,
         "timeout": task.timeout,
         "max_retries": task.max_retries,
+        "overlap": overlap_of(task.options),
         "run_count": task.run_count,
         "success_count": task.success_count,
         "failure_count": task.failure_count,

@@ -47,6 +47,8 @@ B_CALLS: list[tuple[str, dict[str, Any]]] = [
     ("pause_task", {}),
     ("resume_task", {}),
     ("preview_schedule", {"count": 3}),
+    ("backfill_task", {"start": "2020-01-01", "end": "2020-01-02"}),
+    ("backfill_task", {"start": "last week", "end": "2099-01-01"}),  # bad too: not_found
 ]
 
 
