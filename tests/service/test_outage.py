@@ -46,6 +46,7 @@ class ActingTool(Tool):
     def __init__(self) -> None:
         self.acted: list[tuple[str, str, datetime]] = []
         self.first = asyncio.Event()
+        self.again = asyncio.Event()  # set at each run that acts
 
     async def run(
         self, operation: str, kwargs: dict[str, Any] | str | None, *, context: ToolContext
@@ -53,6 +54,7 @@ class ActingTool(Tool):
         run = current_run.get()
         self.acted.append((run.run_id, run.task_id, run.fire_time))
         self.first.set()
+        self.again.set()
         await asyncio.sleep(0.05)
         return {"message": "acted"}
 
@@ -99,11 +101,22 @@ async def run_under_outage(pg_url: str, proxy: OutageProxy, down_for: float) -> 
         proxy.cut()
         await asyncio.sleep(down_for)  # the outage itself
         proxy.restore()
-        back = time.monotonic()
+        back, restored_at = time.monotonic(), datetime.now(UTC)
         await settled_within(pg_url, CHECK_INTERVAL + 8)  # margin for a loaded machine
         print(f"\nno run left queued/running {time.monotonic() - back:.2f} s after recovery")
-        await asyncio.sleep(1.0)  # the scheduler runs on after the outage
+        # The scheduler runs on after the outage: every task acts again for a fire time
+        # after the database came back (if the leader lost its lock meanwhile, once it
+        # has taken it again).
+        await acted_after(tool, restored_at, CHECK_INTERVAL + 8)
+        print(f"every task acted again {time.monotonic() - back:.2f} s after recovery")
     return tool
+
+
+async def acted_after(tool: ActingTool, since: datetime, timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while len({task for _, task, fire in tool.acted if fire >= since}) < TASKS:
+            tool.again.clear()
+            await tool.again.wait()
 
 
 async def settled_within(pg_url: str, timeout: float) -> None:
