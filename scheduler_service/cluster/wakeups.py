@@ -53,7 +53,8 @@ class PgWakeups(Wakeups):
     """LISTEN/NOTIFY on the service's PostgreSQL database."""
 
     def __init__(self, engine: AsyncEngine, channel: str) -> None:
-        self._engine = engine
+        # A notify is one autocommit statement: one round trip, not BEGIN, it, COMMIT.
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._channel = channel
         self._dsn = _asyncpg_dsn(engine)
         self._listener: asyncio.Task[None] | None = None
@@ -73,9 +74,7 @@ class PgWakeups(Wakeups):
         while True:
             self._again = False
             try:
-                # autocommit: one round trip, not BEGIN, the notify, COMMIT
-                engine = self._engine.execution_options(isolation_level="AUTOCOMMIT")
-                async with engine.connect() as conn:
+                async with self._engine.connect() as conn:
                     await conn.execute(
                         text("SELECT pg_notify(:channel, '')"), {"channel": self._channel}
                     )

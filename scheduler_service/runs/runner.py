@@ -402,8 +402,9 @@ class TaskRunner:
 
     async def _execute_claimed(self, run: TaskRun, in_slot: bool) -> TaskRun:
         token = current_run.set(RunInfo(run.id, run.task_id, run.fire_time, run.attempt, run.kind))
+        started = self._started.pop(run.id, None)  # its take started it (PostgreSQL)
         try:
-            outcome = await self._run_in_slot(run) if in_slot else None
+            outcome = await self._run_in_slot(run, started) if in_slot else None
         finally:
             current_run.reset(token)
             self._count_in_flight(run, -1)
@@ -421,7 +422,6 @@ class TaskRunner:
         another worker (or the next start, within its grace time), not interrupted. If
         the database refuses, the row stays this worker's, and the leader's recovery
         takes it over once this worker is gone."""
-        self._started.pop(run.id, None)
         try:
             released = await self._releases.submit(run)
         except Exception:
@@ -441,19 +441,19 @@ class TaskRunner:
         in_flight = self._manual if run.kind in ON_REQUEST else self._scheduled
         in_flight[run.task_id] += delta
 
-    async def _run_in_slot(self, run: TaskRun) -> Outcome | None:
+    async def _run_in_slot(self, run: TaskRun, started: ScheduledTask | None) -> Outcome | None:
         """The run's outcome; None if it never started (handed back to the queue). A
-        run a newer fire asked to stop (overlap cancel_previous) is stopped here."""
+        run a newer fire asked to stop (overlap cancel_previous) is stopped here.
+        ``started``: its task, if the take already recorded the run started."""
         try:
             if self._stopping:
                 return None
             if run.id in self._stop_requested:
-                self._started.pop(run.id, None)
                 return cancelling.stopped()
             task = asyncio.current_task()
             assert task is not None
             self._executing[run.id] = task
-            return await self._run_started(run)
+            return await self._run_started(run, started)
         except asyncio.CancelledError:
             if not self._stopping and run.id in self._stop_requested:
                 asyncio.current_task().uncancel()  # type: ignore[union-attr]
@@ -489,8 +489,7 @@ class TaskRunner:
                     if (task := self._executing.get(run_id)) is not None:
                         task.cancel()
 
-    async def _run_started(self, run: TaskRun) -> Outcome | None:
-        task = self._started.pop(run.id, None)
+    async def _run_started(self, run: TaskRun, task: ScheduledTask | None) -> Outcome | None:
         if task is None:  # not started by its take: record the start now
             try:
                 task = await retry_transient(
@@ -527,8 +526,6 @@ class TaskRunner:
         finally:
             self._in_flight.discard(run.id)
             self._stop_requested.discard(run.id)
-            if self.queue is not None:
-                self.queue.poke()  # a slot is free
         await self._carry_out(recorded)
         return recorded.run
 
