@@ -38,9 +38,11 @@ from sqlalchemy import (
     Table,
     bindparam,
     case,
+    column,
     func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -77,12 +79,35 @@ from scheduler_service.storage.models import (
     TaskNotification,
     TaskRun,
     UTCDateTime,
+    is_value,
     new_id,
     utcnow,
 )
 from scheduler_service.tools import ToolError
 
 log = logging.getLogger(__name__)
+
+# SQLite's take reads the queue in order through its partial index, named: without
+# statistics its planner prefers the status index and sorts every queued run, and
+# SQLAlchemy has no way to say ``INDEXED BY``. Same conditions as the PostgreSQL take
+# (``Claims._take_statement``): queued and unassigned, a tool this worker has (or
+# orchestrated), each with when its misfire grace counts from (``grace_start_column``).
+SQLITE_QUEUE_READ = (
+    text(
+        """
+        SELECT r.id, CASE WHEN r.kind = :backfill THEN r.queued_at ELSE r.fire_time END,
+               coalesce(t.misfire_grace_time, :grace)
+        FROM task_scheduler_runs AS r INDEXED BY ix_task_scheduler_runs_queue
+        JOIN task_scheduler_tasks AS t ON t.id = r.task_id
+        WHERE r.status = 'queued' AND r.worker IS NULL
+          AND (t.execution_mode != :direct OR t.tool_name IN :tools)
+        ORDER BY r.fire_time, r.queued_at
+        LIMIT :limit
+        """
+    )
+    .bindparams(bindparam("tools", expanding=True))
+    .columns(column("id", String), column("since", UTCDateTime), column("within", Integer))
+)
 
 # A run taken from the queue, with its task when the take also started it.
 Taken = tuple[TaskRun, ScheduledTask | None]
@@ -408,7 +433,7 @@ class Claims:
         pick = (
             select(TaskRun.id)
             .join(ScheduledTask, ScheduledTask.id == TaskRun.task_id)
-            .where(TaskRun.status == RunStatus.QUEUED, TaskRun.worker.is_(None))
+            .where(is_value(TaskRun.status, RunStatus.QUEUED), TaskRun.worker.is_(None))
             .where(grace_start_column() >= func.now() - func.make_interval(0, 0, 0, 0, 0, 0, grace))
             .where(self._runnable_here())
             .order_by(TaskRun.fire_time, TaskRun.queued_at)
@@ -434,16 +459,15 @@ class Claims:
     async def _take_queued_sqlite(self, limit: int) -> list[TaskRun]:
         """SQLite: a lock-free read first (the consumer polls an empty queue every
         second), then the runs still unassigned are taken under the write lock."""
-        grace = func.coalesce(ScheduledTask.misfire_grace_time, self.cfg.misfire_grace_time)
-        candidates = (
-            select(TaskRun.id, grace_start_column(), grace)
-            .join(ScheduledTask, ScheduledTask.id == TaskRun.task_id)
-            .where(TaskRun.status == RunStatus.QUEUED, TaskRun.worker.is_(None))
-            .where(self._runnable_here())
-            .order_by(TaskRun.fire_time, TaskRun.queued_at)
-            .limit(limit)
-        )
-        rows = await self.db.read_sync(lambda session: session.execute(candidates).all())
+        params = {
+            "limit": limit,
+            "grace": self.cfg.misfire_grace_time,
+            "tools": list(self.tools()),
+            "direct": ExecutionMode.DIRECT.value,
+            "backfill": RunKind.BACKFILL.value,
+        }
+        candidates = SQLITE_QUEUE_READ
+        rows = await self.db.read_sync(lambda session: session.execute(candidates, params).all())
         now = utcnow()
         ids = [i for i, since, within in rows if (now - since).total_seconds() <= within]
         if not ids:
@@ -532,7 +556,7 @@ class Claims:
             return
         last = await session.scalar(
             select(func.max(TaskRun.queued_at)).where(
-                TaskRun.task_id == task.id, TaskRun.kind == RunKind.MANUAL
+                TaskRun.task_id == task.id, is_value(TaskRun.kind, RunKind.MANUAL)
             )
         )
         wait = interval - (utcnow() - last).total_seconds() if last is not None else 0
@@ -554,7 +578,7 @@ class Claims:
         recent = (
             await session.scalars(
                 select(TaskRun.queued_at)
-                .where(TaskRun.user_id == task.user_id, TaskRun.kind == RunKind.MANUAL)
+                .where(TaskRun.user_id == task.user_id, is_value(TaskRun.kind, RunKind.MANUAL))
                 .where(TaskRun.queued_at > since)
                 .order_by(TaskRun.queued_at)
             )

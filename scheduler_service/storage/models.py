@@ -20,10 +20,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    literal_column,
     text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 from scheduler_service.storage import names
@@ -124,6 +126,20 @@ class ScheduledTask(Base):
     pause_note: Mapped[str | None] = mapped_column(Text)  # why it is paused
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+def is_value(column: Any, value: str) -> ColumnElement[bool]:
+    """``column = 'value'`` with the value written into the SQL, not bound.
+
+    A partial index (the run queue's, ``status = 'queued' AND worker IS NULL``) is usable
+    only by a query whose WHERE clause implies the index's predicate, and neither
+    PostgreSQL's generic plan of a prepared statement nor SQLite can prove that of a
+    parameter: with ``status = $1`` PostgreSQL read every queued run through the status
+    index and sorted them, on every take — a burst's takes cost the square of its size.
+    Only for the fixed names of statuses and kinds (checked here)."""
+    if not value.isidentifier():
+        raise ValueError(f"not a status or kind name: {value!r}")
+    return column == literal_column(f"'{value}'")
 
 
 class TaskRun(Base):

@@ -6,6 +6,9 @@
 * Two workers taking at one instant never take the same run, and lose none.
 * A run handed back at a stop (its tool never started) is queued and unassigned again,
   whether its take already started it or not, and the next take finds it.
+* A take reads the queue through its own index, in order, however the database plans it
+  (a prepared statement's generic plan on PostgreSQL): it never reads and sorts the
+  whole queue, which made a burst's takes cost the square of its size.
 * A pooled PostgreSQL connection that died is replaced before the next statement needs
   it (its failure marks it for a test at the next checkout).
 """
@@ -23,7 +26,12 @@ from sqlalchemy.exc import DBAPIError
 from scheduler_service import SchedulerService
 from scheduler_service.runs.claims import Claims
 from scheduler_service.statuses import RunKind, RunStatus
-from scheduler_service.storage.db import create_sync_engine, ping_when_idle, sync_url
+from scheduler_service.storage.db import (
+    create_sync_engine,
+    ping_when_idle,
+    pool_size_for,
+    sync_url,
+)
 from scheduler_service.storage.models import ScheduledTask, TaskRun, utcnow
 from tests.conftest import RecordingTool, ServiceFactory, _pg_admin
 from tools import ToolContext
@@ -153,6 +161,48 @@ async def test_a_take_on_postgresql_is_one_statement(
     assert len(statements) == 1, statements
 
 
+async def take_sql(service: SchedulerService) -> tuple[str, Any]:
+    """The SQL and parameters a take sends (its read, on SQLite)."""
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        sent.append((statement, parameters))
+
+    engine = service.db.sync_engine if service.db.sqlite else service.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        await worker_claims(service, "w1").take_queued(1)
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    return next((sql, params) for sql, params in sent if "task_scheduler_runs" in sql)
+
+
+async def test_a_take_reads_the_queue_in_order_through_its_index(
+    start_service: ServiceFactory, database_url: str
+) -> None:
+    service = await client(start_service)
+    await queue_runs(service, 3)
+    sql, params = await take_sql(service)
+    if service.db.sqlite:
+        with service.db.sync_engine.connect() as conn:
+            plan = "\n".join(
+                str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)
+            )
+        assert "TEMP B-TREE" not in plan, plan
+    else:
+        args = ", ".join(["NULL"] * len(params))  # a generic plan ignores the values
+        admin = create_engine(sync_url(database_url))
+        with admin.connect() as conn:
+            conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+            conn.exec_driver_sql(f"PREPARE take AS {sql}")
+            plan = "\n".join(
+                row[0] for row in conn.exec_driver_sql(f"EXPLAIN EXECUTE take({args})")
+            )
+        admin.dispose()
+        assert "Sort" not in plan, plan
+    assert "ix_task_scheduler_runs_queue" in plan, plan
+
+
 def terminate(engine: Engine) -> int:
     """End the pool's one connection from the server side; its backend pid."""
     with engine.connect() as conn:
@@ -188,3 +238,17 @@ def test_a_dead_pooled_connection_is_replaced_before_it_is_used_again(pg_url: st
             assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != backend
     finally:
         engine.dispose()
+
+
+async def test_the_pool_keeps_a_connection_for_each_run_and_the_services_own(
+    start_service: ServiceFactory, database_url: str
+) -> None:
+    """A pool smaller than the work's concurrency opens and closes a connection for each
+    surplus checkout: in a burst, dozens of new server backends a second."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite has no server connections to keep")
+    small = await start_service(max_concurrent_tasks=2, enabled=False)
+    large = await start_service(max_concurrent_tasks=40, enabled=False)
+    sizes = [service.db.engine.pool.size() for service in (small, large)]  # type: ignore[attr-defined]
+    assert sizes == [pool_size_for(2), pool_size_for(40)]
+    assert pool_size_for(40) - pool_size_for(2) == 38
