@@ -30,7 +30,7 @@ from scheduler_service.scheduling import (
     JobControl,
     build_scheduler,
 )
-from scheduler_service.storage.db import Database
+from scheduler_service.storage.db import Database, pool_size_for
 from scheduler_service.tasks.manager import TaskManager
 from scheduler_service.tools import Tool, ToolRegistry
 
@@ -109,7 +109,10 @@ class SchedulerService:
             role = Role.WORKER if self.settings.scheduler.is_worker else Role.CLIENT
         self.role = Role(role)
         self._migrate = migrate
-        self.db = Database(self.settings.database_url)
+        self.db = Database(
+            self.settings.database_url,
+            pool_size=pool_size_for(self.settings.scheduler.max_concurrent_tasks),
+        )
         self.tools = ToolRegistry()
         self.notifier = Notifier(self.db)
         if on_notification is not None:

@@ -59,6 +59,10 @@ log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # scheduler_service/
 PROJECT_ROOT = PACKAGE_DIR.parent
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Connections a worker's own machinery may hold at once besides its runs' tools: a take,
+# a group commit of outcomes, a fire claim, the leader's and heartbeat's statements, a
+# notification, the stop-request poll, the wake-up NOTIFY (see ``pool_size_for``).
+SERVICE_CONNECTIONS = 8
 PING_AFTER_IDLE_S = 5.0  # a pooled connection unused this long is tested before use
 QUOTA_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 T = TypeVar("T")
@@ -141,10 +145,23 @@ def ping_when_idle(engine: Engine, idle_s: float = PING_AFTER_IDLE_S) -> None:
     event.listen(engine, "handle_error", failed)
 
 
-class Database:
-    """Owns the async engine and hands out sessions."""
+def pool_size_for(concurrent_runs: int) -> int:
+    """Connections a PostgreSQL pool keeps open for a worker running ``concurrent_runs``
+    at once: one for each run's tool (a tool that writes holds one while it runs) plus
+    the service's own. A pool smaller than the work's concurrency opens an overflow
+    connection for each surplus checkout and closes it at checkin: in a burst that was
+    dozens of connections a second, each a new server backend warming its caches — more
+    server CPU than the runs' statements."""
+    return concurrent_runs + SERVICE_CONNECTIONS
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
+
+class Database:
+    """Owns the async engine and hands out sessions. ``pool_size``: the connections kept
+    open on PostgreSQL (``pool_size_for``); more may open for a moment (overflow)."""
+
+    def __init__(
+        self, url: str, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, pool_size: int = 5
+    ) -> None:
         self.url = url
         self.sync_url = sync_url(url)
         self.sqlite = is_sqlite(url)
@@ -152,7 +169,7 @@ class Database:
             self.engine: AsyncEngine = create_async_engine(url)
             event.listen(self.engine.sync_engine, "connect", sqlite_pragmas(busy_timeout_ms))
         else:
-            self.engine = create_async_engine(url)
+            self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=10)
             ping_when_idle(self.engine.sync_engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # One statement, its own transaction (``write_one``); shares the engine's pool.
