@@ -7,7 +7,11 @@ with default settings on a fresh PostgreSQL database. Prints one table row:
 - last run finished: when the last run's outcome was recorded, after the due instant;
 - runs/s: N over that time;
 - replica CPU per run: user+system CPU of the replica processes during the burst, per run;
-- server CPU per run: CPU of the PostgreSQL backends serving this database, per run;
+- server CPU per run: CPU of the PostgreSQL backends serving this database, per run
+  (each backend's CPU is read every 0.2 s, so one that exits during the burst counts up to
+  its last reading);
+- connections opened: new server sessions on this database during the burst (a pool
+  smaller than the work's concurrency opens and closes connections all the time);
 - start lateness p50 / p99: ``started_at - fire_time`` over the runs;
 - duplicates / lost: runs or reminders beyond one per task, and tasks without a finished run.
 
@@ -125,10 +129,17 @@ def server_pids(engine: Any, database: str) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-def server_cpu(pids: list[int], base: dict[int, float]) -> float:
-    """CPU of these backends since ``base`` (0 for a backend that started after it)."""
-    now = {p: cpu_seconds(p) for p in pids}
-    return sum(max(cpu - base.get(p, 0.0), 0.0) for p, cpu in now.items() if not math.isnan(cpu))
+def read_cpu(pids: set[int], seen: dict[int, float]) -> None:
+    """Each backend's CPU so far into ``seen``; one that exited keeps its last reading."""
+    for pid in pids:
+        cpu = cpu_seconds(pid)
+        if not math.isnan(cpu):
+            seen[pid] = cpu
+
+
+def server_cpu(seen: dict[int, float], base: dict[int, float]) -> float:
+    """CPU of the backends since ``base`` (0 for a backend that started after it)."""
+    return sum(max(cpu - base.get(p, 0.0), 0.0) for p, cpu in seen.items())
 
 
 def counts(engine: Any, due: datetime) -> int:
@@ -203,15 +214,15 @@ def spy(pid: int, directory: Path, index: int) -> subprocess.Popen[bytes]:
     )
 
 
-def commits(engine: Any, database: str) -> int:
-    """Transactions committed in the database so far (the server's own count)."""
+def database_counts(engine: Any, database: str) -> tuple[int, int]:
+    """Transactions committed and sessions opened in the database so far (the server's
+    own counts)."""
     with engine.connect() as conn:
-        return int(
-            conn.execute(
-                text("SELECT xact_commit FROM pg_stat_database WHERE datname = :d"),
-                {"d": database},
-            ).scalar_one()
-        )
+        commits, sessions = conn.execute(
+            text("SELECT xact_commit, sessions FROM pg_stat_database WHERE datname = :d"),
+            {"d": database},
+        ).one()
+    return int(commits), int(sessions)
 
 
 async def burst(
@@ -232,20 +243,24 @@ async def burst(
                 )
             await asyncio.sleep((due - datetime.now(UTC)).total_seconds() - 0.5)
             spies = [spy(p.pid, profile, i) for i, p in enumerate(procs)] if profile else []
-            commits0 = commits(engine, database)
+            commits0, sessions0 = database_counts(engine, database)
             cpu0 = {p.pid: cpu_seconds(p.pid) for p in procs}
             pids0 = server_pids(engine, database)
             base = {p: cpu_seconds(p) for p in pids0}
             deadline = time.monotonic() + timeout + 1
             pids = set(pids0)
+            seen: dict[int, float] = {}
             while time.monotonic() < deadline:
                 pids.update(server_pids(engine, database))
+                read_cpu(pids, seen)
                 if counts(engine, due) >= n:
                     break
                 await asyncio.sleep(0.2)
             replica_cpu = sum(cpu_seconds(p.pid) - cpu0[p.pid] for p in procs)
-            db_cpu = server_cpu(sorted(pids), base)
-            transactions = commits(engine, database) - commits0
+            read_cpu(pids, seen)
+            db_cpu = server_cpu(seen, base)
+            commits1, sessions1 = database_counts(engine, database)
+            transactions, sessions = commits1 - commits0, sessions1 - sessions0
             for s in spies:
                 s.send_signal(signal.SIGINT)
                 s.wait(60)
@@ -269,6 +284,7 @@ async def burst(
         "replica_cpu_ms_per_run": replica_cpu / n * 1000,
         "server_cpu_ms_per_run": db_cpu / n * 1000,
         "transactions_per_run": transactions / n,
+        "connections_opened": sessions,
     }
 
 
@@ -281,13 +297,14 @@ def row(r: dict[str, Any]) -> str:
         f"| {f(r['runs_per_s'], '.0f')} | {r['replica_cpu_ms_per_run']:.2f} ms "
         f"| {r['server_cpu_ms_per_run']:.2f} ms "
         f"| {f(r['late_p50_s'], '.1f')} / {f(r['late_p99_s'], '.1f')} s "
-        f"| {r['duplicates']} / {r['lost']} |"
+        f"| {r['duplicates']} / {r['lost']} | {r['connections_opened']} |"
     )
 
 
 HEADER = (
     "| N | replicas | last run finished | runs/s | replica CPU per run | server CPU per run "
-    "| start lateness p50 / p99 | duplicates / lost |\n|---|---|---|---|---|---|---|---|"
+    "| start lateness p50 / p99 | duplicates / lost | connections opened |"
+    "\n|---|---|---|---|---|---|---|---|---|"
 )
 
 
