@@ -128,7 +128,7 @@ class ScheduledTask(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
-def is_value(column: Any, value: str) -> ColumnElement[bool]:
+def is_value(column: ColumnElement[str] | Mapped[str], value: str) -> ColumnElement[bool]:
     """``column = 'value'`` with the value written into the SQL, not bound.
 
     A partial index (the run queue's, ``status = 'queued' AND worker IS NULL``) is usable
