@@ -122,7 +122,7 @@ GRAMMAR: tuple[tuple[re.Pattern[str], Callable[[FormContext], Phrase], str], ...
             "in 2 hours; in 30 minutes; in half an hour; in 3 days at 9; in two and a half hours",
         ),
         (
-            r"(?P<day>today|tonight|tomorrow|(?:the )?day after tomorrow)",
+            r"(?P<day>today|tomorrow|(?:the )?day after tomorrow)",
             day_word,
             "today at 18:00; tomorrow at 7; tonight at 8; tomorrow morning at 8",
         ),

@@ -37,14 +37,13 @@ def from_now(ctx: FormContext) -> Phrase:
 
 
 def day_word(ctx: FormContext) -> Phrase:
-    """today at 18:00 / tonight at 8 (20:00) / tomorrow at 7 / the day after tomorrow at 9am."""
+    """today at 18:00 / tonight at 8 (20:00) / tomorrow at 7 / the day after tomorrow at 9am.
+
+    'tonight' arrives as 'today' with its hours read in the evening (``clauses``)."""
     ctx.refuse("window", "minute")
     word = ctx.group("day") or ""
-    offset = {"today": 0, "tonight": 0, "tomorrow": 1}.get(word.removeprefix("the "), 2)
-    times = ctx.clauses.times
-    if word == "tonight" and len(times) == 1 and 1 <= times[0].hour < 12:
-        times = (times[0].replace(hour=times[0].hour + 12),)
-    return _on_date(ctx, ctx.local_now.date() + timedelta(days=offset), None, times)
+    offset = {"today": 0, "tomorrow": 1}.get(word.removeprefix("the "), 2)
+    return _on_date(ctx, ctx.local_now.date() + timedelta(days=offset), None)
 
 
 def next_weekday(ctx: FormContext) -> Phrase:
@@ -87,10 +86,9 @@ def at_only(ctx: FormContext) -> Phrase:
     return result
 
 
-def _on_date(
-    ctx: FormContext, day: date, fallback: time | None, times: tuple[time, ...] | None = None
-) -> OneTime:
-    times = ctx.clauses.times if times is None else times
+def _on_date(ctx: FormContext, day: date, fallback: time | None) -> OneTime:
+    """``day`` at the phrase's one time (else the caller's default, else ``fallback``)."""
+    times = ctx.clauses.times
     if len(times) > 1:
         raise PhraseError(f"{ctx.text!r} gives {len(times)} times for one run; give one")
     at = times[0] if times else (ctx.default_time or fallback)
