@@ -4,8 +4,11 @@ previews (``previews``: next runs and warnings).
 Other packages import from here. ``parse`` is the entry point of parsing (and re-exports
 the names of the modules it hands each kind of schedule to: ``frequencies``, ``rules``,
 ``phrase_schedules``, with ``model``, ``fields`` and ``fires`` below them); ``phrases``
-and its helpers (``words``, ``dates``, ``clauses``, ``days``, ``spelling``, ``quartz``)
-are the phrase grammar.
+is the phrase grammar's entry point: it takes the clauses out (``spelling``, ``clauses``,
+``time_clauses``), reads the rest with the table in ``grammar`` (builders in
+``repeating_forms`` and ``one_time_forms``, given a ``form_context``) and attaches the
+limits (``phrase_limits``); results are ``phrase_model``. The vocabulary under them all:
+``words``, ``dates``, ``days`` (RRULE lines), ``quartz``.
 """
 
 from scheduler_service.schedules.describe import describe

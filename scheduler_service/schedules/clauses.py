@@ -20,6 +20,7 @@ from scheduler_service.schedules.dates import FORMS, When, parse_when
 from scheduler_service.schedules.words import (
     CLOCK,
     DAY_LIST,
+    WINDOW,
     PhraseError,
     number,
     parse_day_list,
@@ -33,9 +34,7 @@ END_FIX = (
     "(a number of runs) instead"
 )
 _SUN = re.compile(r"\b(?:dusk|dawn|sunrise|sunset|sundown|sunup|twilight|first light)\b")
-_WINDOW = re.compile(
-    rf"\b(?:between|from) {CLOCK} (?:and|to|until|till|-) {CLOCK}(?=\s|$)"
-)  # "from 9 until 17" is a daily window, not an end
+_WINDOW = re.compile(rf"\b{WINDOW}")  # "from 9 until 17" is a daily window, not an end
 
 
 @dataclass(frozen=True)

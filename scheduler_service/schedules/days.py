@@ -59,6 +59,11 @@ def join(values: tuple[int, ...]) -> str:
     return ",".join(str(v) for v in values)
 
 
+def byday(days: tuple[int, ...]) -> str:
+    """Weekdays (0=Monday) as an RRULE BYDAY part: (0, 3) → 'BYDAY=MO,TH'."""
+    return "BYDAY=" + ",".join(RRULE_DAYS[d] for d in days)
+
+
 def rule_lines(days: list[DaySet], interval: int, times: tuple[time, ...]) -> list[str]:
     """RRULE lines for every day part × every group of times (DTSTART is the caller's)."""
     lines: list[str] = []

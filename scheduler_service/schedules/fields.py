@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from scheduler_service.clock.zones import localize, wall
 from scheduler_service.config import iana_zone_names
-from scheduler_service.schedules import phrases
 from scheduler_service.schedules.model import ScheduleError
+from scheduler_service.schedules.words import WEEKDAYS, PhraseError, parse_clock, weekday_of
 
-WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+WEEKDAY_NAMES = WEEKDAYS  # 0=Monday: the names day_of_week accepts and descriptions use
 
 
 # Legacy zone names: fixed offsets or US rules of 1967, not a place's time. Refused with
@@ -103,8 +103,8 @@ def spoken_time(text: str) -> time | None:
     if TIME_OF_DAY.match(text) or not re.search(r"[a-z]", text.lower()):
         return None
     try:
-        return phrases.parse_clock(text)
-    except phrases.PhraseError:
+        return parse_clock(text)
+    except PhraseError:
         return None
 
 
@@ -187,11 +187,7 @@ def _weekday(item: int | str) -> int | None:
     text = item.strip().lower()
     if text.isdigit():
         return int(text) if 0 <= int(text) <= 6 else None
-    for candidate in (text, text.removesuffix("s")):
-        matches = [i for i, name in enumerate(WEEKDAY_NAMES) if name.startswith(candidate)]
-        if len(candidate) >= 3 and len(matches) == 1:
-            return matches[0]
-    return None
+    return weekday_of(text)
 
 
 def parse_day_of_month(value: int | None, field_name: str = "day_of_month") -> int:

@@ -51,8 +51,14 @@ class PhraseError(ValueError):
     """The phrase is not accepted; the message says what was wrong and what is."""
 
 
+# The separators of a list: "8, 13 and 20", "8, 13, and 20", "mon and thu".
+AND = r"\s*,\s*(?:and\s+)?|\s+and\s+"
+
 # -- times of day ------------------------------------------------------------------------
 CLOCK = r"(?:noon|midnight|midday|[0-2]\d[0-5]\d|\d{1,2}(?::\d{2}){0,2}(?: ?[ap]m)?)"
+# A daily window of runs, "between 9 and 17", "from 9:30 to 17:00" (groups a and b): the
+# phrase grammar reads it, and the end clauses leave its "until" alone.
+WINDOW = rf"(?:between|from) (?P<a>{CLOCK}) (?:and|to|until|till|-) (?P<b>{CLOCK})(?=\s|$)"
 _CLOCK_PARTS = re.compile(r"^(\d{1,2})(?::(\d{2}))?(?::(\d{2}))?(?: ?([ap]m))?$")
 
 
@@ -105,7 +111,7 @@ DAY_WORD = (  # names, 3+ letter prefixes, plurals
     + "|weekdays?|weekends?|business days?"
 )
 DAY_LIST = (
-    rf"(?:{DAY_WORD})(?:(?:\s*,\s*(?:and\s+)?|\s+and\s+|\s+or\s+|\s*-\s*|"
+    rf"(?:{DAY_WORD})(?:(?:{AND}|\s+or\s+|\s*-\s*|"
     rf"\s+(?:to|through|thru)\s+)(?:{DAY_WORD}))*"
 )
 
@@ -123,7 +129,7 @@ def parse_day_list(text: str) -> tuple[int, ...]:
     """'monday and thursday' 'mon-thu' 'weekdays' 'sat, sun' 'fri to mon' → sorted weekdays."""
     days: set[int] = set()
     text = re.sub(r"\s*(?:-|–|\bto\b|\bthrough\b|\bthru\b)\s*", "-", text.strip())
-    for item in re.split(r"\s*,\s*(?:and\s+)?|\s+and\s+|\s+or\s+|\s+", text):
+    for item in re.split(rf"{AND}|\s+or\s+|\s+", text):
         if not item:
             continue
         if "-" in item:
