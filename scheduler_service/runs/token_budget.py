@@ -95,6 +95,7 @@ class BudgetState:
             "daily_limit": self.limit,
             "used_today": self.used,
             "spent": self.spent,
+            "zone": self.zone,
             "since": self.since.isoformat(),
             "resets_at": self.resets_at.isoformat(),
         }
@@ -222,12 +223,13 @@ def claim_notices(
 def notice(task: ScheduledTask, outcome: Outcome) -> str:
     """What the user is told, once a day: why runs stop, until when, what still runs."""
     state = outcome.details[SKIP_KIND]
-    since = datetime.fromisoformat(state["since"])
-    resets = datetime.fromisoformat(state["resets_at"])
+    zone = ZoneInfo(state["zone"])
+    since = datetime.fromisoformat(state["since"]).astimezone(zone)
+    resets = datetime.fromisoformat(state["resets_at"]).astimezone(zone)
     return (
         f"Your daily token budget is spent: {state['used_today']:,} of "
         f"{state['daily_limit']:,} tokens used by your orchestrated tasks since "
-        f"{since:%H:%M} ({since.tzinfo}). This run of '{task.name}' was skipped without "
+        f"{since:%H:%M} ({zone.key}). This run of '{task.name}' was skipped without "
         f"calling the model, and so will every orchestrated run of your tasks be until "
         f"midnight ({resets:%Y-%m-%d %H:%M %Z}); they are recorded, you will not be told "
         "of each, and they resume by themselves then. Direct tasks still run."
