@@ -165,8 +165,9 @@ async def test_past_the_budget_runs_are_skipped_told_once_and_never_pause_the_ta
     assert len(fake.requests) == 2 and fake.unexpected_requests == 0  # no call once spent
     ran = [r for r in await runs_of(service, watch) if r.status == "succeeded"]
     assert [r.usage and r.usage["input_tokens"] for r in ran] == [40, 40]
-    assert [n["status"] for n in told if "budget" not in n["message"]] == ["succeeded"] * 2
-    budget_notes = [n for n in told if "budget" in n["message"]]
+    assert [n["status"] for n in told].count("succeeded") == 2  # (a fire that overlapped
+    # a slow run on a busy machine is told skipped too, with another reason)
+    budget_notes = [n for n in told if "daily token budget" in n["message"]]
     assert len(budget_notes) == 1  # one notification, however many runs were skipped
     assert budget_notes[0]["status"] == "skipped"
     assert budget_notes[0]["message"].startswith(
