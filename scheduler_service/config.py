@@ -258,6 +258,15 @@ class LimitsConfig(BaseModel):
         description="Past fire times one backfill_task call queues at most (its max_runs "
         "may ask for fewer); the rest are reported, to backfill in a later call",
     )
+    daily_token_budget_per_user: int | None = Field(
+        default=None,
+        ge=1,
+        description="Input+output tokens one user's orchestrated runs may spend per day, over "
+        "all of the user's tasks (the day runs from midnight in the zone of the task being "
+        "run). Past it their orchestrated runs are recorded skipped, the user is told once, "
+        "and runs resume at midnight; direct runs are never held. Unset: no budget (and no "
+        "query)",
+    )
 
 
 class Settings(BaseSettings):

@@ -23,6 +23,7 @@ from scheduler_service.runs.recovery import (
     reconcile,
 )
 from scheduler_service.runs.runner import TaskRunner
+from scheduler_service.runs.token_budget import token_budget_for
 from scheduler_service.scheduling import (
     PG_POLL_INTERVAL_S,
     POLL_INTERVAL_S,
@@ -119,7 +120,8 @@ class SchedulerService:
             self.notifier.callbacks.append(on_notification)
         client = anthropic_client or default_anthropic_client(self.settings)
         self.model_gate = model_gate_for(self.db, self.settings.scheduler.model_concurrency)
-        self.execution = Execution(self.settings, self.tools, client, self.model_gate)
+        budget = token_budget_for(self.db, self.settings.limits.daily_token_budget_per_user)
+        self.execution = Execution(self.settings, self.tools, client, self.model_gate, budget)
         self.runner = TaskRunner(
             db=self.db,
             settings=self.settings,

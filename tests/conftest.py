@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from config import SchedulerConfig, Settings
+from config import LimitsConfig, SchedulerConfig, Settings
 from scheduler_service import SchedulerService
 from scheduler_service.storage.db import create_sync_engine, sync_url
 from scheduler_service.storage.models import Base
@@ -27,12 +27,15 @@ from tools import Tool, ToolContext, ToolError
 ServiceFactory = Callable[..., Awaitable[SchedulerService]]
 
 
-def make_settings(database: Path | str, **scheduler: Any) -> Settings:
+def make_settings(
+    database: Path | str, *, limits: LimitsConfig | None = None, **scheduler: Any
+) -> Settings:
     """Settings for a SQLite file (a path) or any database (an async URL)."""
     url = database if isinstance(database, str) else f"sqlite+aiosqlite:///{database}"
     return Settings(
         database_url=url,
         scheduler=SchedulerConfig(**scheduler),
+        limits=limits or LimitsConfig(),
         anthropic_api_key=None,
     )
 
@@ -66,10 +69,12 @@ async def start_service(database_url: str) -> AsyncIterator[ServiceFactory]:
         *,
         tools: Sequence[Tool] = (),
         anthropic_client: Any = None,
+        limits: LimitsConfig | None = None,
         **scheduler: Any,
     ) -> SchedulerService:
         service = SchedulerService(
-            make_settings(database_url, **scheduler), anthropic_client=anthropic_client
+            make_settings(database_url, limits=limits, **scheduler),
+            anthropic_client=anthropic_client,
         )
         for tool in tools:
             service.tools.register(tool)

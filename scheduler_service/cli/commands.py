@@ -449,13 +449,25 @@ async def cmd_task(args: argparse.Namespace) -> int:
             "success_count", "failure_count", "last_run_time", "last_status", "last_error",
             "notify", "last_notified_at", "pause_note",
         ]  # fmt: skip
-        parts = [details(task, keys), "", "next runs:"]
+        parts = [details(task, keys)]
+        if (budget := task.get("daily_token_budget")) is not None:
+            parts.append(budget_line(budget, width=max(map(len, keys))))
+        parts += ["", "next runs:"]
         parts += [f"  {t}" for t in task["next_runs"]] or ["  (none)"]
         parts += ["", "recent runs:", table(task.get("recent_runs", []), RUN_COLUMNS)]
         return "\n".join(parts)
 
     emit(args, task, text)
     return EXIT_OK
+
+
+def budget_line(budget: dict[str, Any], *, width: int) -> str:
+    """The owner's daily token budget, one line of ``task``: used, limit, reset."""
+    state = "spent, orchestrated runs skipped" if budget["spent"] else "not spent"
+    return (
+        f"{'tokens_today'.ljust(width)}  {budget['used_today']} of {budget['daily_limit']} "
+        f"({state}; resets {budget['resets_at']})"
+    )
 
 
 async def cmd_runs(args: argparse.Namespace) -> int:

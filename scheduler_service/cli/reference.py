@@ -49,7 +49,8 @@ RETURNS: dict[str, str] = {
     f"ordered by next run; `total` is exact up to {COUNT_BOUND:,} (beyond: {COUNT_BOUND:,} and "
     f'`total_is_lower_bound` true, "more than {COUNT_BOUND:,}" in the message); pages by cursor '
     "report the total counted for the first page",
-    "get_task": '`{"task", "message"}`; the task has `recent_runs`',
+    "get_task": '`{"task", "message"}`; the task has `recent_runs` (and '
+    "`daily_token_budget` when a budget per user is configured)",
     "update_task": '`{"task", "message"}`; revalidated and rescheduled',
     "delete_task": '`{"task_id", "message"}`; task, job and history removed',
     "execute_task_now": '`{"task_id", "run", "task", "message"}`; the schedule is untouched',

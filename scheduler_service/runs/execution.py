@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # imported when an orchestrated run first needs them: the SDK
 
     from scheduler_service.runs.model_gate import ModelGate
     from scheduler_service.runs.orchestration import OrchestrationLimits
+    from scheduler_service.runs.token_budget import TokenBudget
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +60,13 @@ class Execution:
         registry: ToolRegistry,
         client: anthropic.AsyncAnthropic | None,
         gate: ModelGate | None = None,
+        budget: TokenBudget | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.client = client
         self.gate = gate  # shared by every orchestrated run's model calls (runs.model_gate)
+        self.budget = budget  # the user's daily token budget (runs.token_budget), if set
 
     def limits(self, task: ScheduledTask, timeout: float) -> OrchestrationLimits:
         from scheduler_service.runs.orchestration import OrchestrationLimits
@@ -172,7 +175,10 @@ class Execution:
         backfill_of: datetime | None = None,
     ) -> Outcome:
         """Claude works through the task with the tools it allows (see ``orchestration``);
-        ``backfill_of``: the past fire time a backfill run stands for."""
+        ``backfill_of``: the past fire time a backfill run stands for. A user whose
+        daily token budget is spent gets the skip instead, before any model call."""
+        if self.budget is not None and (skip := await self.budget.check(task)) is not None:
+            return skip
         names = allowed_tool_names(task, self.registry)
         definitions = [self.registry.get(name).definition() for name in names]
 

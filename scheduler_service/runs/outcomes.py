@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from scheduler_service.config import SchedulerConfig
 from scheduler_service.limits import cut
-from scheduler_service.runs import buffering, notifications, notify_policy
+from scheduler_service.runs import buffering, notifications, notify_policy, token_budget
 from scheduler_service.runs.chains import TASK_CHANGES
 from scheduler_service.runs.notifications import summarize
 from scheduler_service.runs.policy import (
@@ -93,6 +93,7 @@ def _record_all(
 ) -> list[Recorded]:
     """``record_outcomes``' transaction, in one trip (on SQLite, in the write thread)."""
     tasks, states = _lock_with_states(db, session, [run.id for run, _ in finished])
+    told = _budget_notices(db, session, finished, states, now)
     final = [run_id for run_id, (status, _) in states.items() if status not in ACTIVE_RUN]
     kept: dict[str, TaskRun] = {}
     if final:  # rare: another process recorded them; the caller gets that row
@@ -111,6 +112,7 @@ def _record_all(
             now,
             stopping,
             written,
+            run.id in told,
         )
         for run, outcome in finished
     ]
@@ -148,6 +150,23 @@ def _lock_with_states(
     return tasks, states
 
 
+def _budget_notices(
+    db: Database,
+    session: Session,
+    finished: Sequence[tuple[TaskRun, Outcome]],
+    states: dict[str, tuple[str, datetime | None]],
+    now: datetime,
+) -> set[str]:
+    """The budget skips among ``finished`` that tell their user (once a day per user,
+    ``runs.token_budget``); no statement unless there is one."""
+    skips = [
+        (run, outcome)
+        for run, outcome in finished
+        if token_budget.is_skip(outcome) and states.get(run.id, ("",))[0] in ACTIVE_RUN
+    ]
+    return token_budget.claim_notices(session, db.sqlite, skips, now) if skips else set()
+
+
 def _release_buffered(
     session: Session,
     tasks: dict[str, ScheduledTask],
@@ -179,6 +198,7 @@ def _record(
     now: datetime,
     stopping: Callable[[], bool],
     written: list[TaskRun],
+    told: bool,
 ) -> Recorded:
     if state is None:  # the task was deleted meanwhile, with its history
         return Recorded(run)
@@ -197,7 +217,7 @@ def _record(
         if recorded.retry_at is not None:
             run.details = {**(run.details or {}), "retry_at": recorded.retry_at.isoformat()}
         else:
-            recorded.job, note = update_task(cfg, task, run, outcome, now)
+            recorded.job, note = update_task(cfg, task, run, outcome, now, told=told)
             if note is not None:
                 recorded.published.append(note)
                 session.add(note)
@@ -247,11 +267,20 @@ def write_run(row: TaskRun, outcome: Outcome, now: datetime) -> None:
 
 
 def update_task(
-    cfg: SchedulerConfig, task: ScheduledTask, row: TaskRun, outcome: Outcome, now: datetime
+    cfg: SchedulerConfig,
+    task: ScheduledTask,
+    row: TaskRun,
+    outcome: Outcome,
+    now: datetime,
+    *,
+    told: bool = False,
 ) -> tuple[JobAction | None, TaskNotification | None]:
     """Counters, last result and status after a final attempt; returns the job action
     (or None) and the notification (None when the task's notify policy leaves it out:
-    decided here, under the task's lock, so two processes never both tell one change)."""
+    decided here, under the task's lock, so two processes never both tell one change).
+    A daily-token-budget skip is neutral and tells once a day (``told``: this one does)."""
+    if token_budget.is_skip(outcome):
+        return token_budget.settle_skip(task, row, outcome, told=told)
     ok = outcome.status == RunStatus.SUCCEEDED
     if row.kind not in ON_REQUEST:  # a manual or backfill run is not the schedule's
         task.run_count += 1

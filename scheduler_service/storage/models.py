@@ -166,6 +166,14 @@ class TaskRun(Base):
             postgresql_where=text("kind = 'manual'"),
             sqlite_where=text("kind = 'manual'"),
         ),
+        # A user's tokens spent since a time (the daily token budget): runs with usage.
+        Index(
+            "ix_task_scheduler_runs_usage",
+            "user_id",
+            "finished_at",
+            postgresql_where=text("usage IS NOT NULL"),
+            sqlite_where=text("usage IS NOT NULL"),
+        ),
         # Runs asked to stop (overlap cancel_previous), by the worker executing them.
         Index(
             "ix_task_scheduler_runs_cancel",
@@ -261,3 +269,16 @@ class ModelLease(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     holder: Mapped[str] = mapped_column(String(300))
     expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class BudgetNotice(Base):
+    """A user told that their daily token budget is spent, and until when that notice
+    stands (the end of their day): one row per user, claimed by an upsert in the
+    transaction that records a budget skip, so replicas recording at once tell it once
+    (see ``runs.token_budget``)."""
+
+    __tablename__ = names.BUDGET_NOTICES
+
+    user_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    quiet_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    run_id: Mapped[str | None] = mapped_column(String(40))  # the run whose record told it

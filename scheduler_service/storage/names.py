@@ -19,6 +19,7 @@ HEARTBEAT = "task_scheduler_heartbeat"
 WORKERS = "task_scheduler_workers"
 MODEL_GATE = "task_scheduler_model_gate"
 MODEL_LEASES = "task_scheduler_model_leases"
+BUDGET_NOTICES = "task_scheduler_budget_notices"
 VERSION_TABLE = "task_scheduler_alembic_version"
 
 LEGACY_VERSION_TABLE = "alembic_version"

@@ -34,6 +34,7 @@ from scheduler_service.runs.chains import (
 )
 from scheduler_service.runs.notify_policy import NotifyPolicy
 from scheduler_service.runs.runner import TaskRunner
+from scheduler_service.runs.token_budget import BudgetState, read_state
 from scheduler_service.schedules import (
     Schedule,
     ScheduleError,
@@ -394,18 +395,30 @@ class TaskManager:
         return task
 
     async def get_task(self, task_id: str, context: ToolContext) -> dict[str, Any]:
+        """The task, its recent runs and, with a daily token budget configured, the
+        user's budget for the day of the task's zone (``daily_token_budget``)."""
         recent = select(TaskRun).where(TaskRun.task_id == task_id)
         recent = recent.order_by(TaskRun.queued_at.desc()).limit(5)
+        limit = self.settings.limits.daily_token_budget_per_user
+        now = utcnow()
 
-        def read(session: Session) -> tuple[ScheduledTask | None, Sequence[TaskRun]]:
+        def read(
+            session: Session,
+        ) -> tuple[ScheduledTask | None, Sequence[TaskRun], BudgetState | None]:
             task = session.get(ScheduledTask, task_id)
-            owned = task is not None and task.user_id == context.user_id
-            return task, session.scalars(recent).all() if owned else []
+            if task is None or task.user_id != context.user_id:
+                return task, [], None
+            budget = None
+            if limit is not None:
+                budget = read_state(session, limit, task.user_id, task.timezone, now)
+            return task, session.scalars(recent).all(), budget
 
-        found, runs = await self.db.read_sync(read)  # the task and its runs: one trip
+        found, runs, budget = await self.db.read_sync(read)  # all in one trip
         task = self._users(found, task_id, context)
         data = task_to_dict(task)
         data["recent_runs"] = [run_to_dict(r, task.timezone) for r in runs]
+        if budget is not None:
+            data["daily_token_budget"] = budget.to_dict()
         return data
 
     async def list_tasks(

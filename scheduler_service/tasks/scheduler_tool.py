@@ -77,7 +77,10 @@ Operations:
 - get_tasks: optional status, frequency, execution_mode, limit, cursor (next_cursor of the
   previous page) or offset. Ordered by next run.
 - get_task: task_id. Includes recent runs (each says whether it notified, and why not),
-  notify, last_notified_at and pause_note.
+  notify, last_notified_at and pause_note; where a daily token budget per user is set,
+  daily_token_budget (daily_limit, used_today, spent, resets_at). While it is spent, the
+  user's orchestrated runs are recorded skipped until resets_at (not a failure; nothing to
+  fix) and direct runs go on.
 - update_task: task_id plus any create_task fields to change; the schedule is recomputed.
 - delete_task: task_id. Removes the task and its history.
 - cancel_task: task_id. Stops future runs, keeps the task and its history.
@@ -351,6 +354,13 @@ class SchedulerTool(Tool):
         message = f"Task '{task['name']}' is {task['status']}. {_next_run_words(task)}"
         if task["status"] == TaskStatus.PAUSED and task.get("pause_note"):
             message += f" Paused: {task['pause_note']}"
+        budget = task.get("daily_token_budget")
+        if budget and budget["spent"]:
+            message += (
+                f" The user's daily token budget is spent ({budget['used_today']} of "
+                f"{budget['daily_limit']} tokens today): orchestrated runs are skipped until "
+                f"{budget['resets_at']}, then resume by themselves."
+            )
         return {"task": task, "message": message}
 
     async def _update(self, kwargs: dict[str, Any], context: ToolContext) -> dict[str, Any]:

@@ -351,3 +351,22 @@ def test_host_dependent_zones_are_invalid_input(
                               "--database-url", url)  # fmt: skip
     assert code == 1 and "invalid_input" in err and "timezone" in err
     assert "host-dependent" in err and "Area/Location" in err
+
+
+def test_task_shows_the_owners_daily_token_budget_when_one_is_set(
+    capsys: pytest.CaptureFixture[str], url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = ("--database-url", url)
+    created = run_json(capsys, "tool", "create_task", json.dumps(REMINDER), "--user", "u1", *db)
+    task_id = created["task"]["task_id"]
+    code, out, _ = run_cli(capsys, "task", task_id, *db)
+    assert code == 0 and "tokens_today" not in out  # no budget: nothing to show
+    monkeypatch.setenv("LIMITS__DAILY_TOKEN_BUDGET_PER_USER", "5000")
+    code, out, _ = run_cli(capsys, "task", task_id, *db)
+    assert code == 0 and "tokens_today      0 of 5000 (not spent; resets 20" in out
+    budget = run_json(capsys, "task", task_id, *db)["daily_token_budget"]
+    assert (budget["used_today"], budget["daily_limit"], budget["zone"]) == (
+        0,
+        5000,
+        "Europe/Paris",
+    )

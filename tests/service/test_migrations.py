@@ -25,6 +25,7 @@ OURS = {
     "task_scheduler_heartbeat",
     "task_scheduler_model_gate",
     "task_scheduler_model_leases",
+    "task_scheduler_budget_notices",
     "task_scheduler_workers",
     "task_scheduler_alembic_version",
 }

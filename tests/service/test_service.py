@@ -360,6 +360,7 @@ def test_migrations_run_with_alembic_and_refuse_unknown_revisions(tmp_path: Path
         "task_scheduler_workers",
         "task_scheduler_model_gate",
         "task_scheduler_model_leases",
+        "task_scheduler_budget_notices",
         "task_scheduler_alembic_version",
     } == tables
     con.execute("update task_scheduler_alembic_version set version_num='9999_future'")
