@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.base import Executable
 
 from scheduler_service.storage import names
 from scheduler_service.storage.inline import InlineWriter, WriterBusy
@@ -307,6 +308,16 @@ class Database:
 
         async with self._autocommit.connect() as connection:
             return await connection.run_sync(in_session)
+
+    async def execute_one(self, statement: Executable, params: dict[str, Any]) -> None:
+        """One Core statement that stands alone (a tool's INSERT of its own row): on
+        PostgreSQL in autocommit on an async connection, without an ORM session (which
+        cost as much as the statement); on SQLite, ``write_short``."""
+        if self.sqlite:
+            await self.write_short(lambda connection: connection.execute(statement, params))
+            return
+        async with self._autocommit.connect() as connection:
+            await connection.execute(statement, params)
 
     def _sqlite_write(self, work: Callable[[Connection], T]) -> T:
         with self.sync_engine.connect() as connection:

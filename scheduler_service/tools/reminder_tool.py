@@ -166,7 +166,7 @@ class ReminderTool(Tool):
             "created_at": utcnow(),
         }
         # One INSERT, its own transaction: a scheduled burst adds thousands of these.
-        await self.db.write_one(lambda session: session.execute(ADD_REMINDER, values))
+        await self.db.execute_one(ADD_REMINDER, values)
         reminder = Reminder(**values)
         return {
             "reminder": reminder_to_dict(reminder),
