@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from scheduler_service.clock.rrule import checked_rrule
+from scheduler_service.clock.zones import localize
 from scheduler_service.schedules.words import (
     DAY_WORD,
     MAX_DAYS,
@@ -86,18 +88,33 @@ def rule_lines(days: list[DaySet], interval: int, times: tuple[time, ...]) -> li
     return lines
 
 
-def first_local(lines: list[str], after: datetime) -> datetime:
-    """The first local wall time of the lines (INTERVAL 1) at or after ``after``."""
-    start = datetime.combine(after.date(), time())
+def first_local(lines: list[str], after: datetime, zone: ZoneInfo) -> datetime:
+    """The first local wall time of the lines (INTERVAL 1) whose instant is at or after
+    ``after``'s (both read by the wall-clock rule, ``clock.zones.localize``).
+
+    Compared as instants, not as wall times: a time in a daylight-saving gap is read
+    with the offset before the change, so just after a change at midnight (Santiago:
+    00:00 → 01:00), "00:15" of that day is 01:15 — still ahead of a now of 01:00 — though
+    its wall time is behind it."""
+    start = datetime.combine(after.date(), time()) - GAP_SLACK
+    target = localize(after, zone)
     found = []
     for line in lines:
         single = re.sub(r";INTERVAL=\d+", "", line)
-        nxt = checked_rrule(f"RRULE:{single}", start).after(after, inc=True)
-        if nxt is not None:
-            found.append(nxt)
+        rule = checked_rrule(f"RRULE:{single}", start)
+        for candidate in rule.xafter(after - GAP_SLACK, count=GAP_CANDIDATES, inc=True):
+            if localize(candidate, zone) >= target:
+                found.append(candidate)
+                break
     if not found:
         raise PhraseError("the phrase has no run after now")
     return min(found)
+
+
+# A wall time up to this far behind ``after`` may still be ahead of it in real time (the
+# longest daylight-saving gap in use is one hour; two hours were used in the past).
+GAP_SLACK = timedelta(hours=2)
+GAP_CANDIDATES = 200  # wall times looked at within the slack before one is ahead
 
 
 def month_days(spec: str, *, quarter: bool = False) -> list[DaySet]:

@@ -97,5 +97,5 @@ def anchored_rule(
     INTERVAL counts periods from the period of the first run (its day, its week from
     Monday, its month, its year)."""
     lines = rule_lines(days, interval, times)
-    first = first_local(lines, ctx.first_day)
+    first = first_local(lines, ctx.first_day, ctx.zone)
     return Rule(tuple(lines), datetime.combine(first.date(), time()))

@@ -514,3 +514,29 @@ def test_every_example_in_the_grammar_table_parses() -> None:
         for example in text.split("; "):
             example = example.split(" (")[0]
             assert parse_phrase(example, zone=NY, now=WEDNESDAY) is not None, (builder, example)
+
+
+def test_a_phrase_made_just_after_a_midnight_gap_keeps_that_days_runs() -> None:
+    """Santiago springs forward at 00:00 (to 01:00). A phrase made at that instant for
+    00:00 and 00:15 on that Sunday runs at the change and at 01:15 (the gap's times read
+    with the offset before it): its wall times are behind now's, its instants are not."""
+    from scheduler_service.schedules import ScheduleInput, build_trigger, parse_schedule
+
+    zone = "America/Santiago"
+    now = datetime(2026, 9, 6, 4, 0, tzinfo=UTC)  # the change: 01:00 local, Sunday
+    data = ScheduleInput(
+        "custom", custom_schedule="every sunday and monday at 00:00 and 00:15", timezone=zone
+    )
+    trigger = build_trigger(parse_schedule(data, now=now, default_timezone="UTC"))
+    fires: list[datetime] = []
+    previous = None
+    for _ in range(3):
+        fire = trigger.get_next_fire_time(previous, previous or now)
+        assert fire is not None
+        fires.append(fire.astimezone(UTC))
+        previous = fire
+    assert fires == [
+        datetime(2026, 9, 6, 4, 0, tzinfo=UTC),
+        datetime(2026, 9, 6, 4, 15, tzinfo=UTC),
+        datetime(2026, 9, 7, 3, 0, tzinfo=UTC),  # Monday 00:00, at -03:00
+    ]
