@@ -118,6 +118,7 @@ class SchedulerMetrics:
         """Count the service's runs and read its leader flag and queue at scrape time."""
         self._service = service
         service.add_notification_callback(self.on_notification)
+        service.runner.quiet_run_callbacks.append(self.on_quiet_run)
         self.leader.set_function(lambda: 1.0 if service.is_leader else 0.0)
         self.queue_depth.set_function(lambda: float(service.queue_depth))
         return self
@@ -150,6 +151,11 @@ class SchedulerMetrics:
             async with self._service.db.read() as session:
                 run = await session.get(TaskRun, run_id)
         self.observe_run(status, run)
+
+    def on_quiet_run(self, run: TaskRun) -> None:
+        """A run recorded here whose task's notify policy left the user undisturbed:
+        counted all the same (every run is, notified or not)."""
+        self.observe_run(run.status, run)
 
     def observe_run(self, status: str, run: TaskRun | None) -> None:
         self.runs.labels(status=status).inc()

@@ -65,6 +65,7 @@ class Recorded:
     job: JobAction | None = None  # what to do with the task's job afterwards
     published: list[TaskNotification] = field(default_factory=list)
     released: bool = False  # a buffered fire of the task went to the run queue
+    written: bool = False  # this transaction wrote the outcome (not a row found final)
 
 
 async def record_outcomes(
@@ -239,7 +240,7 @@ def _record(
         row = kept[run.id]
         log.warning("run %s was already recorded %s; keeping that", row.id, row.status)
         return Recorded(row)
-    recorded = Recorded(run)
+    recorded = Recorded(run, written=True)
     write_run(run, outcome, now)
     written.append(run)
     if task is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -98,3 +99,22 @@ def test_process_metrics_and_a_loopback_listener() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def test_quiet_runs_are_counted_though_nobody_is_told(database_url: str) -> None:
+    """A run its task's notify policy keeps quiet sends no notification, which is where
+    metrics count runs: it is counted when it is recorded instead, once."""
+    service = SchedulerService(make_settings(database_url))
+    metrics = SchedulerMetrics().bind(service)
+    quiet = asyncio.Event()
+    service.runner.quiet_run_callbacks.append(lambda _run: quiet.set())
+    watch_notifications(service)
+    service.tools.register(RecordingTool())
+    async with service:
+        soon = (datetime.now(UTC) + timedelta(seconds=0.3)).isoformat()
+        once = {**INVENTORY, "frequency": "once", "scheduled_time": soon, "notify": "on_failure"}
+        await service.scheduler_tool.run("create_task", once, context=CTX)
+        await asyncio.wait_for(quiet.wait(), 10)
+        assert sample(metrics, "task_scheduler_runs_total", status="succeeded") == 1.0
+        assert sample(metrics, "task_scheduler_fire_lateness_seconds_count") == 1.0
+    assert service.notification_queue.empty()  # type: ignore[attr-defined]
