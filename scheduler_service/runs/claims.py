@@ -696,18 +696,14 @@ class Claims:
         self, session: Session, runs: Sequence[TaskRun]
     ) -> list[ScheduledTask | None]:
         tasks = self.db.lock_tasks_sync(session, [run.task_id for run in runs])
-        # Plain statements on the run rows (their ORM objects would only be updated
-        # and thrown away): which still exist, then one UPDATE for all of them.
-        ids = [run.id for run in runs if run.task_id in tasks]
-        found = set(session.scalars(select(TaskRun.id).where(TaskRun.id.in_(ids))).all())
+        # One plain UPDATE … RETURNING on the run rows (their ORM objects would only be
+        # updated and thrown away): it marks those that still exist and names them.
+        ids = sorted(run.id for run in runs if run.task_id in tasks)
         now = utcnow()
-        if found:
-            session.execute(
-                update(TaskRun)
-                .where(TaskRun.id.in_(sorted(found)))
-                .values(status=RunStatus.RUNNING, started_at=now)
-                .execution_options(synchronize_session=False)
-            )
+        found: set[str] = set()
+        if ids:
+            params = {"start_ids": ids, "start_now": now}
+            found = set(session.scalars(START_SQLITE, params).all())
         started: list[ScheduledTask | None] = []
         for run in runs:
             if run.id in found:
@@ -716,6 +712,16 @@ class Claims:
             else:
                 started.append(None)
         return started
+
+
+# SQLite's start (``Claims._mark_running``), built once; the write lock is already held.
+START_SQLITE = (
+    update(TaskRun)
+    .where(TaskRun.id.in_(bindparam("start_ids", expanding=True)))
+    .values(status=RunStatus.RUNNING, started_at=bindparam("start_now", type_=UTCDateTime))
+    .returning(TaskRun.id)
+    .execution_options(synchronize_session=False)
+)
 
 
 def _start_statement() -> Select[str, ScheduledTask]:
