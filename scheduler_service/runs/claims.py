@@ -466,8 +466,9 @@ class Claims:
             "direct": ExecutionMode.DIRECT.value,
             "backfill": RunKind.BACKFILL.value,
         }
-        candidates = SQLITE_QUEUE_READ
-        rows = await self.db.read_sync(lambda session: session.execute(candidates, params).all())
+        rows = await self.db.read_sync(
+            lambda session: session.execute(SQLITE_QUEUE_READ, params).all()
+        )
         now = utcnow()
         ids = [i for i, since, within in rows if (now - since).total_seconds() <= within]
         if not ids:

@@ -42,8 +42,8 @@ def test_the_trigger_moves_every_time_of_the_schedule_by_the_offset() -> None:
     assert spread.get_next_fire_time(None, NOW + timedelta(seconds=60)) == first
 
 
-def test_a_wall_clock_schedule_stays_on_its_wall_time_plus_the_offset() -> None:
-    inner = WallClockTrigger(
+def daily_at_nine_in_paris() -> WallClockTrigger:
+    return WallClockTrigger(
         at=time(9, 0),
         unit="days",
         interval=1,
@@ -51,20 +51,17 @@ def test_a_wall_clock_schedule_stays_on_its_wall_time_plus_the_offset() -> None:
         anchor=NOW.date(),
         not_before=NOW,
     )
+
+
+def test_a_wall_clock_schedule_stays_on_its_wall_time_plus_the_offset() -> None:
+    inner = daily_at_nine_in_paris()
     spread = SpreadTrigger(inner, 600)
     fire = spread.get_next_fire_time(None, NOW)
     assert fire is not None and fire == inner.get_next_fire_time(None, NOW) + timedelta(minutes=10)
 
 
 def test_the_trigger_pickles_by_value_and_compares_equal_to_a_copy() -> None:
-    inner = WallClockTrigger(
-        at=time(9, 0),
-        unit="days",
-        interval=1,
-        timezone="Europe/Paris",
-        anchor=NOW.date(),
-        not_before=NOW,
-    )
+    inner = daily_at_nine_in_paris()
     spread = SpreadTrigger(inner, 600)
     loaded = pickle.loads(pickle.dumps(spread))
     assert isinstance(loaded.inner, WallClockTrigger) and loaded.offset == 600
