@@ -28,29 +28,14 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Integer,
-    Select,
-    String,
-    Table,
-    bindparam,
-    case,
-    column,
-    func,
-    or_,
-    select,
-    text,
-    update,
-)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from scheduler_service.config import LimitsConfig, SchedulerConfig
-from scheduler_service.runs import buffering, cancelling, notifications
+from scheduler_service.runs import buffering, cancelling, notifications, store
 from scheduler_service.runs.notifications import Notifier
 from scheduler_service.runs.outcomes import Outcome, update_task
 from scheduler_service.runs.policy import (
@@ -62,9 +47,9 @@ from scheduler_service.runs.policy import (
     overlap_of,
     split_missed,
 )
+from scheduler_service.runs.store import Taken
 from scheduler_service.schedules import Schedule
 from scheduler_service.statuses import (
-    ACTIVE_RUN,
     ExecutionMode,
     Frequency,
     JobAction,
@@ -78,8 +63,6 @@ from scheduler_service.storage.models import (
     ScheduledTask,
     TaskNotification,
     TaskRun,
-    UTCDateTime,
-    is_value,
     new_id,
     utcnow,
 )
@@ -87,31 +70,7 @@ from scheduler_service.tools import ToolError
 
 log = logging.getLogger(__name__)
 
-# SQLite's take reads the queue in order through its partial index, named: without
-# statistics its planner prefers the status index and sorts every queued run, and
-# SQLAlchemy has no way to say ``INDEXED BY``. Same conditions as the PostgreSQL take
-# (``Claims._take_statement``): queued and unassigned, a tool this worker has (or
-# orchestrated), each with when its misfire grace counts from (``grace_start_column``).
-SQLITE_QUEUE_READ = (
-    text(
-        """
-        SELECT r.id, CASE WHEN r.kind = :backfill THEN r.queued_at ELSE r.fire_time END,
-               coalesce(t.misfire_grace_time, :grace)
-        FROM task_scheduler_runs AS r INDEXED BY ix_task_scheduler_runs_queue
-        JOIN task_scheduler_tasks AS t ON t.id = r.task_id
-        WHERE r.status = 'queued' AND r.worker IS NULL
-          AND (t.execution_mode != :direct OR t.tool_name IN :tools)
-        ORDER BY r.fire_time, r.queued_at
-        LIMIT :limit
-        """
-    )
-    .bindparams(bindparam("tools", expanding=True))
-    .columns(column("id", String), column("since", UTCDateTime), column("within", Integer))
-)
-
-# A run taken from the queue, with its task when the take also started it.
-Taken = tuple[TaskRun, ScheduledTask | None]
-RUN_COLUMNS = tuple(cast(Table, TaskRun.__table__).c)
+__all__ = ["Claims", "FireClaim", "allowed", "schedule_of"]
 
 
 @dataclass
@@ -121,12 +80,6 @@ class FireClaim:
     run: TaskRun | None = None
     published: list[TaskNotification] = field(default_factory=list)
     job: JobAction | None = None  # what to do with the task's job afterwards
-
-
-def grace_start_column() -> ColumnElement[datetime]:
-    """``policy.grace_start`` in SQL: a queued run's misfire grace counts from its fire
-    time, a backfill run's from when it was queued."""
-    return case((TaskRun.kind == RunKind.BACKFILL, TaskRun.queued_at), else_=TaskRun.fire_time)
 
 
 def allowed(task: ScheduledTask) -> bool:
@@ -180,7 +133,6 @@ class Claims:
         self.tools: Callable[[], list[str]] = list
         # the manual-run rate, decided under the task's lock with the claim
         self.limits = LimitsConfig()
-        self._take_cache: tuple[tuple[str, ...], Select[TaskRun, ScheduledTask]] | None = None
 
     def assigns(self, task: ScheduledTask) -> bool:
         """Whether a run of ``task`` claimed here is this worker's to execute."""
@@ -241,15 +193,8 @@ class Claims:
         transaction (a sparse RRULE can take dateutil a noticeable moment, which the
         write lock would wait for); each keeps the row values it was computed from, and
         ``fire_many`` uses it only if the locked row still has them."""
-        columns = (
-            ScheduledTask.id,
-            ScheduledTask.status,
-            ScheduledTask.schedule,
-            ScheduledTask.next_run_at,
-        )
         ids = [task_id for task_id, _ in fires]
-        query = select(*columns).where(ScheduledTask.id.in_(ids))  # plain rows, no ORM objects
-        rows = await self.db.read_sync(lambda session: session.execute(query).all())
+        rows = await self.db.read_sync(lambda session: store.plan_rows(session, ids))
         times = dict(fires)
         live: list[PlanInput] = [
             (task_id, schedule, next_run_at, times[task_id])
@@ -290,14 +235,7 @@ class Claims:
     def _busy(self, session: Session, task_ids: list[str]) -> set[str]:
         """Tasks with a scheduled or retry run queued or running in any replica (only
         asked where runs are spread over replicas; one process knows its own)."""
-        if not self.queued:
-            return set()
-        query = select(TaskRun.task_id).where(
-            TaskRun.task_id.in_(task_ids),
-            TaskRun.status.in_(ACTIVE_RUN),
-            TaskRun.kind.in_((RunKind.SCHEDULED, RunKind.RETRY)),
-        )
-        return set(session.scalars(query.distinct()).all())
+        return store.busy_tasks(session, task_ids) if self.queued else set()
 
     @staticmethod
     def _claimed(
@@ -309,11 +247,7 @@ class Claims:
         earliest = min(
             min([*plans.get(task_id, ([], None))[0], *times]) for task_id, times in fires
         )
-        query = select(TaskRun.task_id, TaskRun.fire_time).where(
-            TaskRun.task_id.in_([task_id for task_id, _ in fires]),
-            TaskRun.fire_time >= earliest,
-        )
-        return {(task_id, fire) for task_id, fire in session.execute(query).all()}
+        return store.claimed_fire_times(session, [task_id for task_id, _ in fires], earliest)
 
     def _claim_due(
         self,
@@ -390,13 +324,6 @@ class Claims:
             **values,
         )
 
-    def _runnable_here(self) -> ColumnElement[bool]:
-        """Runs this worker has the tool for (orchestrated runs: any worker)."""
-        return or_(
-            ScheduledTask.execution_mode != ExecutionMode.DIRECT,
-            ScheduledTask.tool_name.in_(self.tools()),
-        )
-
     async def take_queued(self, limit: int) -> list[Taken]:
         """Assign up to ``limit`` unassigned queued runs that this worker has the tools
         for, oldest fire time first; the caller starts them at once (it asks for as many
@@ -414,73 +341,32 @@ class Claims:
     async def _take_queued_pg(self, limit: int) -> list[Taken]:
         """``SKIP LOCKED``: replicas taking at once never wait for each other nor take
         the same run. One statement in autocommit (one round trip) takes, starts and
-        reads the runs' tasks; it locks only run rows, so it never waits in a cycle with
-        a transaction holding a task row. A worker takes only runs it starts at once,
-        as River and procrastinate fetch a job straight into ``running``: a worker
-        killed right after the take leaves them ``running``, and recovery records them
-        interrupted, like any run whose worker died after its start."""
-        take = self._take_statement(tuple(self.tools()))
-        params = {"take_limit": limit, "take_worker": self.worker, "take_now": utcnow()}
-        rows = await self.db.write_one(lambda session: session.execute(take, params).all())
-        return [(run, task) for run, task in rows]
-
-    def _take_statement(self, tools: tuple[str, ...]) -> Select[TaskRun, ScheduledTask]:
-        """The take, built once per tool set (building it cost more than running it)."""
-        cached = self._take_cache
-        if cached is not None and cached[0] == tools:
-            return cached[1]
-        grace = func.coalesce(ScheduledTask.misfire_grace_time, self.cfg.misfire_grace_time)
-        pick = (
-            select(TaskRun.id)
-            .join(ScheduledTask, ScheduledTask.id == TaskRun.task_id)
-            .where(is_value(TaskRun.status, RunStatus.QUEUED), TaskRun.worker.is_(None))
-            .where(grace_start_column() >= func.now() - func.make_interval(0, 0, 0, 0, 0, 0, grace))
-            .where(self._runnable_here())
-            .order_by(TaskRun.fire_time, TaskRun.queued_at)
-            .limit(bindparam("take_limit", type_=Integer))
-            .with_for_update(skip_locked=True)
-        )
-        taken = (
-            update(TaskRun)
-            .where(TaskRun.id.in_(pick.scalar_subquery()))
-            .values(
-                worker=bindparam("take_worker", type_=String),
-                status=RunStatus.RUNNING,
-                started_at=bindparam("take_now", type_=UTCDateTime),
+        reads the runs' tasks (``store.take_and_start``). A worker takes only runs it
+        starts at once, as River and procrastinate fetch a job straight into
+        ``running``: a worker killed right after the take leaves them ``running``, and
+        recovery records them interrupted, like any run whose worker died after its
+        start."""
+        tools, grace, now = self.tools(), self.cfg.misfire_grace_time, utcnow()
+        return await self.db.write_one(
+            lambda session: store.take_and_start(
+                session, worker=self.worker, tools=tools, grace=grace, limit=limit, now=now
             )
-            .returning(*RUN_COLUMNS)
-            .cte("taken")
         )
-        run = aliased(TaskRun, taken)
-        take = select(run, ScheduledTask).join(ScheduledTask, ScheduledTask.id == run.task_id)
-        self._take_cache = (tools, take)
-        return take
 
     async def _take_queued_sqlite(self, limit: int) -> list[TaskRun]:
         """SQLite: a lock-free read first (the consumer polls an empty queue every
         second), then the runs still unassigned are taken under the write lock."""
-        params = {
-            "limit": limit,
-            "grace": self.cfg.misfire_grace_time,
-            "tools": list(self.tools()),
-            "direct": ExecutionMode.DIRECT.value,
-            "backfill": RunKind.BACKFILL.value,
-        }
-        rows = await self.db.read_sync(
-            lambda session: session.execute(SQLITE_QUEUE_READ, params).all()
+        tools, grace, now = self.tools(), self.cfg.misfire_grace_time, utcnow()
+        ids = await self.db.read_sync(
+            lambda session: store.queued_on_sqlite(
+                session, tools=tools, grace=grace, limit=limit, now=now
+            )
         )
-        now = utcnow()
-        ids = [i for i, since, within in rows if (now - since).total_seconds() <= within]
         if not ids:
             return []
-        async with self.db.write() as session:
-            query = select(TaskRun).where(
-                TaskRun.id.in_(ids), TaskRun.status == RunStatus.QUEUED, TaskRun.worker.is_(None)
-            )
-            taken = list((await session.scalars(query)).all())
-            for run in taken:
-                run.worker = self.worker
-        return taken
+        return await self.db.write_orm(
+            lambda session: store.assign_on_sqlite(session, ids, self.worker)
+        )
 
     async def release_many(self, runs: Sequence[TaskRun]) -> list[bool]:
         """Runs claimed here whose tool never started go back to the queue (a stop):
@@ -488,15 +374,7 @@ class Claims:
         worker's and still ``queued`` — or ``running`` from a take or a start whose run
         this process knows it never executed; for each run, whether it was released."""
         ids = [run.id for run in runs]
-        query = (
-            update(TaskRun)
-            .where(TaskRun.id.in_(ids))
-            .where(TaskRun.status.in_(ACTIVE_RUN), TaskRun.worker == self.worker)
-            .values(worker=None, status=RunStatus.QUEUED, started_at=None)
-            .returning(TaskRun.id)
-        )
-        async with self.db.write() as session:
-            released = set((await session.scalars(query)).all())
+        released = await self.db.write_one(lambda session: store.release(session, ids, self.worker))
         return [run.id in released for run in runs]
 
     async def attempt(
@@ -540,12 +418,7 @@ class Claims:
         of the task is queued or running, and at most one manual run per
         ``manual_run_interval``. Two callers at one instant, in one process or two: one
         claims, the other gets ``conflict`` (or ``quota_exceeded``)."""
-        active = await session.scalar(
-            select(func.count())
-            .select_from(TaskRun)
-            .where(TaskRun.task_id == task.id, TaskRun.status.in_(ACTIVE_RUN))
-        )
-        if active:
+        if await store.active_run_count(session, task.id):
             raise ToolError(
                 "conflict",
                 f"task_id: task {task.id!r} is already running; wait for it to finish "
@@ -555,11 +428,7 @@ class Claims:
         interval = self.limits.manual_run_interval
         if interval <= 0:
             return
-        last = await session.scalar(
-            select(func.max(TaskRun.queued_at)).where(
-                TaskRun.task_id == task.id, is_value(TaskRun.kind, RunKind.MANUAL)
-            )
-        )
+        last = await store.last_manual_queued_at(session, task.id)
         wait = interval - (utcnow() - last).total_seconds() if last is not None else 0
         if wait > 0:
             raise ToolError(
@@ -576,14 +445,7 @@ class Claims:
         if limit <= 0:
             return
         since = utcnow() - timedelta(minutes=1)
-        recent = (
-            await session.scalars(
-                select(TaskRun.queued_at)
-                .where(TaskRun.user_id == task.user_id, is_value(TaskRun.kind, RunKind.MANUAL))
-                .where(TaskRun.queued_at > since)
-                .order_by(TaskRun.queued_at)
-            )
-        ).all()
+        recent = await store.manual_runs_of_user_since(session, task.user_id, since)
         if len(recent) >= limit:
             wait = 60 - (utcnow() - recent[-limit]).total_seconds()
             raise ToolError(
@@ -598,13 +460,7 @@ class Claims:
         """The user paused or cancelled the task (or it completed) while a retry was
         pending: the failed attempt becomes final, with the one failure notification the
         fire time is owed."""
-        last = await session.scalar(
-            select(TaskRun).where(
-                TaskRun.task_id == task.id,
-                TaskRun.fire_time == fire_time,
-                TaskRun.attempt == attempt,
-            )
-        )
+        last = await store.run_of_attempt(session, task.id, fire_time, attempt)
         if last is None or (last.details or {}).get("retry_abandoned"):
             return None
         last.details = {**(last.details or {}), "retry_abandoned": True}
@@ -690,7 +546,7 @@ class Claims:
         The ``running`` commit comes before the tool acts: recovery re-runs only runs
         that never got it."""
         if not self.db.sqlite:
-            return await self.db.write_one(lambda session: _start_in_one(session, runs))
+            return await self.db.write_one(lambda session: _start_on_pg(session, runs))
         return await self.db.write_orm(lambda session: self._mark_running(session, runs))
 
     def _mark_running(
@@ -699,12 +555,8 @@ class Claims:
         tasks = self.db.lock_tasks_sync(session, [run.task_id for run in runs])
         # One plain UPDATE … RETURNING on the run rows (their ORM objects would only be
         # updated and thrown away): it marks those that still exist and names them.
-        ids = sorted(run.id for run in runs if run.task_id in tasks)
         now = utcnow()
-        found: set[str] = set()
-        if ids:
-            params = {"start_ids": ids, "start_now": now}
-            found = set(session.scalars(START_SQLITE, params).all())
+        found = store.start_on_sqlite(session, [r.id for r in runs if r.task_id in tasks], now)
         started: list[ScheduledTask | None] = []
         for run in runs:
             if run.id in found:
@@ -715,51 +567,15 @@ class Claims:
         return started
 
 
-# SQLite's start (``Claims._mark_running``), built once; the write lock is already held.
-START_SQLITE = (
-    update(TaskRun)
-    .where(TaskRun.id.in_(bindparam("start_ids", expanding=True)))
-    .values(status=RunStatus.RUNNING, started_at=bindparam("start_now", type_=UTCDateTime))
-    .returning(TaskRun.id)
-    .execution_options(synchronize_session=False)
-)
-
-
-def _start_statement() -> Select[str, ScheduledTask]:
-    """``_start_in_one``'s statement, built once: lock the runs in id order, mark them
-    ``running``, return each with its task."""
-    lock = (
-        select(TaskRun.id)
-        .where(TaskRun.id.in_(bindparam("start_ids", expanding=True)))
-        .order_by(TaskRun.id)
-        .with_for_update()
-    )
-    started = (
-        update(TaskRun)
-        .where(TaskRun.id.in_(lock.scalar_subquery()))
-        .values(status=RunStatus.RUNNING, started_at=bindparam("start_now", type_=UTCDateTime))
-        .returning(TaskRun.id, TaskRun.task_id)
-        .cte("started")
-    )
-    return select(started.c.id, ScheduledTask).join(
-        ScheduledTask, ScheduledTask.id == started.c.task_id
-    )
-
-
-START_RUNS = _start_statement()
-
-
-def _start_in_one(session: Session, runs: Sequence[TaskRun]) -> list[ScheduledTask | None]:
-    """PostgreSQL's ``mark_running_many``: one statement (one round trip), which locks the
-    run rows in id order, marks those still there ``running`` and returns their tasks.
+def _start_on_pg(session: Session, runs: Sequence[TaskRun]) -> list[ScheduledTask | None]:
+    """PostgreSQL's ``mark_running_many``: one statement (``store.start_on_pg``).
 
     It takes no task lock: nothing it reads must stay unchanged after it (the run
     executes the task as it is now, as after any start), and a run deleted with its task
     first is simply not found. A concurrent delete of the same task's runs could meet it
     in the other order; PostgreSQL then aborts one of the two and the run path retries."""
     now = utcnow()
-    params = {"start_ids": sorted({run.id for run in runs}), "start_now": now}
-    tasks = {run_id: task for run_id, task in session.execute(START_RUNS, params).all()}
+    tasks = store.start_on_pg(session, [run.id for run in runs], now)
     for run in runs:
         if run.id in tasks:
             run.started_at = now

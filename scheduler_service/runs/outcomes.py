@@ -9,18 +9,15 @@ one notification.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
 
-from sqlalchemy import JSON, Table, bindparam, insert, select, update
-from sqlalchemy.orm import Session, object_session
-from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.orm import Session
 
 from scheduler_service.config import SchedulerConfig
 from scheduler_service.limits import cut
-from scheduler_service.runs import buffering, notifications, notify_policy, token_budget
+from scheduler_service.runs import buffering, notifications, notify_policy, store, token_budget
 from scheduler_service.runs.chains import TASK_CHANGES
 from scheduler_service.runs.notifications import summarize
 from scheduler_service.runs.policy import (
@@ -94,13 +91,11 @@ def _record_all(
     stopping: Callable[[], bool],
 ) -> list[Recorded]:
     """``record_outcomes``' transaction, in one trip (on SQLite, in the write thread)."""
-    tasks, states = _lock_with_states(db, session, [run.id for run, _ in finished])
+    tasks, states = store.lock_with_states(session, db.sqlite, [run.id for run, _ in finished])
     told = _budget_notices(db, session, finished, states, now)
     final = [run_id for run_id, (status, _) in states.items() if status not in ACTIVE_RUN]
-    kept: dict[str, TaskRun] = {}
-    if final:  # rare: another process recorded them; the caller gets that row
-        query = select(TaskRun).where(TaskRun.id.in_(final))
-        kept = {row.id: row for row in session.scalars(query).all()}
+    # rare: another process recorded them; the caller gets that row
+    kept = store.runs_by_id(session, final) if final else {}
     written: list[TaskRun] = []
     recorded = [
         _record(
@@ -118,74 +113,19 @@ def _record_all(
         )
         for run, outcome in finished
     ]
-    _write_tasks(session, tasks.values(), now)
-    notes = [note for item in recorded for note in item.published]
-    if notes:  # one executemany INSERT
-        session.execute(insert(NOTES), [{c: getattr(n, c) for c in NOTE_COLUMNS} for n in notes])
-    if written:  # one executemany UPDATE
-        rows = [
-            {"b_id": run.id, **{f"b_{c}": getattr(run, c) for c in OUTCOME_COLUMNS}}
-            for run in written
-        ]
-        session.execute(WRITE_OUTCOME, rows)
+    store.write_task_outcomes(session, tasks.values(), now)
+    store.insert_notifications(session, [note for item in recorded for note in item.published])
+    if written:
+        store.write_outcomes(session, written)
         _release_buffered(session, tasks, written, recorded, now)
     return recorded
-
-
-def _write_tasks(session: Session, tasks: Iterable[ScheduledTask], now: datetime) -> None:
-    """The tasks' new state in one executemany UPDATE of a fixed column list, instead of
-    the ORM's flush (a unit of work per object cost a third of recording a run). The
-    tasks leave the session first, so nothing flushes them again; a change outside the
-    list is a programming error, refused before anything is written."""
-    rows: list[dict[str, Any]] = []
-    for task in tasks:
-        changed = instance_state(task).committed_state.keys()
-        if object_session(task) is session:
-            session.expunge(task)
-        if not changed:
-            continue
-        stray = set(changed) - TASK_OUTCOME_SET
-        if stray:
-            raise RuntimeError(f"recording an outcome changed task columns {sorted(stray)}")
-        task.updated_at = now
-        rows.append({"b_id": task.id, **{f"b_{c}": getattr(task, c) for c in TASK_OUTCOME_COLUMNS}})
-    if rows:
-        session.execute(WRITE_TASK_OUTCOME, rows)
-
-
-def _lock_with_states(
-    db: Database, session: Session, run_ids: list[str]
-) -> tuple[dict[str, ScheduledTask], dict[str, tuple[str, datetime | None]]]:
-    """The runs' tasks, locked in id order (the lock order), and each run's status and
-    start as stored, in one statement. A run missing here went with its task (a delete
-    removes both); the outcome is written to the caller's ``TaskRun`` and sent in one
-    UPDATE, no ORM object is loaded for the run."""
-    # SQLite's BEGIN IMMEDIATE already holds the one write lock.
-    query = LOCK_WITH_STATES_SQLITE if db.sqlite else LOCK_WITH_STATES
-    tasks: dict[str, ScheduledTask] = {}
-    states: dict[str, tuple[str, datetime | None]] = {}
-    for task, run_id, status, started in session.execute(query, {"run_ids": run_ids}):
-        tasks[task.id] = task
-        states[run_id] = (status, started)
-    return tasks, states
-
-
-# Built once: building the statement cost as much as the database's work on it.
-LOCK_WITH_STATES_SQLITE = (
-    select(ScheduledTask, TaskRun.id, TaskRun.status, TaskRun.started_at)
-    .join(TaskRun, TaskRun.task_id == ScheduledTask.id)
-    .where(TaskRun.id.in_(bindparam("run_ids", expanding=True)))
-    .order_by(ScheduledTask.id)
-    .execution_options(populate_existing=True)
-)
-LOCK_WITH_STATES = LOCK_WITH_STATES_SQLITE.with_for_update(of=ScheduledTask)
 
 
 def _budget_notices(
     db: Database,
     session: Session,
     finished: Sequence[tuple[TaskRun, Outcome]],
-    states: dict[str, tuple[str, datetime | None]],
+    states: dict[str, store.RunState],
     now: datetime,
 ) -> set[str]:
     """The budget skips among ``finished`` that tell their user (once a day per user,
@@ -222,7 +162,7 @@ def _record(
     cfg: SchedulerConfig,
     session: Session,
     task: ScheduledTask | None,
-    state: tuple[str, datetime | None] | None,
+    state: store.RunState | None,
     kept: dict[str, TaskRun],
     run: TaskRun,
     outcome: Outcome,
@@ -252,63 +192,6 @@ def _record(
             if note is not None:
                 recorded.published.append(note)  # inserted with the others (_record_all)
     return recorded
-
-
-# What write_run sets on a run row.
-OUTCOME_COLUMNS = (
-    "status",
-    "finished_at",
-    "duration_ms",
-    "result",
-    "error",
-    "error_kind",
-    "usage",
-    "details",
-)
-
-# What recording a final attempt may change on a task (update_task, settle, the notify
-# policy, notifications.build, token_budget.settle_skip).
-TASK_OUTCOME_COLUMNS = (
-    "status",
-    "run_count",
-    "success_count",
-    "failure_count",
-    "consecutive_failures",
-    "last_run_at",
-    "last_status",
-    "last_result",
-    "last_error",
-    "next_run_at",
-    "last_notified_at",
-    "result_fingerprint",
-    "failure_alert_at",
-    "pause_note",
-    "updated_at",
-)
-TASK_OUTCOME_SET = frozenset(TASK_OUTCOME_COLUMNS)
-
-RUNS = cast(Table, TaskRun.__table__)
-TASKS = cast(Table, ScheduledTask.__table__)
-NOTES = cast(Table, TaskNotification.__table__)
-NOTE_COLUMNS = tuple(column.name for column in NOTES.columns)
-
-
-def _param(table: Table, name: str) -> Any:
-    """A bound value for the column ``name``: its own type, except that a JSON ``None``
-    is SQL NULL (as the ORM writes it), not the JSON text ``null``."""
-    column = table.c[name]
-    kind = JSON(none_as_null=True) if isinstance(column.type, JSON) else column.type
-    return bindparam(f"b_{name}", type_=kind)
-
-
-def _write_by_id(table: Table, columns: Sequence[str]) -> Any:
-    """``UPDATE table SET columns… WHERE id = :b_id``, for an executemany."""
-    values = {name: _param(table, name) for name in columns}
-    return update(table).where(table.c.id == bindparam("b_id")).values(values)
-
-
-WRITE_OUTCOME = _write_by_id(RUNS, OUTCOME_COLUMNS)
-WRITE_TASK_OUTCOME = _write_by_id(TASKS, TASK_OUTCOME_COLUMNS)
 
 
 def write_run(row: TaskRun, outcome: Outcome, now: datetime) -> None:

@@ -36,7 +36,7 @@ from scheduler_service.logs.failures import FailureLog
 from scheduler_service.runs import cancelling
 from scheduler_service.runs.backfill import queue_backfill
 from scheduler_service.runs.batching import Batcher
-from scheduler_service.runs.claims import Claims, FireClaim, Taken
+from scheduler_service.runs.claims import Claims, FireClaim
 from scheduler_service.runs.execution import Execution
 from scheduler_service.runs.notifications import Notifier
 from scheduler_service.runs.outcomes import (
@@ -51,6 +51,7 @@ from scheduler_service.runs.parked import ParkedRun, park, unpark
 from scheduler_service.runs.policy import BackfillPlan, Fire
 from scheduler_service.runs.queue import RunQueue
 from scheduler_service.runs.slots import SlotLine
+from scheduler_service.runs.store import Taken
 from scheduler_service.scheduling import JobControl
 from scheduler_service.statuses import ACTIVE_RUN, ON_REQUEST, JobAction, RunKind, RunStatus
 from scheduler_service.stopping import pause, stop_loop
