@@ -33,7 +33,7 @@ from typing import Any
 
 from scheduler_service.config import Settings
 from scheduler_service.logs.failures import FailureLog
-from scheduler_service.runs import cancelling
+from scheduler_service.runs import cancelling, store
 from scheduler_service.runs.backfill import queue_backfill
 from scheduler_service.runs.batching import Batcher
 from scheduler_service.runs.claims import Claims, FireClaim
@@ -207,8 +207,8 @@ class TaskRunner:
         deadline = monotonic.monotonic() + self.record_wait
         checked = float("-inf")
         while True:
-            async with self.db.read() as session:
-                row = await session.get(TaskRun, run.id, populate_existing=True)
+            rows = await self.db.read_sync(lambda session: store.runs_by_id(session, [run.id]))
+            row = rows.get(run.id)
             if row is None or row.status not in ACTIVE_RUN:
                 return row or run
             now = monotonic.monotonic()
