@@ -1,4 +1,4 @@
-"""Throughput benchmark (issue 11): the service side by side with bare APScheduler 3.11.
+"""Throughput benchmark: the service side by side with bare APScheduler 3.11.
 
 Run from the repository root::
 

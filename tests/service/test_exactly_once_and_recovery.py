@@ -1,4 +1,4 @@
-"""Issue 5: exactly one run per fire time, crash-safe, never stalls.
+"""Exactly one run per fire time, crash-safe, never stalls.
 
 Real services on real SQLite files with APScheduler firing real jobs. Where a test needs
 a state that only a crash produces (rows a dead process left running, a job store that
