@@ -482,12 +482,6 @@ class LocalRRuleTrigger(_LocalRuleTrigger):
     def __str__(self) -> str:
         return f"rrule[{self.expression!r} {self.timezone}]"
 
-    def __getstate__(self) -> dict[str, Any]:
-        return super().__getstate__()
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-
 
 # -- a schedule's times, each moved later by a fixed offset ------------------------------
 
