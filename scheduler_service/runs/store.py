@@ -30,6 +30,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    any_,
     bindparam,
     case,
     column,
@@ -40,6 +41,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, aliased, object_session
 from sqlalchemy.orm.attributes import instance_state
@@ -65,6 +67,14 @@ Taken = tuple[TaskRun, ScheduledTask | None]
 RunState = tuple[str, datetime | None]
 # What a fire plan is computed from: (task id, status, schedule, next_run_at).
 PlanRow = tuple[str, str, dict[str, Any], datetime | None]
+
+
+def any_of(column: Any, name: str) -> ColumnElement[bool]:
+    """PostgreSQL's ``column = ANY(:name)``, the values bound as one array: the statement
+    stays the same text for any number of values, where an expanding ``IN`` is rewritten
+    on every execution (a regex pass over the SQL) and prepared again for every new
+    count of values."""
+    return cast(ColumnElement[bool], column == any_(bindparam(name, type_=ARRAY(String))))
 
 
 # -- the claim (``write_orm``; its plan read ``read_sync``) -------------------------------
@@ -145,16 +155,18 @@ def grace_start_column() -> ColumnElement[datetime]:
     return case((TaskRun.kind == RunKind.BACKFILL, TaskRun.queued_at), else_=TaskRun.fire_time)
 
 
-def _runnable_with(tools: tuple[str, ...]) -> ColumnElement[bool]:
-    """Runs a worker with ``tools`` can execute (orchestrated runs: any worker)."""
+def _runnable_here() -> ColumnElement[bool]:
+    """Runs a worker with the tools ``take_tools`` can execute (orchestrated runs: any
+    worker)."""
     return or_(
-        ScheduledTask.execution_mode != ExecutionMode.DIRECT, ScheduledTask.tool_name.in_(tools)
+        ScheduledTask.execution_mode != ExecutionMode.DIRECT,
+        any_of(ScheduledTask.tool_name, "take_tools"),
     )
 
 
-@lru_cache(maxsize=16)
-def take_statement(tools: tuple[str, ...], grace: int) -> Select[TaskRun, ScheduledTask]:
-    """PostgreSQL's take, built once per tool set and default grace: pick unassigned
+@lru_cache(maxsize=4)
+def take_statement(grace: int) -> Select[TaskRun, ScheduledTask]:
+    """PostgreSQL's take, built once per default grace: pick unassigned
     queued runs in fire-time order (``SKIP LOCKED``), within their misfire grace, assign
     them to the worker and mark them ``running``, and return each with its task. The
     status is a literal: a bound one would keep the generic plan from the partial queue
@@ -165,7 +177,7 @@ def take_statement(tools: tuple[str, ...], grace: int) -> Select[TaskRun, Schedu
         .join(ScheduledTask, ScheduledTask.id == TaskRun.task_id)
         .where(is_value(TaskRun.status, RunStatus.QUEUED), TaskRun.worker.is_(None))
         .where(grace_start_column() >= func.now() - func.make_interval(0, 0, 0, 0, 0, 0, within))
-        .where(_runnable_with(tools))
+        .where(_runnable_here())
         .order_by(TaskRun.fire_time, TaskRun.queued_at)
         .limit(bindparam("take_limit", type_=Integer))
         .with_for_update(skip_locked=True)
@@ -197,8 +209,13 @@ def take_and_start(
     """PostgreSQL (``write_one``): take up to ``limit`` queued runs for ``worker``, start
     them, and return them with their tasks — one statement. It locks only run rows, so
     it never waits in a cycle with a transaction holding a task row."""
-    params = {"take_limit": limit, "take_worker": worker, "take_now": now}
-    rows = session.execute(take_statement(tuple(tools), grace), params).all()
+    params = {
+        "take_limit": limit,
+        "take_worker": worker,
+        "take_now": now,
+        "take_tools": list(tools),
+    }
+    rows = session.execute(take_statement(grace), params).all()
     return [(run, task) for run, task in rows]
 
 
@@ -289,7 +306,7 @@ def start_on_sqlite(session: Session, run_ids: Sequence[str], now: datetime) -> 
 def _start_statement() -> Select[str, ScheduledTask]:
     lock = (
         select(TaskRun.id)
-        .where(TaskRun.id.in_(bindparam("start_ids", expanding=True)))
+        .where(any_of(TaskRun.id, "start_ids"))
         .order_by(TaskRun.id)
         .with_for_update()
     )
@@ -319,14 +336,22 @@ def start_on_pg(
 
 
 # -- the record (``write_orm``, a group commit) -----------------------------------------
-LOCK_WITH_STATES_SQLITE = (
-    select(ScheduledTask, TaskRun.id, TaskRun.status, TaskRun.started_at)
-    .join(TaskRun, TaskRun.task_id == ScheduledTask.id)
-    .where(TaskRun.id.in_(bindparam("run_ids", expanding=True)))
-    .order_by(ScheduledTask.id)
-    .execution_options(populate_existing=True)
+def _lock_with_states(
+    runs: ColumnElement[bool],
+) -> Select[ScheduledTask, str, str, datetime | None]:
+    return (
+        select(ScheduledTask, TaskRun.id, TaskRun.status, TaskRun.started_at)
+        .join(TaskRun, TaskRun.task_id == ScheduledTask.id)
+        .where(runs)
+        .order_by(ScheduledTask.id)
+        .execution_options(populate_existing=True)
+    )
+
+
+LOCK_WITH_STATES_SQLITE = _lock_with_states(TaskRun.id.in_(bindparam("run_ids", expanding=True)))
+LOCK_WITH_STATES = _lock_with_states(any_of(TaskRun.id, "run_ids")).with_for_update(
+    of=ScheduledTask
 )
-LOCK_WITH_STATES = LOCK_WITH_STATES_SQLITE.with_for_update(of=ScheduledTask)
 
 
 def lock_with_states(
