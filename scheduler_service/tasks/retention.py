@@ -6,7 +6,8 @@ bounds (``limits`` settings, docs/limits.md):
 
 * ``retention_days``: finished tasks (completed, cancelled, failed, missed) not changed
   for that long are deleted with their runs and notifications; so are finished runs and
-  displayed notifications of live tasks older than that.
+  displayed notifications of live tasks older than that, and daily token budget notices
+  whose day ended that long ago.
 * ``max_finished_tasks_per_user``: when a user creates a task, their oldest finished
   tasks beyond this number are deleted, in the same transaction.
 
@@ -28,7 +29,13 @@ from sqlalchemy.orm import aliased
 from scheduler_service.config import LimitsConfig
 from scheduler_service.statuses import ACTIVE_RUN, FINISHED_TASK
 from scheduler_service.storage.db import Database
-from scheduler_service.storage.models import ScheduledTask, TaskNotification, TaskRun, utcnow
+from scheduler_service.storage.models import (
+    BudgetNotice,
+    ScheduledTask,
+    TaskNotification,
+    TaskRun,
+    utcnow,
+)
 from scheduler_service.storage.sql import one_of
 
 log = logging.getLogger(__name__)
@@ -92,8 +99,8 @@ def _purge_finished_batch(connection: Connection, cutoff: datetime) -> int:
 
 
 def _purge_old_rows(connection: Connection, cutoff: datetime) -> None:
-    """Finished runs (but each task's latest) and displayed notifications of live tasks,
-    older than ``cutoff``."""
+    """Finished runs (but each task's latest), displayed notifications of live tasks and
+    budget notices (one row per user who ever spent a budget), older than ``cutoff``."""
     latest = (
         select(func.max(LATER.finished_at)).where(LATER.task_id == TaskRun.task_id)
     ).scalar_subquery()
@@ -109,6 +116,7 @@ def _purge_old_rows(connection: Connection, cutoff: datetime) -> None:
             TaskNotification.displayed_at.is_not(None), TaskNotification.created_at < cutoff
         )
     )
+    connection.execute(delete(BudgetNotice).where(BudgetNotice.quiet_until < cutoff))
 
 
 async def purge_expired(db: Database, retention_days: float, now: datetime | None = None) -> int:

@@ -10,9 +10,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from scheduler_service import SchedulerService
-from scheduler_service.storage.models import ScheduledTask, utcnow
+from scheduler_service.storage.models import BudgetNotice, ScheduledTask, utcnow
 from scheduler_service.tasks.retention import purge_expired
 from tests.conftest import RecordingTool, ServiceFactory, next_notification
 from tools import Tool, ToolContext, ToolError
@@ -201,6 +202,24 @@ async def test_finished_tasks_are_capped_and_expire(start_service: ServiceFactor
     assert await purge_expired(service.db, service.settings.limits.retention_days, later) == 3
     statuses = [t["status"] for t in (await call(service, "get_tasks", {}))["tasks"]]
     assert statuses == ["scheduled"]
+
+
+async def test_budget_notices_expire_with_the_retention_period(
+    start_service: ServiceFactory,
+) -> None:
+    """One row per user who spent a daily token budget: kept while it may still silence
+    that day's skips, deleted once its day ended ``retention_days`` ago."""
+    service = await start_service()
+    days = service.settings.limits.retention_days
+    now = utcnow()
+    async with service.db.write() as session:
+        session.add(BudgetNotice(user_id="old", quiet_until=now - timedelta(days=days + 1)))
+        session.add(BudgetNotice(user_id="recent", quiet_until=now - timedelta(hours=1)))
+        session.add(BudgetNotice(user_id="today", quiet_until=now + timedelta(hours=5)))
+    await purge_expired(service.db, days, now)
+    async with service.db.read() as session:
+        users = sorted((await session.scalars(select(BudgetNotice.user_id))).all())
+    assert users == ["recent", "today"]
 
 
 SPARSE = "RRULE:FREQ=SECONDLY;BYMONTH=2;BYMONTHDAY=29;BYHOUR=3;BYMINUTE=7;BYSECOND=0"
