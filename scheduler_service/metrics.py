@@ -6,8 +6,10 @@ process, as in tests, never clash on metric names). A host mounts it as it likes
 its collectors to the global registry with ``metrics.register_to(REGISTRY)``;
 ``task-scheduler run --metrics-port 9100`` serves it over HTTP.
 
-Runs are counted when their final record is published (the notification carries the run
-id): attempts that are retried are not counted until their fire time is settled. The
+Runs are counted where they are recorded: a run this process executed when the runner
+records its final attempt (attempts that are retried are not counted until their fire
+time is settled), notified or kept quiet by its task's notify policy; a fire time recorded
+without running (missed, skipped, interrupted by recovery) from its notification. The
 leader flag and the queue depth are read at scrape time, so they are never stale.
 
 The registry also carries prometheus_client's process and platform collectors
@@ -113,12 +115,14 @@ class SchedulerMetrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self._service: SchedulerService | None = None
+        # Runs counted when recorded whose notification is still to come (not counted again)
+        self._counted: set[str] = set()
 
     def bind(self, service: SchedulerService) -> SchedulerMetrics:
         """Count the service's runs and read its leader flag and queue at scrape time."""
         self._service = service
         service.add_notification_callback(self.on_notification)
-        service.runner.quiet_run_callbacks.append(self.on_quiet_run)
+        service.runner.recorded_run_callbacks.append(self.on_recorded_run)
         self.leader.set_function(lambda: 1.0 if service.is_leader else 0.0)
         self.queue_depth.set_function(lambda: float(service.queue_depth))
         return self
@@ -143,18 +147,24 @@ class SchedulerMetrics:
         return server
 
     async def on_notification(self, notification: dict[str, Any]) -> None:
-        """A notification marks a settled run (or a missed fire time): record it."""
+        """A notification of a run not counted when recorded (a missed or skipped fire
+        time, a run recovery interrupted): count it, reading the run for its times."""
         status = str(notification.get("status", "unknown"))
         run_id = notification.get("run_id")
+        if run_id in self._counted:
+            self._counted.discard(run_id)
+            return
         run: TaskRun | None = None
         if run_id is not None and self._service is not None:
             async with self._service.db.read() as session:
                 run = await session.get(TaskRun, run_id)
         self.observe_run(status, run)
 
-    def on_quiet_run(self, run: TaskRun) -> None:
-        """A run recorded here whose task's notify policy left the user undisturbed:
-        counted all the same (every run is, notified or not)."""
+    def on_recorded_run(self, run: TaskRun, notified: bool) -> None:
+        """A final run recorded here, counted from the object in hand (no read); if a
+        notification of it follows, that one is not counted again."""
+        if notified:
+            self._counted.add(run.id)
         self.observe_run(run.status, run)
 
     def observe_run(self, status: str, run: TaskRun | None) -> None:

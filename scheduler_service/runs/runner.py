@@ -125,9 +125,9 @@ class TaskRunner:
         )
         # Runs the take already recorded started (PostgreSQL), with their tasks.
         self._started: dict[str, ScheduledTask] = {}
-        # Called with each final run recorded here that notified nobody (a quiet run):
-        # metrics count runs from notifications, and would miss these.
-        self.quiet_run_callbacks: list[Callable[[TaskRun], None]] = []
+        # Called with each final run recorded here, and whether a notification of it
+        # follows (a quiet run has none), before that notification is published.
+        self.recorded_run_callbacks: list[Callable[[TaskRun, bool], None]] = []
         self.announce_runs: Callable[[], Awaitable[None]] | None = None  # tells replicas
         self.jobs: JobControl | None = None
         self._line: SlotLine[ParkedRun] = SlotLine(self.cfg.max_concurrent_tasks)
@@ -550,9 +550,9 @@ class TaskRunner:
                 f"storing the retry of run {run.id}",
             )
         await self._apply_job_action(run.task_id, recorded.job)
-        if recorded.written and recorded.retry_at is None and not recorded.published:
-            for callback in self.quiet_run_callbacks:
-                callback(run)
+        if recorded.written and recorded.retry_at is None:
+            for callback in self.recorded_run_callbacks:
+                callback(run, bool(recorded.published))
         await self._publish(recorded.published)
         if recorded.released:  # a fire that waited for this run is queued now
             await self._queued()

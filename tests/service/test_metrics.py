@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
+from sqlalchemy import event
 
 from scheduler_service.metrics import SchedulerMetrics
 from scheduler_service.service import SchedulerService
@@ -17,6 +19,7 @@ from tests.conftest import RecordingTool, make_settings, next_notification, watc
 from tests.design_examples import INVENTORY, SALES
 
 CTX = ToolContext(user_id="u1", conversation_id="c1")
+ONE_RUN_BY_ID = re.compile(r"task_scheduler_runs\.id = (\?|\$\d)")  # a read of one run
 
 
 def sample(metrics: SchedulerMetrics, name: str, **labels: str) -> float:
@@ -107,7 +110,7 @@ async def test_quiet_runs_are_counted_though_nobody_is_told(database_url: str) -
     service = SchedulerService(make_settings(database_url))
     metrics = SchedulerMetrics().bind(service)
     quiet = asyncio.Event()
-    service.runner.quiet_run_callbacks.append(lambda _run: quiet.set())
+    service.runner.recorded_run_callbacks.append(lambda _run, notified: quiet.set())
     watch_notifications(service)
     service.tools.register(RecordingTool())
     async with service:
@@ -118,3 +121,38 @@ async def test_quiet_runs_are_counted_though_nobody_is_told(database_url: str) -
         assert sample(metrics, "task_scheduler_runs_total", status="succeeded") == 1.0
         assert sample(metrics, "task_scheduler_fire_lateness_seconds_count") == 1.0
     assert service.notification_queue.empty()  # type: ignore[attr-defined]
+
+
+async def test_a_run_recorded_here_is_counted_once_without_reading_it_back(
+    database_url: str,
+) -> None:
+    """Counted from the run the runner just recorded, before its notification is
+    published; the notification neither counts it again nor reads the run row."""
+    service = SchedulerService(make_settings(database_url))
+    metrics = SchedulerMetrics().bind(service)
+    counted: asyncio.Queue[float] = asyncio.Queue()  # the count as each notification came
+
+    async def on_note(_note: dict[str, Any]) -> None:
+        counted.put_nowait(sample(metrics, "task_scheduler_runs_total", status="succeeded"))
+
+    service.add_notification_callback(on_note)
+    reads: list[str] = []
+
+    def on_sql(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().startswith("SELECT") and ONE_RUN_BY_ID.search(statement):
+            reads.append(statement)
+
+    service.tools.register(RecordingTool())
+    async with service:
+        engine = service.db.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", on_sql)
+        try:
+            for expected in (1.0, 2.0):
+                soon = (datetime.now(UTC) + timedelta(seconds=0.3)).isoformat()
+                once = {**INVENTORY, "frequency": "once", "scheduled_time": soon}
+                await service.scheduler_tool.run("create_task", once, context=CTX)
+                assert await asyncio.wait_for(counted.get(), 10) == expected
+        finally:
+            event.remove(engine, "before_cursor_execute", on_sql)
+    assert sample(metrics, "task_scheduler_runs_total", status="succeeded") == 2.0
+    assert reads == []
