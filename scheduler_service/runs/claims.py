@@ -346,10 +346,10 @@ class Claims:
         ``running``: a worker killed right after the take leaves them ``running``, and
         recovery records them interrupted, like any run whose worker died after its
         start."""
-        tools, grace, now = self.tools(), self.cfg.misfire_grace_time, utcnow()
+        tools, grace = self.tools(), self.cfg.misfire_grace_time
         return await self.db.write_one(
             lambda session: store.take_and_start(
-                session, worker=self.worker, tools=tools, grace=grace, limit=limit, now=now
+                session, worker=self.worker, tools=tools, grace=grace, limit=limit, now=utcnow()
             )
         )
 

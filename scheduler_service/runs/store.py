@@ -188,7 +188,9 @@ def take_statement(grace: int) -> Select[TaskRun, ScheduledTask]:
         .values(
             worker=bindparam("take_worker", type_=String),
             status=RunStatus.RUNNING,
-            started_at=bindparam("take_now", type_=UTCDateTime),
+            # never before it was queued: a take that raced the record releasing a
+            # waiting fire (overlap) read its clock before that record's
+            started_at=func.greatest(bindparam("take_now", type_=UTCDateTime), TaskRun.queued_at),
         )
         .returning(*RUN_COLUMNS)
         .cte("taken")

@@ -288,3 +288,20 @@ async def test_a_task_change_outside_the_outcome_columns_is_refused(
     async with service.db.read() as session:
         task = await session.get(ScheduledTask, task_id, populate_existing=True)
         assert task is not None and (task.name, task.run_count) == ("stored", 0)
+
+
+async def test_a_take_never_starts_a_run_before_it_was_queued(
+    start_service: ServiceFactory,
+) -> None:
+    """A take that reads its clock just before a record releases a waiting fire (overlap)
+    and then takes it must not stamp it started before it was queued (which is when the
+    run it waited for ended). PostgreSQL's take starts the run itself; SQLite's start
+    follows the take, under the write lock, on a later clock."""
+    service = await client(start_service)
+    task_id = await make_task(service)
+    ahead = utcnow() + timedelta(milliseconds=300)  # the record's clock, later than the take's
+    run_id = await add_run(service, task_id, queued_at=ahead)
+    assert await take(service, "w1", ["recording_tool"], 1) == {run_id}
+    taken = await row(service, run_id)
+    if not service.db.sqlite:
+        assert taken.started_at == ahead
