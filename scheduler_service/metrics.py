@@ -148,8 +148,8 @@ class SchedulerMetrics:
 
     async def on_notification(self, notification: dict[str, Any]) -> None:
         """A notification of a run not counted when recorded (a missed or skipped fire
-        time, a run recovery interrupted): count it, reading the run for its times."""
-        status = str(notification.get("status", "unknown"))
+        time, a run recovery interrupted): count it under the run's own status (a
+        notification says ``paused`` when the run paused its task), reading the run."""
         run_id = notification.get("run_id")
         if run_id in self._counted:
             self._counted.discard(run_id)
@@ -158,6 +158,7 @@ class SchedulerMetrics:
         if run_id is not None and self._service is not None:
             async with self._service.db.read() as session:
                 run = await session.get(TaskRun, run_id)
+        status = run.status if run is not None else str(notification.get("status", "unknown"))
         self.observe_run(status, run)
 
     def on_recorded_run(self, run: TaskRun, notified: bool) -> None:

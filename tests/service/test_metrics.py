@@ -14,7 +14,7 @@ from sqlalchemy import event
 from scheduler_service.metrics import SchedulerMetrics
 from scheduler_service.service import SchedulerService
 from scheduler_service.testing import FakeAnthropic, text_message
-from scheduler_service.tools import ToolContext
+from scheduler_service.tools import Tool, ToolContext, ToolError
 from tests.conftest import RecordingTool, make_settings, next_notification, watch_notifications
 from tests.design_examples import INVENTORY, SALES
 
@@ -156,3 +156,41 @@ async def test_a_run_recorded_here_is_counted_once_without_reading_it_back(
             event.remove(engine, "before_cursor_execute", on_sql)
     assert sample(metrics, "task_scheduler_runs_total", status="succeeded") == 2.0
     assert reads == []
+
+
+async def test_a_run_that_pauses_its_task_counts_under_its_own_status(
+    database_url: str,
+) -> None:
+    """The notification says ``paused`` (the task is), the run failed: counted as
+    failed, like every other failed run."""
+    service = SchedulerService(make_settings(database_url, max_consecutive_failures=1))
+    metrics = SchedulerMetrics().bind(service)
+    watch_notifications(service)
+    service.tools.register(FailingTool())
+    async with service:
+        failing = {
+            "name": "fails",
+            "frequency": "hourly",
+            "tool_name": "failing_tool",
+            "operation": "fail",
+            "max_retries": 0,
+        }
+        out = await service.scheduler_tool.run("create_task", failing, context=CTX)
+        task = out["task"]
+        fire_time = datetime.fromisoformat(task["next_run_time"]).astimezone(UTC)
+        await service.runner.on_fire(task["task_id"], [fire_time])  # as APScheduler would
+        note = await next_notification(service)
+        assert note["status"] == "paused"
+        assert sample(metrics, "task_scheduler_runs_total", status="failed") == 1.0
+        assert sample(metrics, "task_scheduler_runs_total", status="paused") == 0.0
+
+
+class FailingTool(Tool):
+    name = "failing_tool"
+    description = "Always fails (tests only)."
+    input_schema = {"type": "object", "properties": {"operation": {"enum": ["fail"]}}}
+
+    async def run(
+        self, operation: str, kwargs: dict[str, Any] | str | None, *, context: ToolContext
+    ) -> dict[str, Any]:
+        raise ToolError("unavailable", "down (test)")
