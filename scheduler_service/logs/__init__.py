@@ -42,13 +42,30 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a record is emitted, not as it was when the
+    handler was made: a host (or a test runner) that replaces ``sys.stderr`` later still
+    gets the lines, and a stream it closed meanwhile is never written to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        """Ignored: the stream is always the current ``sys.stderr``."""
+
+
 def make_formatter(log_format: Literal["text", "json"]) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
 
 
 def configure_logging(level: str, log_format: Literal["text", "json"] = "text") -> None:
     """Configure the root logger for a command-line process (stderr)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(make_formatter(log_format))
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -67,7 +84,7 @@ def ensure_service_logging(level: str, log_format: Literal["text", "json"] = "te
         getattr(h, _HANDLER_MARK, False) for h in logger.handlers
     ):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(make_formatter(log_format))
     setattr(handler, _HANDLER_MARK, True)
     logger.addHandler(handler)
