@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -71,12 +72,20 @@ def to_dict(n: TaskNotification) -> dict[str, Any]:
     }
 
 
-def build(task: ScheduledTask, run: TaskRun | None, status: str, message: str) -> TaskNotification:
+def build(
+    task: ScheduledTask,
+    run: TaskRun | None,
+    status: str,
+    message: str,
+    now: datetime | None = None,
+) -> TaskNotification:
     """The notification row, and the task's ``last_notified_at`` set to its time: every
-    notification is built here, so get_task always says when the user last heard."""
+    notification is built here, so get_task always says when the user last heard.
+    ``now``: the clock its transaction decided by (a record's), so the notification's
+    time agrees with the failure-alert interval measured from it."""
     icon = _ICONS.get(status, "❌")
     words = status.replace("_", " ")
-    now = utcnow()
+    now = now or utcnow()
     task.last_notified_at = now
     return TaskNotification(
         id=new_id("ntf"),

@@ -244,7 +244,7 @@ def update_task(
         return job, None
     if outcome.status in notify_policy.FAILURES and status != TaskStatus.PAUSED:
         message = _alert_words(cfg, task, message)
-    return job, notifications.build(task, row, status, message)
+    return job, notifications.build(task, row, status, message, now)
 
 
 def _tells(

@@ -337,6 +337,22 @@ async def test_failures_alert_once_per_interval_until_a_success(
     await service.scheduler_tool.run("pause_task", {"task_id": task_id}, context=ctx)
 
 
+async def test_a_runs_notification_bears_the_time_it_was_recorded_at(
+    start_service: ServiceFactory, ctx: ToolContext
+) -> None:
+    """The notification of a run is stamped with its record's clock, the one the
+    failure-alert interval is measured on: two alerts are then never closer than the
+    interval, even when building the first took longer than building the second."""
+    tool = PriceTool()
+    tool.failing = True
+    service = await start_service(tools=[tool], min_interval=1)
+    task_id = await create(service, ctx)
+    note = await next_of(service, "failed")
+    run = await run_row(service, note["run_id"])
+    assert datetime.fromisoformat(note["created_at"]) == run.finished_at
+    await service.scheduler_tool.run("pause_task", {"task_id": task_id}, context=ctx)
+
+
 async def test_the_auto_pause_tells_why_and_how_to_resume_and_resume_starts_afresh(
     start_service: ServiceFactory, ctx: ToolContext
 ) -> None:
