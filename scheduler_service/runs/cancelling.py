@@ -62,7 +62,7 @@ def stop_previous(
             row.status, row.finished_at = RunStatus.SKIPPED, now
             row.error, row.error_kind = REPLACED, "cancelled"
             message = f"skipped the run due at {row.fire_time.isoformat()}: {REPLACED}"
-            published.append(notifications.build(task, row, RunStatus.SKIPPED, message))
+            published.append(notifications.build(task, row, RunStatus.SKIPPED, message, now))
         else:
             row.cancel_requested_at = row.cancel_requested_at or now
             still_running = True

@@ -510,7 +510,7 @@ class Claims:
             message += "; this one-time task will not run"
         elif next_run is not None:
             message += f"; next run at {next_run.astimezone(zone).isoformat()}"
-        return notifications.build(task, rows[0], RunStatus.MISSED, message)
+        return notifications.build(task, rows[0], RunStatus.MISSED, message, now)
 
     def _add_skip(
         self,
@@ -537,7 +537,7 @@ class Claims:
         )
         session.add(row)
         message = f"skipped the run due at {fire_time.isoformat()}: {error}"
-        return notifications.build(task, row, RunStatus.SKIPPED, message)
+        return notifications.build(task, row, RunStatus.SKIPPED, message, now)
 
     async def mark_running_many(self, runs: Sequence[TaskRun]) -> list[ScheduledTask | None]:
         """Record runs that got their slots together as ``running``, in one transaction;

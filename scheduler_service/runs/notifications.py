@@ -77,15 +77,14 @@ def build(
     run: TaskRun | None,
     status: str,
     message: str,
-    now: datetime | None = None,
+    now: datetime,
 ) -> TaskNotification:
     """The notification row, and the task's ``last_notified_at`` set to its time: every
     notification is built here, so get_task always says when the user last heard.
-    ``now``: the clock its transaction decided by (a record's), so the notification's
-    time agrees with the failure-alert interval measured from it."""
+    ``now``: the clock its transaction decided by (the run row's ``finished_at``), so
+    the notification's time agrees with it and with the failure-alert interval."""
     icon = _ICONS.get(status, "❌")
     words = status.replace("_", " ")
-    now = now or utcnow()
     task.last_notified_at = now
     return TaskNotification(
         id=new_id("ntf"),

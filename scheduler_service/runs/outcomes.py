@@ -220,7 +220,7 @@ def update_task(
     decided here, under the task's lock, so two processes never both tell one change).
     A daily-token-budget skip is neutral and tells once a day (``told``: this one does)."""
     if token_budget.is_skip(outcome):
-        return token_budget.settle_skip(task, row, outcome, told=told)
+        return token_budget.settle_skip(task, row, outcome, now, told=told)
     ok = outcome.status == RunStatus.SUCCEEDED
     if row.kind not in ON_REQUEST:  # a manual or backfill run is not the schedule's
         task.run_count += 1

@@ -237,7 +237,7 @@ def notice(task: ScheduledTask, outcome: Outcome) -> str:
 
 
 def settle_skip(
-    task: ScheduledTask, row: TaskRun, outcome: Outcome, *, told: bool
+    task: ScheduledTask, row: TaskRun, outcome: Outcome, now: datetime, *, told: bool
 ) -> tuple[JobAction | None, TaskNotification | None]:
     """A budget skip is final and neutral: the task's counters, failure streak and
     result stay as they were. It notifies when it claimed the user's notice of the day
@@ -260,7 +260,7 @@ def settle_skip(
     if why.startswith("not sent"):
         return job, None
     message = notice(task, outcome) + ending
-    return job, notifications.build(task, row, RunStatus.SKIPPED, message)
+    return job, notifications.build(task, row, RunStatus.SKIPPED, message, now)
 
 
 def _end(task: ScheduledTask, outcome: Outcome) -> tuple[JobAction | None, str]:
