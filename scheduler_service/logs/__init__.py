@@ -47,9 +47,6 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     handler was made: a host (or a test runner) that replaces ``sys.stderr`` later still
     gets the lines, and a stream it closed meanwhile is never written to."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property  # type: ignore[override]
     def stream(self) -> Any:
         return sys.stderr

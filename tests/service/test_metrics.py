@@ -14,7 +14,7 @@ from sqlalchemy import event
 from scheduler_service.metrics import SchedulerMetrics
 from scheduler_service.service import SchedulerService
 from scheduler_service.testing import FakeAnthropic, text_message
-from scheduler_service.tools import Tool, ToolContext, ToolError
+from scheduler_service.tools import ToolContext
 from tests.conftest import RecordingTool, make_settings, next_notification, watch_notifications
 from tests.design_examples import INVENTORY, SALES
 
@@ -166,12 +166,12 @@ async def test_a_run_that_pauses_its_task_counts_under_its_own_status(
     service = SchedulerService(make_settings(database_url, max_consecutive_failures=1))
     metrics = SchedulerMetrics().bind(service)
     watch_notifications(service)
-    service.tools.register(FailingTool())
+    service.tools.register(RecordingTool())
     async with service:
         failing = {
             "name": "fails",
             "frequency": "hourly",
-            "tool_name": "failing_tool",
+            "tool_name": "recording_tool",
             "operation": "fail",
             "max_retries": 0,
         }
@@ -183,14 +183,3 @@ async def test_a_run_that_pauses_its_task_counts_under_its_own_status(
         assert note["status"] == "paused"
         assert sample(metrics, "task_scheduler_runs_total", status="failed") == 1.0
         assert sample(metrics, "task_scheduler_runs_total", status="paused") == 0.0
-
-
-class FailingTool(Tool):
-    name = "failing_tool"
-    description = "Always fails (tests only)."
-    input_schema = {"type": "object", "properties": {"operation": {"enum": ["fail"]}}}
-
-    async def run(
-        self, operation: str, kwargs: dict[str, Any] | str | None, *, context: ToolContext
-    ) -> dict[str, Any]:
-        raise ToolError("unavailable", "down (test)")

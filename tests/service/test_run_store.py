@@ -32,15 +32,11 @@ from scheduler_service.storage.models import (
     new_id,
     utcnow,
 )
-from tests.conftest import RecordingTool, ServiceFactory
+from tests.conftest import ServiceFactory
+from tests.service.test_run_queue import client, stored
 from tools import ToolContext
 
 CTX = ToolContext(user_id="u1", conversation_id="c1")
-
-
-async def client(start_service: ServiceFactory) -> SchedulerService:
-    """A service that takes nothing from the queue by itself: the test calls the store."""
-    return await start_service(tools=[RecordingTool()], enabled=False)
 
 
 async def make_task(service: SchedulerService, tool: str = "recording_tool", **extra: Any) -> str:
@@ -75,13 +71,6 @@ async def add_run(service: SchedulerService, task_id: str, **fields: Any) -> str
     async with service.db.write() as session:
         session.add(run)
     return run.id
-
-
-async def row(service: SchedulerService, run_id: str) -> TaskRun:
-    async with service.db.read() as session:
-        found = await session.get(TaskRun, run_id, populate_existing=True)
-    assert found is not None
-    return found
 
 
 async def take(service: SchedulerService, worker: str, tools: list[str], limit: int) -> set[str]:
@@ -144,7 +133,9 @@ async def test_the_manual_fences_count_what_they_guard(start_service: ServiceFac
             session, CTX.user_id, t0 - timedelta(minutes=1)
         )
         assert len(recent) == 2 and recent == sorted(recent)  # both tasks' manual runs, in order
-        first = await store.run_of_attempt(session, task_id, (await row(service, old)).fire_time, 1)
+        first = await store.run_of_attempt(
+            session, task_id, (await stored(service, old)).fire_time, 1
+        )
         assert first is not None and first.id == old
 
 
@@ -165,7 +156,7 @@ async def test_a_take_returns_the_oldest_runnable_runs_within_their_grace(
     assert await take(service, "w1", ["recording_tool"], 2) == {oldest, newer}
     assert await take(service, "w2", ["recording_tool"], 5) == {newest}
     assert await take(service, "w3", ["recording_tool"], 5) == set()
-    taken = await row(service, oldest)
+    taken = await stored(service, oldest)
     assert taken.worker == "w1"
     if service.db.sqlite:  # started afterwards (start_on_sqlite)
         assert (taken.status, taken.started_at) == (RunStatus.QUEUED, None)
@@ -189,10 +180,10 @@ async def test_release_hands_back_only_the_workers_unfinished_runs(
     released = await service.db.write_one(lambda s: store.release(s, ids, "w1"))
     assert released == {queued, running}
     for run_id in released:
-        back = await row(service, run_id)
+        back = await stored(service, run_id)
         assert (back.status, back.worker, back.started_at) == (RunStatus.QUEUED, None, None)
-    assert (await row(service, done)).status == RunStatus.SUCCEEDED
-    assert (await row(service, theirs)).worker == "w2"
+    assert (await stored(service, done)).status == RunStatus.SUCCEEDED
+    assert (await stored(service, theirs)).worker == "w2"
 
 
 async def test_a_start_marks_the_runs_that_still_exist_running(
@@ -211,8 +202,8 @@ async def test_a_start_marks_the_runs_that_still_exist_running(
         started = set(tasks)
     assert started == set(runs)
     for run_id in runs:
-        stored = await row(service, run_id)
-        assert (stored.status, stored.started_at) == (RunStatus.RUNNING, now)
+        started_run = await stored(service, run_id)
+        assert (started_run.status, started_run.started_at) == (RunStatus.RUNNING, now)
 
 
 async def test_the_record_locks_tasks_with_run_states_and_reads_final_rows(
@@ -251,15 +242,15 @@ async def test_outcomes_tasks_and_notifications_are_written_as_set(
         run.status, run.finished_at, run.result = RunStatus.SUCCEEDED, now, {"ok": 1}
         run.usage = None  # SQL NULL, not the JSON text null
         task.run_count, task.last_status = 1, RunStatus.SUCCEEDED
-        note = notifications.build(task, run, RunStatus.SUCCEEDED, "done")
+        note = notifications.build(task, run, RunStatus.SUCCEEDED, "done", now)
         store.write_task_outcomes(s, [task], now)  # first: any statement would autoflush it
         store.write_outcomes(s, [run])
         store.insert_notifications(s, [note])
         return note
 
     note = await service.db.write_orm(record)
-    stored = await row(service, run_id)
-    assert (stored.status, stored.finished_at, stored.result) == ("succeeded", now, {"ok": 1})
+    recorded = await stored(service, run_id)
+    assert (recorded.status, recorded.finished_at, recorded.result) == ("succeeded", now, {"ok": 1})
     async with service.db.read() as session:
         task = await session.get(ScheduledTask, task_id, populate_existing=True)
         assert task is not None and (task.run_count, task.updated_at) == (1, now)
@@ -302,6 +293,6 @@ async def test_a_take_never_starts_a_run_before_it_was_queued(
     ahead = utcnow() + timedelta(milliseconds=300)  # the record's clock, later than the take's
     run_id = await add_run(service, task_id, queued_at=ahead)
     assert await take(service, "w1", ["recording_tool"], 1) == {run_id}
-    taken = await row(service, run_id)
+    taken = await stored(service, run_id)
     if not service.db.sqlite:
         assert taken.started_at == ahead
