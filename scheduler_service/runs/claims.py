@@ -80,9 +80,6 @@ class FireClaim:
     run: TaskRun | None = None
     published: list[TaskNotification] = field(default_factory=list)
     job: JobAction | None = None  # what to do with the task's job afterwards
-    # The run's task, when the claim also recorded the run started (``fire_many``'s
-    # ``start``): the run executes it without a start transaction of its own.
-    started: ScheduledTask | None = None
 
 
 def allowed(task: ScheduledTask) -> bool:
@@ -148,22 +145,16 @@ class Claims:
         [claim] = await self.fire_many([(task_id, run_times)], now)
         return claim
 
-    async def fire_many(
-        self, fires: Sequence[Fire], now: datetime, *, start: int = 0
-    ) -> list[FireClaim]:
+    async def fire_many(self, fires: Sequence[Fire], now: datetime) -> list[FireClaim]:
         """Claim several fires (one per task) in one transaction, each as ``fire`` would.
-
-        ``start``: how many of the runs claimed for this worker to record ``running`` in
-        the same transaction (its free slots): the first ones, in order, are claimed
-        started, their tasks in ``FireClaim.started``.
 
         If another process claimed one of the fire times first, the unique key fails the
         whole transaction; each fire is then claimed on its own, so only that one is
-        found already claimed (and its run started the usual way)."""
+        found already claimed."""
         planned = await self._plans_from_read(fires, now)
         try:
             return await self.db.write_orm(
-                lambda session: self._claim_many(session, fires, planned, now, start)
+                lambda session: self._claim_many(session, fires, planned, now)
             )
         except IntegrityError:
             if len(fires) > 1:
@@ -177,7 +168,6 @@ class Claims:
         fires: Sequence[Fire],
         planned: dict[str, tuple[tuple[Any, datetime | None], FirePlan]],
         now: datetime,
-        start: int,
     ) -> list[FireClaim]:
         """``fire_many``'s transaction, in one trip (on SQLite, in the write thread)."""
         tasks = self.db.lock_tasks_sync(session, [task_id for task_id, _ in fires])
@@ -191,12 +181,10 @@ class Claims:
             plans |= fire_plans(changed, now)
         claimed = self._claimed(session, fires, plans)
         busy = self._busy(session, [task_id for task_id, _ in fires])
-        claims = [
+        return [
             self._claim_fire(session, tasks.get(task_id), task_id, times, plans, claimed, busy, now)
             for task_id, times in fires
         ]
-        _start_at_claim(claims, tasks, start)
-        return claims
 
     async def _plans_from_read(
         self, fires: Sequence[Fire], now: datetime
@@ -577,27 +565,6 @@ class Claims:
             else:
                 started.append(None)
         return started
-
-
-def _start_at_claim(claims: list[FireClaim], tasks: dict[str, ScheduledTask], start: int) -> None:
-    """The first ``start`` runs claimed for this worker are inserted ``running``: a run
-    that has a free slot waiting for it (a lone fire, the first runs of a burst) needs
-    no start transaction of its own, so one write comes before its tool acts instead of
-    two. Its task is the one this transaction locked and changed, as a start would have
-    read it. As after any start (and as PostgreSQL's take does), a worker killed before
-    the tool acts leaves the run ``running`` and recovery records it interrupted; a stop
-    hands it back to the queue (``release_many``). Runs that must wait for a slot are
-    claimed ``queued`` and started when they get one."""
-    now = utcnow()
-    for claim in claims:
-        run = claim.run
-        if start <= 0:
-            return
-        if run is None or run.worker is None or run.status != RunStatus.QUEUED:
-            continue
-        run.status, run.started_at = RunStatus.RUNNING, now
-        claim.started = tasks[run.task_id]
-        start -= 1
 
 
 def _start_on_pg(session: Session, runs: Sequence[TaskRun]) -> list[ScheduledTask | None]:

@@ -123,11 +123,8 @@ class TaskRunner:
         self.queue: RunQueue[Taken] = RunQueue(
             take=self.claims.take_queued, start=self.take, free_slots=self._free_slots
         )
-        # Runs their take or their claim already recorded started, with their tasks.
+        # Runs the take already recorded started (PostgreSQL), with their tasks.
         self._started: dict[str, ScheduledTask] = {}
-        # Runs claimed started whose fire has not yet put them in the slot line: the
-        # slots they will take are not free for the next claim (``_claim_fires``).
-        self._claimed_started: set[str] = set()
         # Called with each final run recorded here, and whether a notification of it
         # follows (a quiet run has none), before that notification is published.
         self.recorded_run_callbacks: list[Callable[[TaskRun, bool], None]] = []
@@ -348,28 +345,10 @@ class TaskRunner:
             for index, fire in remaining:
                 (later if fire[0] in tasks else batch).append((index, fire))
                 tasks.add(fire[0])
-            claimed = await self.claims.fire_many(
-                [fire for _, fire in batch], utcnow(), start=self._slots_for_claims()
-            )
-            self._note_started(claimed)
+            claimed = await self.claims.fire_many([fire for _, fire in batch], utcnow())
             claims.update(zip([index for index, _ in batch], claimed, strict=True))
             remaining = later
         return [claims[index] for index in range(len(fires))]
-
-    def _slots_for_claims(self) -> int:
-        """How many runs a claim may record started at once: the free slots nobody waits
-        for, less those promised to runs claimed started and not yet in the line."""
-        if self._stopping:
-            return 0
-        return max(0, self._line.open - len(self._claimed_started))
-
-    def _note_started(self, claims: Sequence[FireClaim]) -> None:
-        """Runs their claim recorded started: their slots are promised until ``on_fire``
-        puts them in the line, and they execute without a start of their own."""
-        for claim in claims:
-            if claim.run is not None and claim.started is not None:
-                self._claimed_started.add(claim.run.id)
-                self._started[claim.run.id] = claim.started
 
     # -- one execution -----------------------------------------------------------------
     def _enqueue(
@@ -380,7 +359,6 @@ class TaskRunner:
         has it run in a copy of its context, as if in its own task; any other run starts
         in a fresh one (a job's context holds nothing the run needs)."""
         self._count_in_flight(run, +1)
-        self._claimed_started.discard(run.id)
         self._watch_stop_requests()
         if done is not None:
             self._waiters[run.id] = _Waiter(contextvars.copy_context(), done)
@@ -428,7 +406,7 @@ class TaskRunner:
 
     async def _execute_claimed(self, run: TaskRun, in_slot: bool) -> TaskRun:
         token = current_run.set(RunInfo(run.id, run.task_id, run.fire_time, run.attempt, run.kind))
-        started = self._started.pop(run.id, None)  # its take or its claim started it
+        started = self._started.pop(run.id, None)  # its take started it (PostgreSQL)
         try:
             outcome = await self._run_in_slot(run, started) if in_slot else None
         finally:
@@ -470,7 +448,7 @@ class TaskRunner:
     async def _run_in_slot(self, run: TaskRun, started: ScheduledTask | None) -> Outcome | None:
         """The run's outcome; None if it never started (handed back to the queue). A
         run a newer fire asked to stop (overlap cancel_previous) is stopped here.
-        ``started``: its task, if its take or its claim already recorded the run started."""
+        ``started``: its task, if the take already recorded the run started."""
         try:
             if self._stopping:
                 return None

@@ -24,7 +24,6 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import delete, event, select, text, update
 
 from scheduler_service import SchedulerService
-from scheduler_service.runs import store
 from scheduler_service.runs.recovery import check_triggers, same_trigger
 from scheduler_service.runs.runner import INTERRUPTED, NOT_STARTED, RunInfo, current_run
 from scheduler_service.schedules import Schedule, build_trigger
@@ -549,54 +548,6 @@ async def test_concurrency_is_bounded_and_excess_runs_wait_in_order(
     assert gate.started == names and gate.max_in_flight == 2
 
 
-async def test_a_run_that_finds_a_free_slot_needs_no_start_of_its_own(
-    start_service: ServiceFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two runs due at once, one slot: the first is recorded running by the transaction
-    that claims (SQLite) or takes (PostgreSQL) it, without a start transaction of its own
-    (one write before its tool acts, not two); the second waits queued, and is started
-    only once the first's tool has finished."""
-    gate = GateTool()
-    service = await start_service(tools=[gate], max_concurrent_tasks=1)
-    started_apart: list[str] = []  # the runs a start transaction of their own started
-    for name in ("start_on_sqlite", "start_on_pg"):
-        real = getattr(store, name)
-
-        def spied(session: Any, run_ids: Any, now: Any, real: Any = real) -> Any:
-            started_apart.extend(run_ids)
-            return real(session, run_ids, now)
-
-        monkeypatch.setattr(store, name, spied)
-    due = soon(1.5)
-    for name in ("a", "b"):
-        await create(service, "gate", due, parameters={"name": name})
-    await gate.wait_started(1)
-    first = gate.started[0]
-    rows: list[TaskRun] = []
-
-    async def both_claimed() -> bool:
-        nonlocal rows
-        async with service.db.read() as session:
-            query = select(TaskRun).order_by(TaskRun.status)
-            rows = list((await session.scalars(query)).all())
-        return len(rows) == 2
-
-    await wait_for(both_claimed)
-    assert [r.status for r in rows] == ["queued", "running"]
-    running = rows[1]
-    assert running.id not in started_apart
-    gate.gate(first).set()
-    await gate.wait_started(2)
-    gate.gate(gate.started[1]).set()
-    for _ in range(2):
-        assert (await next_notification(service))["status"] == "succeeded"
-    assert gate.max_in_flight == 1
-    async with service.db.read() as session:
-        waited = await session.get(TaskRun, rows[0].id)
-    assert waited is not None and waited.started_at is not None
-    assert running.started_at is not None and waited.started_at > running.started_at
-
-
 async def test_runs_waiting_for_a_slot_hold_no_task_each(start_service: ServiceFactory) -> None:
     """A burst's runs wait for a slot as entries, not as suspended tasks (whose coroutine
     chains every full garbage collection walks while the loop waits)."""
@@ -803,15 +754,13 @@ async def test_a_fire_whose_claim_fails_is_claimed_once_the_database_answers(
     real_claim = service.runner.claims.fire_many
     failed: list[list[datetime]] = []
 
-    async def failing_six_times(
-        fires: list[tuple[str, list[datetime]]], now: datetime, **kwargs: Any
-    ) -> Any:
+    async def failing_six_times(fires: list[tuple[str, list[datetime]]], now: datetime) -> Any:
         if len(failed) < 6:
             failed.extend(run_times for _, run_times in fires)
             raise OperationalError(
                 "INSERT INTO task_scheduler_runs", {}, Exception("disk I/O error")
             )
-        return await real_claim(fires, now, **kwargs)
+        return await real_claim(fires, now)
 
     monkeypatch.setattr(service.runner.claims, "fire_many", failing_six_times)
     t0 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
