@@ -15,6 +15,9 @@ with default settings on a fresh PostgreSQL database. Prints one table row:
 - start lateness p50 / p99: ``started_at - fire_time`` over the runs;
 - duplicates / lost: runs or reminders beyond one per task, and tasks without a finished run.
 
+and below it when the leader had claimed half, and all, of the fire times (the runs'
+``queued_at``): where that trails the starts, claiming is what the burst waits for.
+
 The tasks are created through the public API by a client process (this one) before the due
 instant; the replicas stay idle until then.
 
@@ -216,6 +219,16 @@ def outcome(engine: Any, due: datetime, n: int) -> dict[str, Any]:
             text("SELECT max(finished_at) FROM task_scheduler_runs WHERE fire_time = :t"),
             {"t": naive},
         ).scalar_one()
+        claimed = sorted(
+            float(r[0])
+            for r in conn.execute(
+                text(
+                    "SELECT extract(epoch FROM queued_at - fire_time) FROM task_scheduler_runs "
+                    "WHERE fire_time = :t"
+                ),
+                {"t": naive},
+            )
+        )
         run_dupes = conn.execute(
             text(
                 "SELECT coalesce(sum(c - 1), 0) FROM (SELECT count(*) c FROM task_scheduler_runs "
@@ -241,6 +254,9 @@ def outcome(engine: Any, due: datetime, n: int) -> dict[str, Any]:
         "last_finish_s": (last.replace(tzinfo=UTC) - due).total_seconds() if last else None,
         "late_p50_s": percentile(late, 50) if late else None,
         "late_p99_s": percentile(late, 99) if late else None,
+        # when the leader had claimed half, and all, of the fire times (queued_at)
+        "claimed_p50_s": percentile(claimed, 50) if claimed else None,
+        "claimed_last_s": claimed[-1] if claimed else None,
         "duplicates": int(run_dupes) + int(reminder_dupes),
         "lost": n - int(succeeded),
         "reminders": int(reminders),
@@ -380,6 +396,11 @@ def main() -> None:
     )
     print(HEADER)
     print(row(result))
+    if result.get("claimed_last_s") is not None:
+        print(
+            f"claimed: half by T+{result['claimed_p50_s']:.1f} s, "
+            f"all by T+{result['claimed_last_s']:.1f} s"
+        )
     if "replica_instructions_per_run" in result:
         print(f"replica instructions per run: {result['replica_instructions_per_run'] / 1e6:.2f} M")
     if args.json:
