@@ -45,9 +45,15 @@ class CallgrindWindow:
 
     @staticmethod
     def _switch(state: str) -> None:
-        subprocess.run(
-            ["callgrind_control", "-i", state, str(os.getpid())], capture_output=True, check=True
-        )
+        """``callgrind_control`` exits 0 even when it reached no process: read its answer."""
+        answer = subprocess.run(
+            ["callgrind_control", "-i", state, str(os.getpid())],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        if "OK." not in answer:
+            raise RuntimeError(f"callgrind_control -i {state}: {answer.strip()}")
 
 
 async def one_burst(side: str, runs: int, work: Path) -> dict[str, Any]:
@@ -80,9 +86,10 @@ def counted(side: str, runs: int) -> dict[str, Any]:
             ],
             capture_output=True,
             text=True,
+            timeout=1800,
         )
     found = re.search(r"Collected : (\d+)", proc.stderr)
-    if proc.returncode or found is None:
+    if proc.returncode or found is None or not int(found.group(1)):
         return {"side": side, "error": f"exit {proc.returncode}: {proc.stderr[-500:]}"}
     instructions = int(found.group(1))
     return {"side": side, "instructions": instructions, "per_run": instructions / runs}
@@ -92,7 +99,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--side", choices=["project", "asyncio", "both"], default="both")
-    parser.add_argument("--jobs", type=int, default=2, help="bursts counted at once")
+    parser.add_argument(
+        "--jobs", type=int, default=2, choices=[1, 2], help="bursts counted at once"
+    )
     parser.add_argument("--child", choices=["project", "asyncio"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)

@@ -38,6 +38,7 @@ async def measure(tasks: int, spread: float) -> dict[str, float]:
         async def on_notification(_: dict[str, Any]) -> None:
             done.put_nowait(datetime.now(UTC))
 
+        quota = settings.scheduler_tool.max_tasks_per_user
         async with SchedulerService(settings, on_notification=on_notification) as service:
             service.tools.register(NoopTool())
             start = datetime.now(UTC) + timedelta(seconds=2)
@@ -52,8 +53,8 @@ async def measure(tasks: int, spread: float) -> dict[str, float]:
                         "tool_name": NoopTool.name,
                         "operation": "tick",
                     },
-                    # 20 tasks a user: the default quota of active tasks
-                    context=ToolContext(user_id=f"bench-{i // 20}", conversation_id="bench"),
+                    # as many tasks a user as the quota allows
+                    context=ToolContext(user_id=f"bench-{i // quota}", conversation_id="bench"),
                 )
             for _ in range(tasks):
                 await asyncio.wait_for(done.get(), timeout=spread + 30)
