@@ -1,4 +1,4 @@
-"""The SQLite burst counted in instructions: a measure the shared host's noise can't move.
+"""The SQLite burst counted in instructions: a measure the shared host's load barely moves.
 
 ``python -m bench.burst_instructions --runs 1000 [--side project|asyncio|both] [--jobs 2]``
 

@@ -121,7 +121,6 @@ def start_replicas(
         os.path.dirname(sys.executable), "task-scheduler"
     )
     command = [exe, "run", "--run-for", str(run_for)]
-    env = replica_env(url)
     if callgrind is not None:
         callgrind.mkdir(parents=True, exist_ok=True)
         out = callgrind / "replica-%p.out"
@@ -136,7 +135,7 @@ def start_replicas(
     procs = [
         subprocess.Popen(
             command,
-            env=env,
+            env=replica_env(url),
             stdout=subprocess.PIPE,
             stderr=sys.stderr,
             text=True,
