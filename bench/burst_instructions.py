@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.callgrind import VALGRIND, switch
 from bench.run import bare_burst, project_burst, sqlite_url
 
 
@@ -45,15 +46,7 @@ class CallgrindWindow:
 
     @staticmethod
     def _switch(state: str) -> None:
-        """``callgrind_control`` exits 0 even when it reached no process: read its answer."""
-        answer = subprocess.run(
-            ["callgrind_control", "-i", state, str(os.getpid())],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
-        if "OK." not in answer:
-            raise RuntimeError(f"callgrind_control -i {state}: {answer.strip()}")
+        switch([os.getpid()], state)
 
 
 async def one_burst(side: str, runs: int, work: Path) -> dict[str, Any]:
@@ -72,9 +65,7 @@ def counted(side: str, runs: int) -> dict[str, Any]:
         out = Path(tmp) / "callgrind.out"
         proc = subprocess.run(
             [
-                "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
+                *VALGRIND,
                 f"--callgrind-out-file={out}",
                 sys.executable,
                 "-m",

@@ -49,6 +49,8 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
+from bench.callgrind import VALGRIND
+from bench.callgrind import switch as callgrind_switch
 from bench.probes import percentile
 from bench.run import cpu_seconds, pg_database, sync_url
 from scheduler_service import SchedulerService
@@ -111,9 +113,6 @@ def replica_env(url: str) -> dict[str, str]:
     }
 
 
-VALGRIND = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
-
-
 def start_replicas(
     url: str, count: int, run_for: float, callgrind: Path | None = None
 ) -> list[subprocess.Popen[str]]:
@@ -148,25 +147,6 @@ def start_replicas(
         if "scheduler running" not in line:
             raise RuntimeError(f"a replica did not start: {line!r}")
     return procs
-
-
-def instrument(procs: list[subprocess.Popen[str]], state: str) -> None:
-    """Switch callgrind's instrumentation of the replicas on or off, all at once (one
-    ``callgrind_control`` takes ~0.4 s); it exits 0 even when it reached no process, so
-    its answer is read."""
-    controls = [
-        subprocess.Popen(
-            ["callgrind_control", "-i", state, str(proc.pid)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for proc in procs
-    ]
-    for control in controls:
-        answer, _ = control.communicate(timeout=60)
-        if "OK." not in answer:
-            raise RuntimeError(f"callgrind_control -i {state}: {answer.strip()}")
 
 
 def instructions(directory: Path, procs: list[subprocess.Popen[str]]) -> int:
@@ -220,33 +200,25 @@ def counts(engine: Any, due: datetime) -> int:
         )
 
 
+def seconds_after_fire(conn: Any, column: str, fire_time: datetime) -> list[float]:
+    """``column - fire_time`` in seconds over the runs of ``fire_time`` that have it,
+    in ascending order."""
+    query = text(
+        f"SELECT extract(epoch FROM {column} - fire_time) FROM task_scheduler_runs "
+        f"WHERE fire_time = :t AND {column} IS NOT NULL ORDER BY 1"
+    )
+    return [float(r[0]) for r in conn.execute(query, {"t": fire_time})]
+
+
 def outcome(engine: Any, due: datetime, n: int) -> dict[str, Any]:
     naive = due.replace(tzinfo=None)
     with engine.connect() as conn:
-        late = [
-            float(r[0])
-            for r in conn.execute(
-                text(
-                    "SELECT extract(epoch FROM started_at - fire_time) FROM task_scheduler_runs "
-                    "WHERE fire_time = :t AND started_at IS NOT NULL"
-                ),
-                {"t": naive},
-            )
-        ]
+        late = seconds_after_fire(conn, "started_at", naive)
         last = conn.execute(
             text("SELECT max(finished_at) FROM task_scheduler_runs WHERE fire_time = :t"),
             {"t": naive},
         ).scalar_one()
-        claimed = sorted(
-            float(r[0])
-            for r in conn.execute(
-                text(
-                    "SELECT extract(epoch FROM queued_at - fire_time) FROM task_scheduler_runs "
-                    "WHERE fire_time = :t"
-                ),
-                {"t": naive},
-            )
-        )
+        claimed = seconds_after_fire(conn, "queued_at", naive)
         run_dupes = conn.execute(
             text(
                 "SELECT coalesce(sum(c - 1), 0) FROM (SELECT count(*) c FROM task_scheduler_runs "
@@ -327,7 +299,7 @@ async def burst(
             await asyncio.sleep((due - datetime.now(UTC)).total_seconds() - 0.5)
             spies = [spy(p.pid, profile, i) for i, p in enumerate(procs)] if profile else []
             if callgrind is not None:
-                instrument(procs, "on")
+                callgrind_switch([p.pid for p in procs], "on")
             commits0, sessions0 = database_counts(engine, database)
             cpu0 = {p.pid: cpu_seconds(p.pid) for p in procs}
             pids0 = server_pids(engine, database)
@@ -342,7 +314,7 @@ async def burst(
                     break
                 await asyncio.sleep(0.2)
             if callgrind is not None:
-                instrument(procs, "off")
+                callgrind_switch([p.pid for p in procs], "off")
             replica_cpu = sum(cpu_seconds(p.pid) - cpu0[p.pid] for p in procs)
             read_cpu(pids, seen)
             db_cpu = server_cpu(seen, base)
