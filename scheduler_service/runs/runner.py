@@ -121,7 +121,10 @@ class TaskRunner:
         # client's manual run; a run whose tool this worker lacks; a run a stopping
         # worker handed back) wait there for a worker. Started by workers only.
         self.queue: RunQueue[Taken] = RunQueue(
-            take=self.claims.take_queued, start=self.take, free_slots=self._free_slots
+            take=self.claims.take_queued,
+            start=self.take,
+            free_slots=self._free_slots,
+            slots=self.cfg.max_concurrent_tasks,
         )
         # Runs the take already recorded started (PostgreSQL), with their tasks.
         self._started: dict[str, ScheduledTask] = {}

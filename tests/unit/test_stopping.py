@@ -24,7 +24,7 @@ async def test_stopping_the_queue_lets_a_take_in_progress_finish_and_start_its_r
         taken.extend(["run-1", "run-2"][:limit])
         return taken
 
-    queue = RunQueue(take=take, start=started.append, free_slots=lambda: 2)  # type: ignore[arg-type]
+    queue = RunQueue(take=take, start=started.append, free_slots=lambda: 2, slots=2)  # type: ignore[arg-type]
     queue.start()
     queue.poke()
     await taking.wait()
@@ -81,7 +81,7 @@ async def test_the_queue_consumer_ends_when_stopped_as_a_run_is_announced() -> N
         takes.append(limit)
         return []
 
-    queue = RunQueue(take=take, start=lambda runs: None, free_slots=lambda: 1)  # type: ignore[arg-type]
+    queue = RunQueue(take=take, start=lambda runs: None, free_slots=lambda: 1, slots=1)  # type: ignore[arg-type]
     queue.start()
     await asyncio.sleep(0)  # the consumer waits for a signal
     queue.poke()  # a run finished at the moment the service stops
