@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from config import LimitsConfig, SchedulerConfig, Settings
 from scheduler_service import SchedulerService
 from scheduler_service.storage.db import create_sync_engine, sync_url
-from scheduler_service.storage.models import Base
+from scheduler_service.storage.models import Base, TaskRun
 from tools import Tool, ToolContext, ToolError
 
 ServiceFactory = Callable[..., Awaitable[SchedulerService]]
@@ -203,6 +203,20 @@ class RecordingTool(Tool):
         if operation == "block":
             await self.release.wait()
         return {"message": f"recorded {operation}", "kwargs": args}
+
+
+async def client_service(start_service: ServiceFactory) -> SchedulerService:
+    """A client with the recording tool: it claims nothing from the run queue itself, so
+    a test takes queued runs by hand."""
+    return await start_service(tools=[RecordingTool()], enabled=False)
+
+
+async def stored_run(service: SchedulerService, run_id: str) -> TaskRun:
+    """The run row as stored now."""
+    async with service.db.read() as session:
+        run = await session.get(TaskRun, run_id, populate_existing=True)
+    assert run is not None
+    return run
 
 
 def watch_notifications(service: SchedulerService) -> None:

@@ -33,15 +33,15 @@ from scheduler_service.storage.db import (
     sync_url,
 )
 from scheduler_service.storage.models import ScheduledTask, TaskRun, utcnow
-from tests.conftest import RecordingTool, ServiceFactory, _pg_admin
+from tests.conftest import (
+    ServiceFactory,
+    _pg_admin,
+    client_service,
+    stored_run,
+)
 from tools import ToolContext
 
 CTX = ToolContext(user_id="u1", conversation_id="c1")
-
-
-async def client(start_service: ServiceFactory) -> SchedulerService:
-    """A client: it claims nothing from the queue itself, so the test takes by hand."""
-    return await start_service(tools=[RecordingTool()], enabled=False)
 
 
 async def queue_runs(service: SchedulerService, count: int) -> list[str]:
@@ -78,22 +78,15 @@ def worker_claims(service: SchedulerService, name: str) -> Claims:
     return claims
 
 
-async def stored(service: SchedulerService, run_id: str) -> TaskRun:
-    async with service.db.read() as session:
-        run = await session.get(TaskRun, run_id, populate_existing=True)
-    assert run is not None
-    return run
-
-
 async def test_a_take_assigns_the_runs_and_on_postgresql_starts_them(
     start_service: ServiceFactory,
 ) -> None:
-    service = await client(start_service)
+    service = await client_service(start_service)
     [run_id] = await queue_runs(service, 1)
     claims = worker_claims(service, "w1")
 
     [(run, task)] = await claims.take_queued(5)
-    row = await stored(service, run_id)
+    row = await stored_run(service, run_id)
     assert (run.id, run.worker, row.worker) == (run_id, "w1", "w1")
     if service.db.sqlite:  # started afterwards, by mark_running_many
         assert task is None and row.status == RunStatus.QUEUED and row.started_at is None
@@ -106,13 +99,13 @@ async def test_a_take_assigns_the_runs_and_on_postgresql_starts_them(
 async def test_a_run_handed_back_is_queued_unassigned_and_taken_again(
     start_service: ServiceFactory,
 ) -> None:
-    service = await client(start_service)
+    service = await client_service(start_service)
     [run_id] = await queue_runs(service, 1)
     first = worker_claims(service, "w1")
     [(run, _task)] = await first.take_queued(5)
 
     assert await first.release_many([run]) == [True]
-    row = await stored(service, run_id)
+    row = await stored_run(service, run_id)
     assert (row.status, row.worker, row.started_at) == (RunStatus.QUEUED, None, None)
 
     second = worker_claims(service, "w2")
@@ -124,7 +117,7 @@ async def test_a_run_handed_back_is_queued_unassigned_and_taken_again(
 async def test_two_workers_taking_at_one_instant_share_the_runs_without_overlap(
     start_service: ServiceFactory,
 ) -> None:
-    service = await client(start_service)
+    service = await client_service(start_service)
     ids = await queue_runs(service, 12)
     one, two = worker_claims(service, "w1"), worker_claims(service, "w2")
 
@@ -144,7 +137,7 @@ async def test_a_take_on_postgresql_is_one_statement(
 ) -> None:
     if not database_url.startswith("postgresql"):
         pytest.skip("the single-statement take is PostgreSQL's (SQLite reads, then writes)")
-    service = await client(start_service)
+    service = await client_service(start_service)
     await queue_runs(service, 3)
     claims = worker_claims(service, "w1")
     statements: list[str] = []
@@ -180,7 +173,7 @@ async def take_sql(service: SchedulerService) -> tuple[str, Any]:
 async def test_a_take_reads_the_queue_in_order_through_its_index(
     start_service: ServiceFactory, database_url: str
 ) -> None:
-    service = await client(start_service)
+    service = await client_service(start_service)
     await queue_runs(service, 3)
     sql, params = await take_sql(service)
     if service.db.sqlite:

@@ -32,8 +32,7 @@ from scheduler_service.storage.models import (
     new_id,
     utcnow,
 )
-from tests.conftest import ServiceFactory
-from tests.service.test_run_queue import client, stored
+from tests.conftest import ServiceFactory, client_service, stored_run
 from tools import ToolContext
 
 CTX = ToolContext(user_id="u1", conversation_id="c1")
@@ -93,7 +92,7 @@ async def take(service: SchedulerService, worker: str, tools: list[str], limit: 
 async def test_the_claims_reads_name_plans_claimed_times_and_busy_tasks(
     start_service: ServiceFactory,
 ) -> None:
-    service = await client(start_service)
+    service = await client_service(start_service)
     first, second, other = [await make_task(service) for _ in range(3)]
     t0 = utcnow().replace(microsecond=0)
     await add_run(service, first, fire_time=t0 - timedelta(hours=1), status=RunStatus.SUCCEEDED)
@@ -115,7 +114,7 @@ async def test_the_claims_reads_name_plans_claimed_times_and_busy_tasks(
 
 
 async def test_the_manual_fences_count_what_they_guard(start_service: ServiceFactory) -> None:
-    service = await client(start_service)
+    service = await client_service(start_service)
     task_id, idle = await make_task(service), await make_task(service)
     t0 = utcnow()
     old = await add_run(service, task_id, kind=RunKind.MANUAL, queued_at=t0 - timedelta(minutes=5))
@@ -134,7 +133,7 @@ async def test_the_manual_fences_count_what_they_guard(start_service: ServiceFac
         )
         assert len(recent) == 2 and recent == sorted(recent)  # both tasks' manual runs, in order
         first = await store.run_of_attempt(
-            session, task_id, (await stored(service, old)).fire_time, 1
+            session, task_id, (await stored_run(service, old)).fire_time, 1
         )
         assert first is not None and first.id == old
 
@@ -142,7 +141,7 @@ async def test_the_manual_fences_count_what_they_guard(start_service: ServiceFac
 async def test_a_take_returns_the_oldest_runnable_runs_within_their_grace(
     start_service: ServiceFactory,
 ) -> None:
-    service = await client(start_service)
+    service = await client_service(start_service)
     mine = await make_task(service)
     foreign = await make_task(service, "reminder_tool", operation="get_reminders")
     now = utcnow()
@@ -156,7 +155,7 @@ async def test_a_take_returns_the_oldest_runnable_runs_within_their_grace(
     assert await take(service, "w1", ["recording_tool"], 2) == {oldest, newer}
     assert await take(service, "w2", ["recording_tool"], 5) == {newest}
     assert await take(service, "w3", ["recording_tool"], 5) == set()
-    taken = await stored(service, oldest)
+    taken = await stored_run(service, oldest)
     assert taken.worker == "w1"
     if service.db.sqlite:  # started afterwards (start_on_sqlite)
         assert (taken.status, taken.started_at) == (RunStatus.QUEUED, None)
@@ -167,7 +166,7 @@ async def test_a_take_returns_the_oldest_runnable_runs_within_their_grace(
 async def test_release_hands_back_only_the_workers_unfinished_runs(
     start_service: ServiceFactory,
 ) -> None:
-    service = await client(start_service)
+    service = await client_service(start_service)
     task_id = await make_task(service)
     now = utcnow()
     queued = await add_run(service, task_id, worker="w1")
@@ -180,16 +179,16 @@ async def test_release_hands_back_only_the_workers_unfinished_runs(
     released = await service.db.write_one(lambda s: store.release(s, ids, "w1"))
     assert released == {queued, running}
     for run_id in released:
-        back = await stored(service, run_id)
+        back = await stored_run(service, run_id)
         assert (back.status, back.worker, back.started_at) == (RunStatus.QUEUED, None, None)
-    assert (await stored(service, done)).status == RunStatus.SUCCEEDED
-    assert (await stored(service, theirs)).worker == "w2"
+    assert (await stored_run(service, done)).status == RunStatus.SUCCEEDED
+    assert (await stored_run(service, theirs)).worker == "w2"
 
 
 async def test_a_start_marks_the_runs_that_still_exist_running(
     start_service: ServiceFactory,
 ) -> None:
-    service = await client(start_service)
+    service = await client_service(start_service)
     task_id = await make_task(service)
     runs = [await add_run(service, task_id, attempt=i, worker="w1") for i in (1, 2)]
     now = utcnow().replace(microsecond=0)
@@ -202,14 +201,14 @@ async def test_a_start_marks_the_runs_that_still_exist_running(
         started = set(tasks)
     assert started == set(runs)
     for run_id in runs:
-        started_run = await stored(service, run_id)
+        started_run = await stored_run(service, run_id)
         assert (started_run.status, started_run.started_at) == (RunStatus.RUNNING, now)
 
 
 async def test_the_record_locks_tasks_with_run_states_and_reads_final_rows(
     start_service: ServiceFactory,
 ) -> None:
-    service = await client(start_service)
+    service = await client_service(start_service)
     first, second = await make_task(service), await make_task(service)
     now = utcnow().replace(microsecond=0)
     running = await add_run(service, first, worker="w1", status=RunStatus.RUNNING, started_at=now)
@@ -229,7 +228,7 @@ async def test_the_record_locks_tasks_with_run_states_and_reads_final_rows(
 async def test_outcomes_tasks_and_notifications_are_written_as_set(
     start_service: ServiceFactory,
 ) -> None:
-    service = await client(start_service)
+    service = await client_service(start_service)
     task_id = await make_task(service)
     run_id = await add_run(service, task_id, worker="w1", status=RunStatus.RUNNING)
     now = utcnow().replace(microsecond=0)
@@ -249,7 +248,7 @@ async def test_outcomes_tasks_and_notifications_are_written_as_set(
         return note
 
     note = await service.db.write_orm(record)
-    recorded = await stored(service, run_id)
+    recorded = await stored_run(service, run_id)
     assert (recorded.status, recorded.finished_at, recorded.result) == ("succeeded", now, {"ok": 1})
     async with service.db.read() as session:
         task = await session.get(ScheduledTask, task_id, populate_existing=True)
@@ -265,7 +264,7 @@ async def test_outcomes_tasks_and_notifications_are_written_as_set(
 async def test_a_task_change_outside_the_outcome_columns_is_refused(
     start_service: ServiceFactory,
 ) -> None:
-    service = await client(start_service)
+    service = await client_service(start_service)
     task_id = await make_task(service)
 
     def stray(s: Any) -> None:
@@ -288,11 +287,11 @@ async def test_a_take_never_starts_a_run_before_it_was_queued(
     and then takes it must not stamp it started before it was queued (which is when the
     run it waited for ended). PostgreSQL's take starts the run itself; SQLite's start
     follows the take, under the write lock, on a later clock."""
-    service = await client(start_service)
+    service = await client_service(start_service)
     task_id = await make_task(service)
     ahead = utcnow() + timedelta(milliseconds=300)  # the record's clock, later than the take's
     run_id = await add_run(service, task_id, queued_at=ahead)
     assert await take(service, "w1", ["recording_tool"], 1) == {run_id}
-    taken = await stored(service, run_id)
+    taken = await stored_run(service, run_id)
     if not service.db.sqlite:
         assert taken.started_at == ahead
