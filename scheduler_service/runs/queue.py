@@ -15,7 +15,7 @@ most. While runs are waiting (its last take filled every free slot), it takes on
 batch of freed slots instead of once per finished run: it waits until all its slots are
 free, or ``TAKE_GATHER_S`` after the first one freed, whichever comes first. A take is a
 statement and a round trip whatever its size; in a burst of short runs, slots free one
-at a time, and a take per run was a third of the statements a run cost. River waits
+at a time, and a take per finished run was a quarter of the statements a run cost. River waits
 between fetches the same way (``FetchCooldown``). With nothing waiting (the last take
 came back short), a poke takes at once: a lone run is never held back.
 """
@@ -88,9 +88,11 @@ class RunQueue(Generic[Run]):
             if free <= 0:
                 continue
             if backlogged:
-                free = await self._gather_slots(free)
+                free = await self._gather_slots(free, stop)
                 if stop.is_set():
                     return
+                if free <= 0:  # a run of this worker's own took the slots meanwhile
+                    continue
             try:
                 runs = await self._take(free)
             except Exception as exc:  # the database is away: the next poke or poll retries
@@ -103,12 +105,12 @@ class RunQueue(Generic[Run]):
             if backlogged:  # take again as soon as slots free
                 self._signal.set()
 
-    async def _gather_slots(self, free: int) -> int:
+    async def _gather_slots(self, free: int, stop: asyncio.Event) -> int:
         """Wait for more of the worker's slots to free, up to all of them or for
         ``gather_s``; the free slots then."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._gather_s
-        while free < self._slots and not self._stop.is_set():
+        while free < self._slots and not stop.is_set():
             left = deadline - loop.time()
             if left <= 0:
                 break

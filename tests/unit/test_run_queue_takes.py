@@ -128,3 +128,24 @@ async def test_stopping_ends_a_wait_for_slots() -> None:
     await settle()  # the consumer waits for the other slots
     await asyncio.wait_for(queue.stop(), 5)
     assert worker.takes == [SLOTS]
+
+
+async def test_slots_taken_by_the_workers_own_runs_meanwhile_are_not_asked_for() -> None:
+    """A retry or a manual run of this worker can fill the freed slot while the consumer
+    gathers: then it asks the database for nothing (no empty take)."""
+    worker = Worker()
+    queue = consumer(worker, gather_s=0.05)
+    queue.start()
+    try:
+        queue.poke()
+        await worker.take_number(1)
+        worker.finish(queue)
+        await settle()  # gathering
+        worker.busy += 1  # a run of the worker's own took the slot
+        await asyncio.sleep(0.15)  # the gathering time ends with no slot free
+        assert worker.takes == [SLOTS]
+        worker.finish(queue)
+        assert await worker.take_number(2) == 1
+        assert worker.takes == [SLOTS, 1]
+    finally:
+        await queue.stop()
