@@ -13,7 +13,10 @@ with default settings on a fresh PostgreSQL database. Prints one table row:
 - connections opened: new server sessions on this database during the burst (a pool
   smaller than the work's concurrency opens and closes connections all the time);
 - start lateness p50 / p99: ``started_at - fire_time`` over the runs;
-- duplicates / lost: runs or reminders beyond one per task, and tasks without a finished run.
+- duplicates / lost: runs or reminders beyond one per task, and tasks without a finished run;
+- failed (printed below the row, when any): tasks whose run finished without succeeding,
+  by status and error (a run that failed was recorded and notified: not lost, but not a
+  reminder either, e.g. a server short of connections for the replicas' pools).
 
 and below it when the leader had claimed half, and all, of the fire times (the runs'
 ``queued_at``): where that trails the starts, claiming is what the burst waits for.
@@ -233,13 +236,21 @@ def outcome(engine: Any, due: datetime, n: int) -> dict[str, Any]:
             )
         ).scalar_one()
         reminders = conn.execute(text("SELECT count(*) FROM task_scheduler_reminders")).scalar_one()
-        succeeded = conn.execute(
+        finished = conn.execute(
             text(
                 "SELECT count(DISTINCT task_id) FROM task_scheduler_runs "
-                "WHERE fire_time = :t AND status = 'succeeded'"
+                "WHERE fire_time = :t AND finished_at IS NOT NULL"
             ),
             {"t": naive},
         ).scalar_one()
+        failed = conn.execute(
+            text(
+                "SELECT status, left(coalesce(error, ''), 100), count(*) "
+                "FROM task_scheduler_runs WHERE fire_time = :t AND finished_at IS NOT NULL "
+                "AND status != 'succeeded' GROUP BY 1, 2 ORDER BY 3 DESC"
+            ),
+            {"t": naive},
+        ).all()
     return {
         "last_finish_s": (last.replace(tzinfo=UTC) - due).total_seconds() if last else None,
         "late_p50_s": percentile(late, 50) if late else None,
@@ -248,7 +259,8 @@ def outcome(engine: Any, due: datetime, n: int) -> dict[str, Any]:
         "claimed_p50_s": percentile(claimed, 50) if claimed else None,
         "claimed_last_s": claimed[-1] if claimed else None,
         "duplicates": int(run_dupes) + int(reminder_dupes),
-        "lost": n - int(succeeded),
+        "lost": n - int(finished),
+        "failed": [(status, error, int(count)) for status, error, count in failed],
         "reminders": int(reminders),
     }
 
@@ -394,6 +406,8 @@ def main() -> None:
             f"claimed: half by T+{result['claimed_p50_s']:.1f} s, "
             f"all by T+{result['claimed_last_s']:.1f} s"
         )
+    for status, error, count in result["failed"]:
+        print(f"failed: {count} runs {status}: {error}")
     if "replica_instructions_per_run" in result:
         print(f"replica instructions per run: {result['replica_instructions_per_run'] / 1e6:.2f} M")
     if args.json:
