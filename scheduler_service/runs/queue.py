@@ -14,10 +14,10 @@ free), and at least every second, so a lost notification delays a run by a secon
 most. While runs are waiting (its last take filled every free slot), it takes once per
 batch of freed slots instead of once per finished run: it waits until all its slots are
 free, or ``TAKE_GATHER_S`` after the first one freed, whichever comes first. A take is a
-statement and a round trip whatever its size; in a burst of short runs, slots free one
-at a time, and a take per finished run was a quarter of the statements a run cost. River waits
-between fetches the same way (``FetchCooldown``). With nothing waiting (the last take
-came back short), a poke takes at once: a lone run is never held back.
+statement and a round trip whatever its size; in a burst of short runs slots free one at
+a time, and a take per finished run was a quarter of the statements a run cost. River
+waits between fetches the same way (``FetchCooldown``). With nothing waiting (the last
+take came back short), a poke takes at once: a lone run is never held back.
 """
 
 from __future__ import annotations
