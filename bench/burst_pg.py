@@ -14,8 +14,8 @@ with default settings on a fresh PostgreSQL database. Prints one table row:
   smaller than the work's concurrency opens and closes connections all the time);
 - start lateness p50 / p99: ``started_at - fire_time`` over the runs;
 - duplicates / lost: runs or reminders beyond one per task, and tasks without a finished run;
-- failed (printed below the row, when any): tasks whose run finished without succeeding,
-  by status and error (a run that failed was recorded and notified: not lost, but not a
+- failed (printed below the row, when any): runs that finished without succeeding, by
+  status and error (a run that failed was recorded and notified: not lost, but not a
   reminder either, e.g. a server short of connections for the replicas' pools).
 
 and below it when the leader had claimed half, and all, of the fire times (the runs'

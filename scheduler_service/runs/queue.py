@@ -88,7 +88,7 @@ class RunQueue(Generic[Run]):
             if free <= 0:
                 continue
             if backlogged:
-                free = await self._gather_slots(free, stop)
+                free = await self._gather_slots(stop)
                 if stop.is_set():
                     return
                 if free <= 0:  # a run of this worker's own took the slots meanwhile
@@ -105,16 +105,13 @@ class RunQueue(Generic[Run]):
             if backlogged:  # take again as soon as slots free
                 self._signal.set()
 
-    async def _gather_slots(self, free: int, stop: asyncio.Event) -> int:
-        """Wait for more of the worker's slots to free, up to all of them or for
-        ``gather_s``; the free slots then."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._gather_s
-        while free < self._slots and not stop.is_set():
-            left = deadline - loop.time()
-            if left <= 0:
-                break
-            await wait_at_most(self._signal.wait(), left)
+    async def _gather_slots(self, stop: asyncio.Event) -> int:
+        """Wait until all of the worker's slots are free, or for ``gather_s`` at most;
+        the free slots then."""
+        await wait_at_most(self._all_slots_free(stop), self._gather_s)
+        return self._free_slots()
+
+    async def _all_slots_free(self, stop: asyncio.Event) -> None:
+        while self._free_slots() < self._slots and not stop.is_set():
+            await self._signal.wait()  # a slot freed (or the consumer is stopping)
             self._signal.clear()
-            free = self._free_slots()
-        return free
